@@ -1,0 +1,148 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/meshproj/mesh/proxy"
+	"github.com/meshproj/mesh/proxy/discovery/file"
+)
+
+// proxyOptions are the resolved settings of `mesh proxy`.
+type proxyOptions struct {
+	cfg           proxy.Config
+	discoveryFile string
+	log           *slog.Logger
+}
+
+func newProxyCommand(s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Run the sidecar proxy (the data plane)",
+		Long: `Run the sidecar proxy that sits beside a workload.
+
+The outbound listener takes the app's requests to other services. HTTP/1.1,
+HTTP/2 and gRPC are routed by authority (Host, :authority, or an absolute URI,
+so HTTP_PROXY=http://127.0.0.1:4140 works) and balanced per request across the
+service's endpoints; opaque TCP reaches a service through a local port given
+with --outbound-tcp and is balanced per connection. The inbound listener
+forwards traffic for the app to --inbound-forward. The admin listener serves
+/metrics, /ready and /live, and to loopback clients /config_dump and
+POST /shutdown.
+
+On SIGTERM the proxy stops accepting connections, lets requests in flight
+finish for up to --shutdown-grace, and exits.`,
+		Example: `  # Two backends behind one service, reached through the proxy:
+  cat > discovery.yaml <<EOF
+  services:
+    - name: hello
+      port: 80
+      loadBalancer: round-robin
+      endpoints:
+        - address: 127.0.0.1:8081
+        - address: 127.0.0.1:8082
+  EOF
+  mesh proxy --discovery-file discovery.yaml --outbound-addr 127.0.0.1:4140 &
+  curl -x http://127.0.0.1:4140 http://hello/`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o, err := completeProxy(cmd, s)
+			if err != nil {
+				return err
+			}
+			return o.run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.String("outbound-addr", proxy.DefaultOutboundAddr, "address of the outbound listener (the app's traffic to other services)")
+	f.String("inbound-addr", proxy.DefaultInboundAddr, "address of the inbound listener (traffic for the app)")
+	f.String("admin-addr", proxy.DefaultAdminAddr, "address of the admin listener (/metrics, /ready, /live)")
+	f.String("inbound-forward", "", "where inbound traffic goes, IP:port of the app (default 127.0.0.1 at the original destination port, with interception)")
+	f.StringArray("outbound-tcp", nil, "local opaque TCP port for a service, LISTEN=SERVICE:PORT, such as 127.0.0.1:15432=db:5432 (repeatable)")
+	f.StringSlice("opaque-ports", nil, "destination ports that skip protocol detection, such as 25,3306 (server-speaks-first protocols)")
+	f.String("discovery-file", "", "YAML file of services and endpoints, watched for changes (local mode)")
+	f.Duration("detect-timeout", proxy.DefaultDetectTimeout, "how long to wait for a client's first bytes before treating it as opaque TCP")
+	f.Duration("connect-timeout", proxy.DefaultConnectTimeout, "timeout for connecting to an endpoint")
+	f.Duration("shutdown-grace", proxy.DefaultShutdownGrace, "how long to let requests in flight finish on SIGTERM")
+	f.StringToString("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
+	return cmd
+}
+
+func completeProxy(cmd *cobra.Command, s Streams) (*proxyOptions, error) {
+	v, err := settings(cmd)
+	if err != nil {
+		return nil, err
+	}
+	log, err := newLogger(v, s.ErrOut)
+	if err != nil {
+		return nil, err
+	}
+	o := &proxyOptions{log: log, discoveryFile: v.GetString("discovery-file")}
+	o.cfg = proxy.Config{
+		OutboundAddr:   v.GetString("outbound-addr"),
+		InboundAddr:    v.GetString("inbound-addr"),
+		AdminAddr:      v.GetString("admin-addr"),
+		InboundForward: v.GetString("inbound-forward"),
+		DetectTimeout:  v.GetDuration("detect-timeout"),
+		ConnectTimeout: v.GetDuration("connect-timeout"),
+		ShutdownGrace:  v.GetDuration("shutdown-grace"),
+		Labels:         v.GetStringMapString("label"),
+		Log:            log,
+	}
+	return o, o.validate(v)
+}
+
+func (o *proxyOptions) validate(v *viper.Viper) error {
+	if o.discoveryFile == "" {
+		return usagef("--discovery-file is required (the xDS backend comes with the controller)")
+	}
+	if o.cfg.InboundForward != "" {
+		if _, err := netip.ParseAddrPort(o.cfg.InboundForward); err != nil {
+			return usagef("--inbound-forward %q: want IP:port, such as 127.0.0.1:8080", o.cfg.InboundForward)
+		}
+	}
+	for _, spec := range listOf(v, "outbound-tcp") {
+		fwd, err := proxy.ParseTCPForward(spec)
+		if err != nil {
+			return usageError{err}
+		}
+		o.cfg.OutboundTCP = append(o.cfg.OutboundTCP, fwd)
+	}
+	for _, p := range listOf(v, "opaque-ports") {
+		n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 16)
+		if err != nil || n == 0 {
+			return usagef("--opaque-ports: %q is not a port", p)
+		}
+		o.cfg.OpaquePorts = append(o.cfg.OpaquePorts, uint16(n))
+	}
+	for name, d := range map[string]time.Duration{"detect-timeout": o.cfg.DetectTimeout, "connect-timeout": o.cfg.ConnectTimeout, "shutdown-grace": o.cfg.ShutdownGrace} {
+		if d <= 0 {
+			return usagef("--%s must be positive, got %s", name, d)
+		}
+	}
+	return nil
+}
+
+func (o *proxyOptions) run(ctx context.Context) error {
+	// Refuse an invalid discovery file before binding anything.
+	if _, _, err := file.Load(o.discoveryFile); err != nil {
+		return err
+	}
+	o.cfg.Discovery = &file.Backend{Path: o.discoveryFile, Log: o.log}
+	p, err := proxy.New(o.cfg)
+	if err != nil {
+		return err
+	}
+	if err := p.Run(ctx); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	return nil
+}
