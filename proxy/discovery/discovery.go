@@ -1,0 +1,137 @@
+// Package discovery describes what a proxy knows about the services it can
+// reach: their ports, endpoints and per-service settings. It holds the shared
+// data model and the Backend interface; the backends live in sub-packages
+// (file for local mode; xDS from the control plane later).
+//
+// It is not a balancer and does no I/O of its own: a backend turns some source
+// of truth into State values and hands them to the proxy.
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// LoadBalancer names a load-balancing algorithm. The same names are used in
+// the discovery file and in the mesh.io/load-balancer Service annotation.
+type LoadBalancer string
+
+// The load balancers a service may choose.
+const (
+	PeakEWMA     LoadBalancer = "peak-ewma"
+	RoundRobin   LoadBalancer = "round-robin"
+	Random       LoadBalancer = "random"
+	LeastRequest LoadBalancer = "least-request"
+	Weighted     LoadBalancer = "weighted"
+	RingHash     LoadBalancer = "ring-hash"
+	Maglev       LoadBalancer = "maglev"
+)
+
+// LoadBalancers lists every algorithm, default first.
+var LoadBalancers = []LoadBalancer{PeakEWMA, RoundRobin, Random, LeastRequest, Weighted, RingHash, Maglev}
+
+// Hashing reports whether the algorithm needs a hash key.
+func (lb LoadBalancer) Hashing() bool { return lb == RingHash || lb == Maglev }
+
+// Valid reports whether lb is a known algorithm.
+func (lb LoadBalancer) Valid() bool {
+	for _, known := range LoadBalancers {
+		if lb == known {
+			return true
+		}
+	}
+	return false
+}
+
+// HashKey says what a consistent-hashing balancer hashes. Exactly one field
+// is set.
+type HashKey struct {
+	Header   string `json:"header,omitempty"`
+	Cookie   string `json:"cookie,omitempty"`
+	SourceIP bool   `json:"sourceIP,omitempty"`
+}
+
+// IsZero reports whether no key is set.
+func (k HashKey) IsZero() bool { return k == HashKey{} }
+
+// Endpoint is one address that serves a service.
+type Endpoint struct {
+	Address netip.AddrPort `json:"address"`
+	// Weight is relative to the service's other endpoints; 1 if unset.
+	Weight uint32 `json:"weight"`
+	// Identity is the SPIFFE ID the endpoint's proxy must present; empty for
+	// endpoints that are not meshed.
+	Identity string `json:"identity,omitempty"`
+	Zone     string `json:"zone,omitempty"`
+}
+
+// Key identifies a service port: the host part of an authority and a port.
+type Key struct {
+	Host string
+	Port uint16
+}
+
+func (k Key) String() string { return net.JoinHostPort(k.Host, strconv.Itoa(int(k.Port))) }
+
+// ParseAuthority turns an HTTP authority ("web", "web:8080",
+// "web.default.svc.cluster.local:80") into a Key. A missing port means
+// defaultPort. Hosts are compared in lower case, as DNS does.
+func ParseAuthority(authority string, defaultPort uint16) (Key, error) {
+	if authority == "" {
+		return Key{}, fmt.Errorf("empty authority")
+	}
+	host, port := authority, defaultPort
+	if h, p, err := net.SplitHostPort(authority); err == nil {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return Key{}, fmt.Errorf("authority %q: bad port %q", authority, p)
+		}
+		host, port = h, uint16(n)
+	} else if strings.Contains(authority, "]") || strings.Count(authority, ":") == 1 {
+		return Key{}, fmt.Errorf("authority %q: %w", authority, err)
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" {
+		return Key{}, fmt.Errorf("authority %q has no host", authority)
+	}
+	return Key{Host: host, Port: port}, nil
+}
+
+// Service is one port of a service and everything the proxy needs to reach it.
+type Service struct {
+	Name string `json:"name"`
+	Port uint16 `json:"port"`
+	// Opaque services are proxied as TCP without protocol detection; use it
+	// for protocols where the server speaks first (SMTP, MySQL, ...).
+	Opaque       bool         `json:"opaque,omitempty"`
+	LoadBalancer LoadBalancer `json:"loadBalancer"`
+	HashKey      HashKey      `json:"hashKey,omitzero"`
+	Endpoints    []Endpoint   `json:"endpoints"`
+}
+
+// Key returns the service's key.
+func (s *Service) Key() Key { return Key{Host: strings.ToLower(s.Name), Port: s.Port} }
+
+// State is everything a backend knows at one moment.
+type State struct {
+	Services []Service
+	// Source says where the state came from, for humans ("file /etc/mesh/discovery.yaml").
+	Source string
+	// Revision changes whenever the state does.
+	Revision string
+	Updated  time.Time
+}
+
+// Backend is a source of discovery state.
+type Backend interface {
+	// Run delivers the backend's state to update, first as soon as it is
+	// known and again on every change, until ctx ends. It returns an error
+	// if the first state cannot be had; later failures keep the last good
+	// state and are logged.
+	Run(ctx context.Context, update func(State)) error
+}
