@@ -1,0 +1,259 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshproj/mesh/proxy/detect"
+	"github.com/meshproj/mesh/proxy/origdst"
+)
+
+// direction says which way traffic flows through the proxy.
+type direction uint8
+
+const (
+	outbound direction = iota
+	inbound
+)
+
+func (d direction) String() string {
+	if d == inbound {
+		return "inbound"
+	}
+	return "outbound"
+}
+
+// accept runs a listener's accept loop until the listener closes. Each
+// connection is handled on its own goroutine.
+func (p *Proxy) accept(ln net.Listener, handle func(net.Conn)) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: back off, keep going.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			p.log.Warn("accept failed", slog.String("listener", ln.Addr().String()), slog.Any("error", err))
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		go handle(c)
+	}
+}
+
+// connInfo is what the proxy knows about an accepted connection; it rides
+// in the request context of every request on the connection.
+type connInfo struct {
+	// dst is the original destination when traffic was intercepted.
+	dst netip.AddrPort
+	// source is the client's address.
+	source netip.AddrPort
+}
+
+type connInfoKey struct{}
+
+func infoOf(ctx context.Context) *connInfo {
+	ci, _ := ctx.Value(connInfoKey{}).(*connInfo)
+	return ci
+}
+
+// handleOutbound routes a connection from the local app.
+func (p *Proxy) handleOutbound(c net.Conn) {
+	dst, _ := origdst.Lookup(c)
+	if dst.IsValid() && p.opaque[dst.Port()] {
+		p.forwardOriginalDst(c, dst, nil)
+		return
+	}
+	proto, pc, ok := p.detect(c)
+	if !ok {
+		return
+	}
+	switch proto {
+	case detect.HTTP1, detect.HTTP2:
+		p.outboundH.serve(pc, dst)
+	default:
+		if !dst.IsValid() {
+			// Without interception an opaque connection names no service:
+			// the app should use an outbound TCP port instead.
+			p.log.Debug("outbound connection is not HTTP and has no original destination; closing",
+				slog.String("client", c.RemoteAddr().String()), slog.String("protocol", proto.String()))
+			p.metrics.HTTPErrors.WithLabelValues(outbound.String(), "no_destination").Inc()
+			pc.Close()
+			return
+		}
+		p.forwardOriginalDst(pc, dst, nil)
+	}
+}
+
+// handleInbound routes a connection meant for the local app.
+func (p *Proxy) handleInbound(c net.Conn) {
+	dst, _ := origdst.Lookup(c)
+	target, err := p.inboundTarget(dst)
+	if err != nil {
+		p.log.Warn("inbound connection has nowhere to go", slog.String("client", c.RemoteAddr().String()), slog.Any("error", err))
+		c.Close()
+		return
+	}
+	if p.opaque[target.Port()] {
+		p.forwardInboundTCP(c, target)
+		return
+	}
+	proto, pc, ok := p.detect(c)
+	if !ok {
+		return
+	}
+	switch proto {
+	case detect.HTTP1, detect.HTTP2:
+		p.inboundH.serve(pc, target)
+	default:
+		p.forwardInboundTCP(pc, target)
+	}
+}
+
+// inboundTarget is the local app's address for an inbound connection.
+func (p *Proxy) inboundTarget(dst netip.AddrPort) (netip.AddrPort, error) {
+	if p.cfg.InboundForward != "" {
+		return netip.MustParseAddrPort(p.cfg.InboundForward), nil
+	}
+	if !dst.IsValid() {
+		return netip.AddrPort{}, errors.New("no original destination (traffic is not intercepted) and no --inbound-forward address")
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port()), nil
+}
+
+// detect peeks at a connection. ok is false when the connection is gone.
+func (p *Proxy) detect(c net.Conn) (detect.Protocol, net.Conn, bool) {
+	p.detecting.Add(1)
+	defer p.detecting.Done()
+	proto, pc, err := detect.Peek(c, p.cfg.DetectTimeout)
+	if err != nil {
+		c.Close()
+		return 0, nil, false
+	}
+	return proto, pc, true
+}
+
+// httpEntry is one listener's HTTP server. Detected HTTP connections are
+// handed to it through a listener fed by a channel.
+type httpEntry struct {
+	direction direction
+	server    *http.Server
+	ln        *chanListener
+}
+
+func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
+	e := &httpEntry{direction: d, ln: newChanListener()}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	e.server = &http.Server{
+		Handler:           h,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ConnState: func(c net.Conn, state http.ConnState) {
+			hc, ok := c.(*handedConn)
+			if !ok {
+				return
+			}
+			labels := []string{d.String(), "", "", "false"}
+			switch state {
+			case http.StateNew:
+				p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
+				p.metrics.TCPOpenConnections.WithLabelValues(labels...).Inc()
+			case http.StateClosed, http.StateHijacked:
+				// A hijacked connection (an upgrade) is counted closed when
+				// the server lets go of it; its later bytes are the tunnel's.
+				p.metrics.TCPCloseTotal.WithLabelValues(labels...).Inc()
+				p.metrics.TCPOpenConnections.WithLabelValues(labels...).Dec()
+				p.metrics.TCPReadBytes.WithLabelValues(labels...).Add(float64(hc.read.Load()))
+				p.metrics.TCPWriteBytes.WithLabelValues(labels...).Add(float64(hc.written.Load()))
+			}
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if hc, ok := c.(*handedConn); ok {
+				return context.WithValue(ctx, connInfoKey{}, &hc.info)
+			}
+			return ctx
+		},
+	}
+	return e
+}
+
+// serve hands a detected connection to the HTTP server.
+func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort) {
+	hc := &handedConn{Conn: c}
+	hc.info.dst = dst
+	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		hc.info.source = ra.AddrPort()
+	}
+	e.ln.push(hc)
+}
+
+// handedConn carries connection facts to ConnContext and counts bytes for
+// the connection metrics.
+type handedConn struct {
+	net.Conn
+	info          connInfo
+	read, written atomic.Int64
+}
+
+func (c *handedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *handedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// chanListener is a net.Listener whose connections come from push.
+type chanListener struct {
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// push blocks until the server accepts c, so a connection is never lost in
+// a buffer when the server shuts down.
+func (l *chanListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshproj/mesh/proxy/discovery"
+)
+
+// newAdmin builds the admin server. /metrics, /ready and /live answer
+// anyone (the kubelet and Prometheus reach them over the pod network);
+// /config_dump and /shutdown only loopback clients, which off the pod means
+// kubectl port-forward, guarded by Kubernetes RBAC.
+func (p *Proxy) newAdmin() *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("live\n"))
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case p.draining.Load():
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+		case !p.ready.Load():
+			http.Error(w, "not ready: waiting for discovery", http.StatusServiceUnavailable)
+		default:
+			w.Write([]byte("ready\n"))
+		}
+	})
+	mux.Handle("GET /config_dump", loopbackOnly(http.HandlerFunc(p.serveConfigDump)))
+	mux.Handle("POST /shutdown", loopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("shutting down\n"))
+		p.Shutdown()
+	})))
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// loopbackOnly refuses clients that are not on this host.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopback(r.RemoteAddr) {
+			http.Error(w, "forbidden: only loopback clients may use this endpoint (use kubectl port-forward)", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// ConfigDump is the proxy's state as /config_dump shows it.
+type ConfigDump struct {
+	Ready     bool          `json:"ready"`
+	Draining  bool          `json:"draining"`
+	Discovery DiscoveryDump `json:"discovery"`
+	Listeners ListenerDump  `json:"listeners"`
+	Services  []ServiceDump `json:"services"`
+}
+
+// DiscoveryDump says where the proxy's view of the mesh comes from.
+type DiscoveryDump struct {
+	Source   string    `json:"source"`
+	Revision string    `json:"revision"`
+	Updated  time.Time `json:"updated"`
+}
+
+// ListenerDump lists the bound addresses.
+type ListenerDump struct {
+	Outbound       string            `json:"outbound"`
+	Inbound        string            `json:"inbound"`
+	Admin          string            `json:"admin"`
+	InboundForward string            `json:"inboundForward,omitempty"`
+	OutboundTCP    map[string]string `json:"outboundTCP,omitempty"`
+	OpaquePorts    []uint16          `json:"opaquePorts,omitempty"`
+}
+
+// ServiceDump is one service with its live endpoint state.
+type ServiceDump struct {
+	Authority    string                 `json:"authority"`
+	Opaque       bool                   `json:"opaque,omitempty"`
+	LoadBalancer discovery.LoadBalancer `json:"loadBalancer"`
+	HashKey      discovery.HashKey      `json:"hashKey,omitzero"`
+	Endpoints    []EndpointDump         `json:"endpoints"`
+}
+
+// EndpointDump is one endpoint's live state.
+type EndpointDump struct {
+	Address   string  `json:"address"`
+	Weight    uint32  `json:"weight"`
+	Identity  string  `json:"identity,omitempty"`
+	Zone      string  `json:"zone,omitempty"`
+	Pending   int64   `json:"pending"`
+	LatencyMS float64 `json:"ewmaLatencyMs"`
+}
+
+// Dump returns the proxy's current state.
+func (p *Proxy) Dump() ConfigDump {
+	d := ConfigDump{Ready: p.ready.Load(), Draining: p.draining.Load(), Services: []ServiceDump{}}
+	if s := p.discState.Load(); s != nil {
+		d.Discovery = DiscoveryDump{Source: s.Source, Revision: s.Revision, Updated: s.Updated}
+	}
+	d.Listeners = ListenerDump{
+		Outbound: p.outboundLn.Addr().String(), Inbound: p.inboundLn.Addr().String(), Admin: p.adminLn.Addr().String(),
+		InboundForward: p.cfg.InboundForward, OpaquePorts: p.cfg.OpaquePorts,
+	}
+	for _, l := range p.tcpLns {
+		if d.Listeners.OutboundTCP == nil {
+			d.Listeners.OutboundTCP = map[string]string{}
+		}
+		d.Listeners.OutboundTCP[l.Addr().String()] = l.fwd.Service.String()
+	}
+	for _, svc := range p.services.Load().sorted() {
+		set := svc.settings.Load()
+		sd := ServiceDump{Authority: svc.authority, Opaque: set.Opaque, LoadBalancer: svc.balancer.Algorithm(), HashKey: set.HashKey, Endpoints: []EndpointDump{}}
+		for _, e := range svc.balancer.Endpoints() {
+			sd.Endpoints = append(sd.Endpoints, EndpointDump{
+				Address: e.Addr, Weight: e.Weight, Identity: e.Identity, Zone: e.Zone,
+				Pending: e.Pending(), LatencyMS: float64(e.Latency().Microseconds()) / 1000,
+			})
+		}
+		d.Services = append(d.Services, sd)
+	}
+	return d
+}
+
+func (p *Proxy) serveConfigDump(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(p.Dump())
+}

@@ -1,0 +1,403 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshproj/mesh/proxy/balance"
+	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/proxy/metrics"
+)
+
+// ErrorHeader is the response header in which the proxy says why it
+// answered a request itself instead of forwarding it.
+const ErrorHeader = "mesh-error"
+
+// transports are the connection pools to endpoints: one for HTTP/1.1 and
+// one for HTTP/2 without TLS (h2c, for gRPC). http.Transport pools per
+// address, so each endpoint gets its own pool with keep-alive reuse.
+type transports struct {
+	h1, h2 *http.Transport
+}
+
+// Pool limits per endpoint.
+const (
+	maxIdlePerEndpoint = 256
+	idleTimeout        = 90 * time.Second
+)
+
+func newTransports(connectTimeout time.Duration) transports {
+	dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	base := func(protocols *http.Protocols) *http.Transport {
+		return &http.Transport{
+			Proxy:                 nil, // the proxy is the proxy; ignore HTTP_PROXY
+			DialContext:           dialer.DialContext,
+			MaxIdleConnsPerHost:   maxIdlePerEndpoint,
+			IdleConnTimeout:       idleTimeout,
+			ExpectContinueTimeout: time.Second,
+			// Never add Accept-Encoding or decompress: bodies pass untouched.
+			DisableCompression: true,
+			Protocols:          protocols,
+		}
+	}
+	var p1, p2 http.Protocols
+	p1.SetHTTP1(true)
+	p2.SetUnencryptedHTTP2(true)
+	return transports{h1: base(&p1), h2: base(&p2)}
+}
+
+func (t transports) closeIdle() {
+	t.h1.CloseIdleConnections()
+	t.h2.CloseIdleConnections()
+}
+
+// pick chooses the transport that keeps the client's protocol: HTTP/2
+// requests (gRPC among them) go out as HTTP/2, the rest as HTTP/1.1.
+func (t transports) pick(r *http.Request) *http.Transport {
+	if r.ProtoMajor == 2 {
+		return t.h2
+	}
+	return t.h1
+}
+
+// serveOutbound routes a request from the local app by its authority: the
+// Host header, :authority, or the host of an absolute-form URI (so that
+// HTTP_PROXY pointing at the outbound listener works).
+func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		p.fail(w, r, outbound, http.StatusMethodNotAllowed, "connect_unsupported",
+			"CONNECT tunnels are not supported; reach TCP services through an outbound TCP port (--outbound-tcp)")
+		return
+	}
+	authority := r.Host
+	if authority == "" {
+		authority = r.URL.Host
+	}
+	key, err := discovery.ParseAuthority(authority, defaultPort(r))
+	if err != nil {
+		p.fail(w, r, outbound, http.StatusBadRequest, "bad_authority", err.Error())
+		return
+	}
+	svc, err := p.lookup(key)
+	if err != nil {
+		p.fail(w, r, outbound, http.StatusServiceUnavailable, "unknown_authority", err.Error())
+		return
+	}
+	svc.forward.ServeHTTP(w, r)
+}
+
+func defaultPort(r *http.Request) uint16 {
+	if r.URL.Scheme == "https" {
+		return 443
+	}
+	return 80
+}
+
+// serveInbound forwards a request to the local app.
+func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
+	p.inboundForward.ServeHTTP(w, r)
+}
+
+// forwardedHeaders are headers httputil.ReverseProxy strips in Rewrite mode.
+// A sidecar is transparent: what the client sent, the server gets.
+var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
+// newForwarder builds the HTTP forwarder for one direction and transport.
+// httputil.ReverseProxy brings hop-by-hop header handling (RFC 9110 7.6.1),
+// trailers, streaming and protocol upgrades.
+func (p *Proxy) newForwarder(d direction, rt http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			for _, h := range forwardedHeaders {
+				if v, ok := pr.In.Header[h]; ok {
+					pr.Out.Header[h] = v
+				}
+			}
+		},
+		Transport:     rt,
+		FlushInterval: -1, // stream: gRPC and server-sent events must not wait
+		BufferPool:    bufferPool{},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p.upstreamFailed(w, r, d, err)
+		},
+		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// balancingTransport sends a service's requests to the endpoint its
+// balancer picks.
+type balancingTransport struct {
+	p   *Proxy
+	svc *service
+}
+
+func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	svc := t.svc
+	var hash uint64
+	if svc.balancer.Algorithm().Hashing() {
+		hash = requestHash(svc.settings.Load().HashKey, req)
+	}
+	ep := svc.balancer.Pick(hash)
+	if ep == nil {
+		t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "503", "failure").Inc()
+		return nil, &proxyError{status: http.StatusServiceUnavailable, reason: "no_endpoints",
+			msg: fmt.Sprintf("service %s has no endpoints", svc.authority)}
+	}
+	req.URL.Host = ep.Addr
+	return t.p.roundTrip(req, outbound, svc.authority, ep.Addr, ep)
+}
+
+// inboundTransport sends requests to the local app.
+type inboundTransport struct{ p *Proxy }
+
+func (t inboundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ci := infoOf(req.Context())
+	if ci == nil || !ci.dst.IsValid() {
+		return nil, &proxyError{status: http.StatusServiceUnavailable, reason: "no_destination", msg: "inbound request has no destination"}
+	}
+	target := ci.dst.String()
+	req.URL.Host = target
+	return t.p.roundTrip(req, inbound, req.Host, target, nil)
+}
+
+// requestHash computes a consistent-hashing key. A request that lacks the
+// key is spread at random rather than piled onto one endpoint.
+func requestHash(k discovery.HashKey, r *http.Request) uint64 {
+	switch {
+	case k.Header != "":
+		if v := r.Header[textproto.CanonicalMIMEHeaderKey(k.Header)]; len(v) > 0 {
+			return balance.HashString(v[0])
+		}
+	case k.Cookie != "":
+		if v, ok := cookieValue(r.Header["Cookie"], k.Cookie); ok {
+			return balance.HashString(v)
+		}
+	case k.SourceIP:
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			return balance.HashAddr(ap.Addr())
+		}
+	}
+	return rand.Uint64()
+}
+
+// cookieValue finds one cookie without allocating the whole jar.
+func cookieValue(headers []string, name string) (string, bool) {
+	for _, h := range headers {
+		for part := range strings.SplitSeq(h, ";") {
+			part = strings.TrimSpace(part)
+			if k, v, ok := strings.Cut(part, "="); ok && k == name {
+				return strings.Trim(v, `"`), true
+			}
+		}
+	}
+	return "", false
+}
+
+// roundTrip sends a request to one address and counts it. ep, when not nil,
+// is told of the request's progress for load balancing.
+func (p *Proxy) roundTrip(req *http.Request, d direction, authority, target string, ep *balance.Endpoint) (*http.Response, error) {
+	labels := [4]string{d.String(), authority, target, "false"}
+	p.metrics.RequestTotal.WithLabelValues(labels[:]...).Inc()
+	began := time.Now()
+	var start int64
+	if ep != nil {
+		start = ep.Begin()
+	}
+	resp, err := p.transports.pick(req).RoundTrip(req)
+	if err != nil {
+		if ep != nil {
+			ep.Done()
+		}
+		pe := upstreamError(err, target)
+		if req.Context().Err() == nil {
+			p.metrics.ResponseTotal.WithLabelValues(labels[0], labels[1], labels[2], labels[3], statusText(pe.status), "failure").Inc()
+		}
+		return nil, pe
+	}
+	if ep != nil {
+		ep.Observe(start)
+	}
+	status := statusText(resp.StatusCode)
+	p.metrics.ResponseLatency.WithLabelValues(labels[0], labels[1], labels[2], labels[3], status).
+		Observe(float64(time.Since(began)) / float64(time.Millisecond))
+	tb := &trackedBody{ReadCloser: resp.Body, resp: resp, p: p, labels: labels, ep: ep}
+	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		// An upgraded connection: ReverseProxy needs to write to it too.
+		resp.Body = &trackedRWBody{trackedBody: tb, w: rw}
+	} else {
+		resp.Body = tb
+	}
+	return resp, nil
+}
+
+// trackedBody notices the end of a response, when its outcome (trailers
+// included) is known.
+type trackedBody struct {
+	io.ReadCloser
+	resp   *http.Response
+	p      *Proxy
+	labels [4]string
+	ep     *balance.Endpoint
+	done   atomic.Bool
+}
+
+func (b *trackedBody) Read(buf []byte) (int, error) {
+	n, err := b.ReadCloser.Read(buf)
+	if err != nil {
+		b.finish()
+	}
+	return n, err
+}
+
+func (b *trackedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.finish()
+	return err
+}
+
+func (b *trackedBody) finish() {
+	if b.done.Swap(true) {
+		return
+	}
+	if b.ep != nil {
+		b.ep.Done()
+	}
+	grpc := b.resp.Trailer.Get("Grpc-Status")
+	if grpc == "" {
+		grpc = b.resp.Header.Get("Grpc-Status") // trailers-only response
+	}
+	b.p.metrics.ResponseTotal.WithLabelValues(b.labels[0], b.labels[1], b.labels[2], b.labels[3],
+		statusText(b.resp.StatusCode), metrics.Classify(b.resp.StatusCode, grpc)).Inc()
+}
+
+type trackedRWBody struct {
+	*trackedBody
+	w io.Writer
+}
+
+func (b *trackedRWBody) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+// proxyError is a failure the proxy answers for itself.
+type proxyError struct {
+	status int
+	reason string // metric label
+	msg    string // for the mesh-error header
+	err    error
+}
+
+func (e *proxyError) Error() string { return e.msg }
+func (e *proxyError) Unwrap() error { return e.err }
+
+// upstreamError explains why a request to target failed.
+func upstreamError(err error, target string) *proxyError {
+	var pe *proxyError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	var op *net.OpError
+	switch {
+	case errors.As(err, &op) && op.Op == "dial":
+		if op.Timeout() {
+			return &proxyError{status: http.StatusGatewayTimeout, reason: "connect_timeout", msg: fmt.Sprintf("connecting to %s timed out", target), err: err}
+		}
+		return &proxyError{status: http.StatusBadGateway, reason: "connect_failed", msg: fmt.Sprintf("connecting to %s: %s", target, causeOf(op)), err: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &proxyError{status: http.StatusGatewayTimeout, reason: "timeout", msg: fmt.Sprintf("%s did not answer in time", target), err: err}
+	case errors.Is(err, context.Canceled):
+		return &proxyError{status: 499, reason: "client_canceled", msg: "the client went away", err: err}
+	}
+	return &proxyError{status: http.StatusBadGateway, reason: "upstream_failed", msg: fmt.Sprintf("%s: %s", target, oneLine(err.Error())), err: err}
+}
+
+func causeOf(op *net.OpError) string {
+	if op.Err != nil {
+		return oneLine(op.Err.Error())
+	}
+	return oneLine(op.Error())
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "\r", " "), "\n", " ") }
+
+// upstreamFailed answers a request whose forwarding failed.
+func (p *Proxy) upstreamFailed(w http.ResponseWriter, r *http.Request, d direction, err error) {
+	pe := upstreamError(err, "upstream")
+	if r.Context().Err() != nil {
+		p.metrics.HTTPErrors.WithLabelValues(d.String(), "client_canceled").Inc()
+		return // nobody to answer
+	}
+	p.fail(w, r, d, pe.status, pe.reason, pe.msg)
+}
+
+// fail answers a request on the proxy's behalf, saying why in the
+// mesh-error header. gRPC clients get a gRPC status they understand.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, d direction, status int, reason, msg string) {
+	p.metrics.HTTPErrors.WithLabelValues(d.String(), reason).Inc()
+	p.log.Debug("request failed", slog.String("direction", d.String()), slog.String("authority", r.Host),
+		slog.String("path", r.URL.Path), slog.Int("status", status), slog.String("reason", msg))
+	h := w.Header()
+	h.Set(ErrorHeader, msg)
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", grpcCode(status))
+		h.Set("Grpc-Message", msg)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, msg)
+}
+
+// grpcCode maps the proxy's HTTP status to a gRPC status code.
+func grpcCode(status int) string {
+	switch status {
+	case http.StatusGatewayTimeout:
+		return "4" // DEADLINE_EXCEEDED
+	case http.StatusBadRequest:
+		return "3" // INVALID_ARGUMENT
+	case http.StatusMethodNotAllowed:
+		return "12" // UNIMPLEMENTED
+	}
+	return "14" // UNAVAILABLE
+}
+
+// statusTexts caches status code strings so that counting does not allocate.
+var statusTexts = func() []string {
+	s := make([]string, 600)
+	for i := range s {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
+
+func statusText(code int) string {
+	if code >= 0 && code < len(statusTexts) {
+		return statusTexts[code]
+	}
+	return strconv.Itoa(code)
+}
+
+// bufferPool recycles the 32 KiB copy buffers of httputil.ReverseProxy,
+// which would otherwise allocate one per request.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

@@ -1,0 +1,107 @@
+// Package metrics defines what a proxy counts, with Linkerd's metric names
+// and labels so that existing dashboards and habits carry over. It owns the
+// registry the admin endpoint serves; it does not decide when to count.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// LatencyBucketsMS are the response latency buckets, in milliseconds:
+// Linkerd's, with sub-millisecond buckets added for loopback and same-node
+// traffic.
+var LatencyBucketsMS = []float64{0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000, 40000, 50000}
+
+// Label names.
+const (
+	Direction      = "direction" // inbound or outbound
+	Authority      = "authority" // the service authority, host:port
+	TargetAddr     = "target_addr"
+	TLS            = "tls"
+	StatusCode     = "status_code"
+	Classification = "classification" // success or failure
+	Error          = "error"
+)
+
+// Metrics holds a proxy's metrics and the registry that serves them.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	RequestTotal    *prometheus.CounterVec
+	ResponseTotal   *prometheus.CounterVec
+	ResponseLatency *prometheus.HistogramVec
+	HTTPErrors      *prometheus.CounterVec
+
+	TCPOpenTotal       *prometheus.CounterVec
+	TCPOpenConnections *prometheus.GaugeVec
+	TCPCloseTotal      *prometheus.CounterVec
+	TCPReadBytes       *prometheus.CounterVec
+	TCPWriteBytes      *prometheus.CounterVec
+
+	DiscoveryUpdates   prometheus.Counter
+	DiscoveryServices  prometheus.Gauge
+	DiscoveryEndpoints prometheus.Gauge
+}
+
+// New creates the metrics in a fresh registry. constLabels (workload
+// labels such as namespace and pod) are added to every series.
+func New(constLabels map[string]string) *Metrics {
+	reg := prometheus.NewRegistry()
+	f := prometheus.WrapRegistererWith(constLabels, reg)
+	req := []string{Direction, Authority, TargetAddr, TLS}
+	tcp := []string{Direction, Authority, TargetAddr, TLS}
+	m := &Metrics{
+		Registry: reg,
+		RequestTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "request_total", Help: "HTTP requests sent to an endpoint.",
+		}, req),
+		ResponseTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "response_total", Help: "HTTP responses by status and classification (failure: 5xx, non-zero grpc-status, or an error of the proxy).",
+		}, append(req, StatusCode, Classification)),
+		ResponseLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "response_latency_ms", Help: "Time from a request to its response headers, in milliseconds.", Buckets: LatencyBucketsMS,
+		}, append(req, StatusCode)),
+		HTTPErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "http_errors_total", Help: "HTTP requests the proxy answered itself, by reason.",
+		}, []string{Direction, Error}),
+		TCPOpenTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tcp_open_total", Help: "TCP connections accepted.",
+		}, tcp),
+		TCPOpenConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tcp_open_connections", Help: "TCP connections open now.",
+		}, tcp),
+		TCPCloseTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tcp_close_total", Help: "TCP connections closed.",
+		}, tcp),
+		TCPReadBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tcp_read_bytes_total", Help: "Bytes read from accepted connections.",
+		}, tcp),
+		TCPWriteBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tcp_write_bytes_total", Help: "Bytes written to accepted connections.",
+		}, tcp),
+		DiscoveryUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "discovery_updates_total", Help: "Discovery states applied.",
+		}),
+		DiscoveryServices: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "discovery_services", Help: "Services known from discovery.",
+		}),
+		DiscoveryEndpoints: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "discovery_endpoints", Help: "Endpoints known from discovery, over all services.",
+		}),
+	}
+	f.MustRegister(m.RequestTotal, m.ResponseTotal, m.ResponseLatency, m.HTTPErrors,
+		m.TCPOpenTotal, m.TCPOpenConnections, m.TCPCloseTotal, m.TCPReadBytes, m.TCPWriteBytes,
+		m.DiscoveryUpdates, m.DiscoveryServices, m.DiscoveryEndpoints)
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	return m
+}
+
+// Classify says whether an HTTP exchange succeeded, as Linkerd does: 5xx
+// and a non-zero gRPC status are failures.
+func Classify(status int, grpcStatus string) string {
+	if status >= 500 || (grpcStatus != "" && grpcStatus != "0") {
+		return "failure"
+	}
+	return "success"
+}

@@ -1,0 +1,409 @@
+// Package proxy is the data plane, the program behind `mesh proxy`.
+//
+// A proxy has three listeners. Outbound (4140) takes the local app's
+// requests to other services, finds the service by authority (or, once
+// traffic is intercepted, by original destination), balances across its
+// endpoints and forwards. Inbound (4143) takes requests meant for the local
+// app and forwards them to it. Admin (4191) serves metrics, readiness and,
+// to loopback clients only, a config dump and shutdown.
+//
+// Each accepted connection is peeked to detect its protocol: HTTP/1 and
+// HTTP/2 are proxied per request, anything else as opaque TCP. Where the
+// request enters: accept.go; where it is routed and balanced: http.go and
+// tcp.go (balancing itself lives in package balance); where it is counted:
+// package metrics.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/proxy/metrics"
+)
+
+// Default listener addresses and timeouts.
+const (
+	DefaultOutboundAddr   = "127.0.0.1:4140"
+	DefaultInboundAddr    = "0.0.0.0:4143"
+	DefaultAdminAddr      = "0.0.0.0:4191"
+	DefaultDetectTimeout  = time.Second
+	DefaultConnectTimeout = 3 * time.Second
+	DefaultShutdownGrace  = 30 * time.Second
+)
+
+// Config is everything a proxy is told at start.
+type Config struct {
+	OutboundAddr string
+	InboundAddr  string
+	AdminAddr    string
+	// InboundForward is where inbound traffic goes (the local app). Empty
+	// means 127.0.0.1 at the connection's original destination port, which
+	// needs interception.
+	InboundForward string
+	// OutboundTCP are local listeners that forward opaque TCP to a service,
+	// for apps that reach TCP services without interception.
+	OutboundTCP []TCPForward
+	// OpaquePorts are destination ports whose traffic skips protocol
+	// detection (server-speaks-first protocols).
+	OpaquePorts    []uint16
+	DetectTimeout  time.Duration
+	ConnectTimeout time.Duration
+	ShutdownGrace  time.Duration
+	Discovery      discovery.Backend
+	// Labels are added to every metric (workload labels).
+	Labels map[string]string
+	Log    *slog.Logger
+}
+
+// TCPForward is one local opaque-TCP listener bound to a service.
+type TCPForward struct {
+	Listen  string
+	Service discovery.Key
+}
+
+// ParseTCPForward parses LISTEN=SERVICE, for example
+// "127.0.0.1:15432=db:5432". A LISTEN without a host binds 127.0.0.1.
+func ParseTCPForward(s string) (TCPForward, error) {
+	listen, svc, ok := cut(s, '=')
+	if !ok || listen == "" || svc == "" {
+		return TCPForward{}, fmt.Errorf("outbound TCP forward %q: want LISTEN=SERVICE:PORT, such as 127.0.0.1:15432=db:5432", s)
+	}
+	if _, _, err := net.SplitHostPort(listen); err != nil {
+		listen = "127.0.0.1:" + listen
+	}
+	key, err := discovery.ParseAuthority(svc, 0)
+	if err != nil || key.Port == 0 {
+		return TCPForward{}, fmt.Errorf("outbound TCP forward %q: service %q needs a port", s, svc)
+	}
+	return TCPForward{Listen: listen, Service: key}, nil
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// Proxy is a running data plane.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+
+	services  atomic.Pointer[serviceTable]
+	discState atomic.Pointer[discovery.State]
+	ready     atomic.Bool
+	draining  atomic.Bool
+
+	outboundLn, inboundLn, adminLn net.Listener
+	tcpLns                         []tcpListener
+
+	transports transports
+	outboundH  *httpEntry
+	inboundH   *httpEntry
+	// inboundForward forwards HTTP to the local app.
+	inboundForward http.Handler
+	admin          *http.Server
+
+	opaque map[uint16]bool
+
+	detecting sync.WaitGroup // connections being peeked
+	tcpConns  connSet        // opaque TCP connections being forwarded
+	stop      chan struct{}  // closed by /shutdown
+	stopOnce  sync.Once
+}
+
+type tcpListener struct {
+	net.Listener
+	fwd TCPForward
+}
+
+// New checks the configuration and binds every listener, so that a port
+// conflict is reported before anything runs.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Discovery == nil {
+		return nil, errors.New("no discovery backend configured")
+	}
+	setDefaults(&cfg)
+	if cfg.InboundForward != "" {
+		if _, err := netip.ParseAddrPort(cfg.InboundForward); err != nil {
+			return nil, fmt.Errorf("inbound forward address %q must be IP:port: %w", cfg.InboundForward, err)
+		}
+	}
+	p := &Proxy{
+		cfg:     cfg,
+		log:     cfg.Log,
+		metrics: metrics.New(cfg.Labels),
+		opaque:  map[uint16]bool{},
+		stop:    make(chan struct{}),
+	}
+	for _, port := range cfg.OpaquePorts {
+		p.opaque[port] = true
+	}
+	p.services.Store(&serviceTable{byKey: map[discovery.Key]*service{}})
+	p.transports = newTransports(cfg.ConnectTimeout)
+	var err error
+	closeAll := func() {
+		for _, ln := range []net.Listener{p.outboundLn, p.inboundLn, p.adminLn} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+		for _, l := range p.tcpLns {
+			l.Close()
+		}
+	}
+	bind := func(name, addr string) net.Listener {
+		if err != nil {
+			return nil
+		}
+		var ln net.Listener
+		ln, err = net.Listen("tcp", addr)
+		if err != nil {
+			err = fmt.Errorf("%s listener: %w", name, err)
+		}
+		return ln
+	}
+	p.outboundLn = bind("outbound", cfg.OutboundAddr)
+	p.inboundLn = bind("inbound", cfg.InboundAddr)
+	p.adminLn = bind("admin", cfg.AdminAddr)
+	for _, f := range cfg.OutboundTCP {
+		if ln := bind("outbound TCP "+f.Service.String(), f.Listen); ln != nil {
+			p.tcpLns = append(p.tcpLns, tcpListener{Listener: ln, fwd: f})
+		}
+	}
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	p.outboundH = p.newHTTPEntry(outbound, http.HandlerFunc(p.serveOutbound))
+	p.inboundH = p.newHTTPEntry(inbound, http.HandlerFunc(p.serveInbound))
+	p.inboundForward = p.newForwarder(inbound, inboundTransport{p})
+	p.admin = p.newAdmin()
+	return p, nil
+}
+
+func setDefaults(cfg *Config) {
+	if cfg.OutboundAddr == "" {
+		cfg.OutboundAddr = DefaultOutboundAddr
+	}
+	if cfg.InboundAddr == "" {
+		cfg.InboundAddr = DefaultInboundAddr
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = DefaultAdminAddr
+	}
+	if cfg.DetectTimeout <= 0 {
+		cfg.DetectTimeout = DefaultDetectTimeout
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+}
+
+// OutboundAddr, InboundAddr and AdminAddr return the bound addresses.
+func (p *Proxy) OutboundAddr() net.Addr { return p.outboundLn.Addr() }
+
+// InboundAddr returns the inbound listener's address.
+func (p *Proxy) InboundAddr() net.Addr { return p.inboundLn.Addr() }
+
+// AdminAddr returns the admin listener's address.
+func (p *Proxy) AdminAddr() net.Addr { return p.adminLn.Addr() }
+
+// Run serves until ctx ends or an admin client asks for shutdown, then
+// drains: it stops accepting, lets requests in flight finish within the
+// shutdown grace period, and returns.
+func (p *Proxy) Run(ctx context.Context) error {
+	discCtx, stopDiscovery := context.WithCancel(context.Background())
+	defer stopDiscovery()
+	first := make(chan struct{})
+	var once sync.Once
+	discErr := make(chan error, 1)
+	go func() {
+		discErr <- p.cfg.Discovery.Run(discCtx, func(s discovery.State) {
+			p.apply(s)
+			once.Do(func() { close(first) })
+		})
+	}()
+
+	var g errgroup.Group
+	g.Go(func() error { return serveHTTP(p.admin, p.adminLn) })
+	p.log.Info("admin listening", slog.String("addr", p.adminLn.Addr().String()))
+
+	select {
+	case <-first:
+	case err := <-discErr:
+		p.admin.Close()
+		p.closeListeners()
+		g.Wait()
+		if err == nil {
+			err = errors.New("discovery stopped before delivering any state")
+		}
+		return fmt.Errorf("discovery: %w", err)
+	case <-ctx.Done():
+		p.admin.Close()
+		p.closeListeners()
+		g.Wait()
+		return nil
+	}
+
+	g.Go(func() error { return serveHTTP(p.outboundH.server, p.outboundH.ln) })
+	g.Go(func() error { return serveHTTP(p.inboundH.server, p.inboundH.ln) })
+	g.Go(func() error { return p.accept(p.outboundLn, p.handleOutbound) })
+	g.Go(func() error { return p.accept(p.inboundLn, p.handleInbound) })
+	for _, l := range p.tcpLns {
+		g.Go(func() error {
+			return p.accept(l.Listener, func(c net.Conn) { p.forwardOutboundTCP(c, l.fwd.Service, nil) })
+		})
+	}
+	p.ready.Store(true)
+	p.log.Info("proxy ready",
+		slog.String("outbound", p.outboundLn.Addr().String()),
+		slog.String("inbound", p.inboundLn.Addr().String()),
+		slog.Int("outbound_tcp", len(p.tcpLns)))
+
+	select {
+	case <-ctx.Done():
+	case <-p.stop:
+		p.log.Info("shutdown requested through the admin endpoint")
+	}
+	p.drain()
+	stopDiscovery()
+	p.admin.Close()
+	return g.Wait()
+}
+
+// Shutdown asks a running proxy to drain and stop, as SIGTERM does.
+func (p *Proxy) Shutdown() { p.stopOnce.Do(func() { close(p.stop) }) }
+
+func (p *Proxy) closeListeners() {
+	p.outboundLn.Close()
+	p.inboundLn.Close()
+	for _, l := range p.tcpLns {
+		l.Close()
+	}
+}
+
+// drain stops accepting and waits for work in flight, at most the grace
+// period; what remains after it is closed.
+func (p *Proxy) drain() {
+	start := time.Now()
+	p.draining.Store(true)
+	p.log.Info("draining", slog.Duration("grace", p.cfg.ShutdownGrace))
+	p.closeListeners()
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownGrace)
+	defer cancel()
+	// Connections still being peeked are handed over (or dropped) within
+	// the detect timeout; after that no new connection reaches the servers.
+	p.detecting.Wait()
+	var wg sync.WaitGroup
+	for _, h := range []*httpEntry{p.outboundH, p.inboundH} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.server.Shutdown(ctx); err != nil {
+				p.log.Warn("grace period over; closing HTTP connections", slog.String("listener", h.direction.String()))
+				h.server.Close()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if !p.tcpConns.wait(ctx) {
+			p.log.Warn("grace period over; closing TCP connections", slog.Int("open", p.tcpConns.len()))
+			p.tcpConns.closeAll()
+		}
+	}()
+	wg.Wait()
+	p.transports.closeIdle()
+	p.log.Info("drained", slog.Duration("took", time.Since(start).Round(time.Millisecond)))
+}
+
+// serveHTTP runs an http.Server, treating a normal stop as success.
+func serveHTTP(s *http.Server, ln net.Listener) error {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// connSet tracks open connections so drain can wait for or close them.
+type connSet struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	empty chan struct{} // closed while the set is empty, nil if never used
+}
+
+func (s *connSet) add(c net.Conn) {
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if len(s.conns) == 0 && s.empty != nil {
+		close(s.empty)
+		s.empty = nil
+	}
+	s.mu.Unlock()
+}
+
+func (s *connSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// wait reports whether the set became empty before ctx ended.
+func (s *connSet) wait(ctx context.Context) bool {
+	s.mu.Lock()
+	if len(s.conns) == 0 {
+		s.mu.Unlock()
+		return true
+	}
+	if s.empty == nil {
+		s.empty = make(chan struct{})
+	}
+	ch := s.empty
+	s.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close()
+	}
+}

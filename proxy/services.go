@@ -1,0 +1,112 @@
+package proxy
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/meshproj/mesh/proxy/balance"
+	"github.com/meshproj/mesh/proxy/discovery"
+)
+
+// service is what the proxy keeps per service port: its settings, its
+// balancer and the HTTP forwarder bound to both.
+// A service value lives as long as its key and algorithm stay in discovery;
+// its settings are swapped atomically on updates.
+type service struct {
+	settings  atomic.Pointer[discovery.Service]
+	authority string
+	balancer  *balance.Balancer
+	forward   *httputil.ReverseProxy
+}
+
+// serviceTable is an immutable view of all services, swapped whole on each
+// discovery update so that lookups need no lock.
+type serviceTable struct {
+	byKey map[discovery.Key]*service
+}
+
+func (t *serviceTable) portsOf(host string) []uint16 {
+	var ports []uint16
+	for k := range t.byKey {
+		if k.Host == host {
+			ports = append(ports, k.Port)
+		}
+	}
+	slices.Sort(ports)
+	return ports
+}
+
+// lookup finds a service and explains a miss.
+func (p *Proxy) lookup(key discovery.Key) (*service, error) {
+	t := p.services.Load()
+	if s, ok := t.byKey[key]; ok {
+		return s, nil
+	}
+	if ports := t.portsOf(key.Host); len(ports) > 0 {
+		ps := make([]string, len(ports))
+		for i, port := range ports {
+			ps[i] = strconv.Itoa(int(port))
+		}
+		return nil, fmt.Errorf("service %s has no port %d (it has %s)", key.Host, key.Port, strings.Join(ps, ", "))
+	}
+	return nil, fmt.Errorf("unknown service %s: not in discovery (%s)", key, p.discoverySource())
+}
+
+func (p *Proxy) discoverySource() string {
+	if s := p.discState.Load(); s != nil {
+		return s.Source
+	}
+	return "no state yet"
+}
+
+// apply installs a new discovery state. Services and endpoints that stay
+// keep their balancer state; removed ones disappear from new lookups while
+// requests already holding them finish.
+func (p *Proxy) apply(s discovery.State) {
+	old := p.services.Load()
+	next := &serviceTable{byKey: make(map[discovery.Key]*service, len(s.Services))}
+	endpoints := 0
+	for _, d := range s.Services {
+		key := d.Key()
+		svc, ok := old.byKey[key]
+		if !ok || svc.balancer.Algorithm() != d.LoadBalancer {
+			b, err := balance.New(d.LoadBalancer)
+			if err != nil { // validated by the backend; keep serving the rest
+				p.log.Error("discovery: skipping service", slog.String("service", key.String()), slog.Any("error", err))
+				continue
+			}
+			svc = &service{authority: key.String(), balancer: b}
+			svc.forward = p.newForwarder(outbound, &balancingTransport{p: p, svc: svc})
+		}
+		svc.settings.Store(&d)
+		svc.balancer.Update(d.Endpoints)
+		next.byKey[key] = svc
+		endpoints += len(d.Endpoints)
+	}
+	p.services.Store(next)
+	p.discState.Store(&s)
+	p.metrics.DiscoveryUpdates.Inc()
+	p.metrics.DiscoveryServices.Set(float64(len(next.byKey)))
+	p.metrics.DiscoveryEndpoints.Set(float64(endpoints))
+	p.log.Debug("discovery applied", slog.String("source", s.Source), slog.String("revision", s.Revision),
+		slog.Int("services", len(next.byKey)), slog.Int("endpoints", endpoints))
+}
+
+// sortedServices returns the services in a stable order, for dumps.
+func (t *serviceTable) sorted() []*service {
+	out := make([]*service, 0, len(t.byKey))
+	for _, s := range t.byKey {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].authority < out[j].authority })
+	return out
+}
+
+var _ http.RoundTripper = (*balancingTransport)(nil)

@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/meshproj/mesh/proxy/balance"
+	"github.com/meshproj/mesh/proxy/detect"
+	"github.com/meshproj/mesh/proxy/discovery"
+)
+
+// forwardOutboundTCP balances one opaque connection over a service's
+// endpoints: TCP is balanced per connection.
+func (p *Proxy) forwardOutboundTCP(c net.Conn, key discovery.Key, _ []byte) {
+	svc, err := p.lookup(key)
+	if err != nil {
+		p.log.Warn("outbound TCP connection refused", slog.String("service", key.String()), slog.Any("error", err))
+		p.metrics.HTTPErrors.WithLabelValues(outbound.String(), "unknown_service").Inc()
+		c.Close()
+		return
+	}
+	var hash uint64
+	if svc.balancer.Algorithm().Hashing() {
+		if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			hash = balance.HashAddr(ra.AddrPort().Addr())
+		}
+	}
+	ep := svc.balancer.Pick(hash)
+	if ep == nil {
+		p.log.Warn("outbound TCP connection refused: no endpoints", slog.String("service", svc.authority))
+		p.metrics.HTTPErrors.WithLabelValues(outbound.String(), "no_endpoints").Inc()
+		c.Close()
+		return
+	}
+	p.pipe(c, outbound, svc.authority, ep.Addr, ep)
+}
+
+// forwardOriginalDst forwards an intercepted opaque connection to where
+// the client was going.
+func (p *Proxy) forwardOriginalDst(c net.Conn, dst netip.AddrPort, _ []byte) {
+	p.pipe(c, outbound, dst.String(), dst.String(), nil)
+}
+
+// forwardInboundTCP forwards an opaque connection to the local app.
+func (p *Proxy) forwardInboundTCP(c net.Conn, target netip.AddrPort) {
+	t := target.String()
+	p.pipe(c, inbound, t, t, nil)
+}
+
+// pipe connects client to target and copies bytes both ways until both
+// sides are done, keeping half-closes (a client that shuts down writing
+// still gets its answer).
+func (p *Proxy) pipe(client net.Conn, d direction, authority, target string, ep *balance.Endpoint) {
+	labels := []string{d.String(), authority, target, "false"}
+	p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
+	open := p.metrics.TCPOpenConnections.WithLabelValues(labels...)
+	open.Inc()
+	p.tcpConns.add(client)
+	defer func() {
+		p.tcpConns.remove(client)
+		open.Dec()
+		p.metrics.TCPCloseTotal.WithLabelValues(labels...).Inc()
+	}()
+
+	var start int64
+	if ep != nil {
+		start = ep.Begin()
+		defer ep.Done()
+	}
+	server, err := net.DialTimeout("tcp", target, p.cfg.ConnectTimeout)
+	if err != nil {
+		p.log.Warn("TCP connect failed", slog.String("direction", d.String()), slog.String("target", target), slog.Any("error", err))
+		p.metrics.HTTPErrors.WithLabelValues(d.String(), "connect_failed").Inc()
+		client.Close()
+		return
+	}
+	if ep != nil {
+		ep.Observe(start)
+	}
+	p.tcpConns.add(server)
+	defer p.tcpConns.remove(server)
+
+	var wg sync.WaitGroup
+	var fromClient int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fromClient = copyConn(server, client)
+		closeWrite(server)
+	}()
+	toClient := copyConn(client, server)
+	closeWrite(client)
+	wg.Wait()
+	client.Close()
+	server.Close()
+	p.metrics.TCPReadBytes.WithLabelValues(labels...).Add(float64(fromClient))
+	p.metrics.TCPWriteBytes.WithLabelValues(labels...).Add(float64(toClient))
+}
+
+// copyConn copies src to dst. Bytes peeked during detection go first; the
+// rest is copied between the raw TCP connections, which lets the kernel
+// splice them without passing through user space.
+func copyConn(dst, src net.Conn) int64 {
+	var n int64
+	if dc, ok := dst.(*detect.Conn); ok {
+		dst = dc.Unwrap() // peeking only affects reads
+	}
+	if dc, ok := src.(*detect.Conn); ok {
+		if pre := dc.TakePrefix(); len(pre) > 0 {
+			m, err := dst.Write(pre)
+			n += int64(m)
+			if err != nil {
+				return n
+			}
+		}
+		src = dc.Unwrap()
+	}
+	m, _ := io.Copy(dst, src)
+	return n + m
+}
+
+func closeWrite(c net.Conn) {
+	for {
+		switch v := c.(type) {
+		case interface{ CloseWrite() error }:
+			v.CloseWrite()
+			return
+		case interface{ Unwrap() net.Conn }:
+			c = v.Unwrap()
+		default:
+			c.Close()
+			return
+		}
+	}
+}
