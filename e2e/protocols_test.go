@@ -59,16 +59,42 @@ func startGRPCBackend(t *testing.T, name string) string {
 	return ln.Addr().String()
 }
 
-func TestGRPCUnaryAndServerStreamingThroughProxy(t *testing.T) {
-	a, b := startGRPCBackend(t, "a"), startGRPCBackend(t, "b")
-	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("greeter", 50051, "round-robin", "", a, b))})
-	conn, err := grpc.NewClient("passthrough:///"+mp.outbound,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("greeter:50051"))
+// dialGRPC connects a gRPC client to a proxy's outbound listener, naming
+// the service in :authority.
+func dialGRPC(t *testing.T, proxyAddr, authority string) testpb.TestServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+proxyAddr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(authority))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	c := testpb.NewTestServiceClient(conn)
+	t.Cleanup(func() { conn.Close() })
+	return testpb.NewTestServiceClient(conn)
+}
+
+// wsEcho is a WebSocket handler that answers each message with prefix+message.
+func wsEcho(prefix string) http.HandlerFunc {
+	up := websocket.Upgrader{}
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			mt, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			c.WriteMessage(mt, append([]byte(prefix), msg...))
+		}
+	}
+}
+
+func TestGRPCUnaryAndServerStreamingThroughProxy(t *testing.T) {
+	a, b := startGRPCBackend(t, "a"), startGRPCBackend(t, "b")
+	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("greeter", 50051, "round-robin", "", a, b))})
+	c := dialGRPC(t, mp.outbound, "greeter:50051")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -91,7 +117,7 @@ func TestGRPCUnaryAndServerStreamingThroughProxy(t *testing.T) {
 		t.Errorf("unary calls reached %v, want both backends (balanced per request on one connection)", seen)
 	}
 
-	_, err = c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.NotFound), Message: "no such thing"}})
+	_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.NotFound), Message: "no such thing"}})
 	if s, _ := status.FromError(err); s.Code() != codes.NotFound || s.Message() != "no such thing" {
 		t.Errorf("error status through the proxy = %v, want NotFound: no such thing", err)
 	}
@@ -128,37 +154,17 @@ func TestGRPCUnaryAndServerStreamingThroughProxy(t *testing.T) {
 
 func TestGRPCClientGetsUnavailableWhenServiceHasNoEndpoints(t *testing.T) {
 	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("greeter", 50051, "", ""))})
-	conn, err := grpc.NewClient("passthrough:///"+mp.outbound,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("greeter:50051"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = testpb.NewTestServiceClient(conn).UnaryCall(ctx, &testpb.SimpleRequest{})
+	_, err := dialGRPC(t, mp.outbound, "greeter:50051").UnaryCall(ctx, &testpb.SimpleRequest{})
 	if s, _ := status.FromError(err); s.Code() != codes.Unavailable || !strings.Contains(s.Message(), "no endpoints") {
 		t.Fatalf("call to a service with no endpoints = %v, want Unavailable naming the cause", err)
 	}
 }
 
 func TestWebSocketEchoThroughProxy(t *testing.T) {
-	up := websocket.Upgrader{}
 	be := startBackend(t, "ws")
-	be.handler = func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			mt, msg, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			c.WriteMessage(mt, append([]byte("echo: "), msg...))
-		}
-	}
+	be.handler = wsEcho("echo: ")
 	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("chat", 80, "", "", be.addr))})
 	c, resp, err := websocket.DefaultDialer.Dial("ws://"+mp.outbound+"/socket", http.Header{"Host": {"chat"}})
 	if err != nil {
