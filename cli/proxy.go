@@ -72,6 +72,8 @@ finish for up to --shutdown-grace, and exits.`,
 	f.Duration("detect-timeout", proxy.DefaultDetectTimeout, "how long to wait for a client's first bytes before treating it as opaque TCP")
 	f.Duration("connect-timeout", proxy.DefaultConnectTimeout, "timeout for connecting to an endpoint")
 	f.Duration("shutdown-grace", proxy.DefaultShutdownGrace, "how long to let requests in flight finish on SIGTERM")
+	f.Duration("idle-timeout", proxy.DefaultIdleTimeout, "close pooled connections to endpoints after this long unused")
+	f.Int("max-connections-per-endpoint", 0, "most connections to one endpoint (0: no limit); more requests wait for a connection")
 	f.StringToString("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
 	return cmd
 }
@@ -87,15 +89,17 @@ func completeProxy(cmd *cobra.Command, s Streams) (*proxyOptions, error) {
 	}
 	o := &proxyOptions{log: log, discoveryFile: v.GetString("discovery-file")}
 	o.cfg = proxy.Config{
-		OutboundAddr:   v.GetString("outbound-addr"),
-		InboundAddr:    v.GetString("inbound-addr"),
-		AdminAddr:      v.GetString("admin-addr"),
-		InboundForward: v.GetString("inbound-forward"),
-		DetectTimeout:  v.GetDuration("detect-timeout"),
-		ConnectTimeout: v.GetDuration("connect-timeout"),
-		ShutdownGrace:  v.GetDuration("shutdown-grace"),
-		Labels:         v.GetStringMapString("label"),
-		Log:            log,
+		OutboundAddr:        v.GetString("outbound-addr"),
+		InboundAddr:         v.GetString("inbound-addr"),
+		AdminAddr:           v.GetString("admin-addr"),
+		InboundForward:      v.GetString("inbound-forward"),
+		DetectTimeout:       v.GetDuration("detect-timeout"),
+		ConnectTimeout:      v.GetDuration("connect-timeout"),
+		ShutdownGrace:       v.GetDuration("shutdown-grace"),
+		IdleTimeout:         v.GetDuration("idle-timeout"),
+		MaxConnsPerEndpoint: v.GetInt("max-connections-per-endpoint"),
+		Labels:              v.GetStringMapString("label"),
+		Log:                 log,
 	}
 	return o, o.validate(v)
 }
@@ -123,7 +127,10 @@ func (o *proxyOptions) validate(v *viper.Viper) error {
 		}
 		o.cfg.OpaquePorts = append(o.cfg.OpaquePorts, uint16(n))
 	}
-	for name, d := range map[string]time.Duration{"detect-timeout": o.cfg.DetectTimeout, "connect-timeout": o.cfg.ConnectTimeout, "shutdown-grace": o.cfg.ShutdownGrace} {
+	if o.cfg.MaxConnsPerEndpoint < 0 {
+		return usagef("--max-connections-per-endpoint must not be negative")
+	}
+	for name, d := range map[string]time.Duration{"detect-timeout": o.cfg.DetectTimeout, "connect-timeout": o.cfg.ConnectTimeout, "shutdown-grace": o.cfg.ShutdownGrace, "idle-timeout": o.cfg.IdleTimeout} {
 		if d <= 0 {
 			return usagef("--%s must be positive, got %s", name, d)
 		}

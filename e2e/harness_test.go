@@ -180,6 +180,7 @@ func (mp *meshProxy) waitReady(t testing.TB) {
 // then rename) and waits until the proxy has applied it.
 func (mp *meshProxy) writeDiscovery(t testing.TB, contents string, wantEndpoints int) {
 	t.Helper()
+	before := mp.dump(t).Discovery.Revision
 	tmp := mp.discovery + ".tmp"
 	if err := os.WriteFile(tmp, []byte(contents), 0o644); err != nil {
 		t.Fatal(err)
@@ -192,7 +193,7 @@ func (mp *meshProxy) writeDiscovery(t testing.TB, contents string, wantEndpoints
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if n := mp.endpointCount(t); n == wantEndpoints {
+		if d := mp.dump(t); d.Discovery.Revision != before && mp.endpointCount(t) == wantEndpoints {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -207,9 +208,26 @@ type configDump struct {
 	Services []struct {
 		Authority string `json:"authority"`
 		Endpoints []struct {
-			Address string `json:"address"`
+			Address   string `json:"address"`
+			State     string `json:"state"`
+			Ejections int    `json:"ejections"`
 		} `json:"endpoints"`
 	} `json:"services"`
+}
+
+// endpointState returns an endpoint's failure-accrual state and ejection
+// count from the config dump.
+func (mp *meshProxy) endpointState(t testing.TB, addr string) (string, int) {
+	t.Helper()
+	for _, s := range mp.dump(t).Services {
+		for _, e := range s.Endpoints {
+			if e.Address == addr {
+				return e.State, e.Ejections
+			}
+		}
+	}
+	t.Fatalf("endpoint %s not in the config dump", addr)
+	return "", 0
 }
 
 func (mp *meshProxy) dump(t testing.TB) configDump {

@@ -26,9 +26,14 @@ import (
 type testService struct {
 	testpb.UnimplementedTestServiceServer
 	name string
+	hang bool // never answer unary calls
 }
 
 func (s *testService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if s.hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	if req.GetResponseStatus().GetCode() != 0 {
 		return nil, status.Error(codes.Code(req.ResponseStatus.Code), req.ResponseStatus.Message)
 	}
@@ -48,12 +53,17 @@ func (s *testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest
 
 func startGRPCBackend(t *testing.T, name string) string {
 	t.Helper()
+	return startGRPCServer(t, &testService{name: name})
+}
+
+func startGRPCServer(t *testing.T, svc *testService) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	testpb.RegisterTestServiceServer(s, &testService{name: name})
+	testpb.RegisterTestServiceServer(s, svc)
 	go s.Serve(ln)
 	t.Cleanup(s.Stop)
 	return ln.Addr().String()

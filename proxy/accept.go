@@ -161,7 +161,8 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       90 * time.Second,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		// net/http reports handler panics and broken clients here.
+		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ConnState: func(c net.Conn, state http.ConnState) {
 			hc, ok := c.(*handedConn)
 			if !ok {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/discovery"
 )
 
@@ -92,7 +93,20 @@ type ServiceDump struct {
 	Opaque       bool                   `json:"opaque,omitempty"`
 	LoadBalancer discovery.LoadBalancer `json:"loadBalancer"`
 	HashKey      discovery.HashKey      `json:"hashKey,omitzero"`
+	Policy       PolicyDump             `json:"policy"`
 	Endpoints    []EndpointDump         `json:"endpoints"`
+}
+
+// PolicyDump is a service's failure handling as in force.
+type PolicyDump struct {
+	RequestTimeout         string                    `json:"requestTimeout,omitempty"`
+	QueueTimeout           string                    `json:"queueTimeout"`
+	MaxRetries             int                       `json:"maxRetries"`
+	RetryStatuses          []discovery.StatusRange   `json:"retryStatuses,omitempty"`
+	RetryGRPCCodes         []string                  `json:"retryGRPCCodes,omitempty"`
+	RetryBudget            map[string]float64        `json:"retryBudget"`
+	FailureAccrual         *discovery.FailureAccrual `json:"failureAccrual"`
+	MaxRequestsPerEndpoint int64                     `json:"maxRequestsPerEndpoint,omitempty"`
 }
 
 // EndpointDump is one endpoint's live state.
@@ -103,6 +117,11 @@ type EndpointDump struct {
 	Zone      string  `json:"zone,omitempty"`
 	Pending   int64   `json:"pending"`
 	LatencyMS float64 `json:"ewmaLatencyMs"`
+	// State is active, ejected or probation (failure accrual).
+	State               string     `json:"state"`
+	ConsecutiveFailures int        `json:"consecutiveFailures"`
+	Ejections           int        `json:"ejections"`
+	EjectedUntil        *time.Time `json:"ejectedUntil,omitempty"`
 }
 
 // Dump returns the proxy's current state.
@@ -123,12 +142,32 @@ func (p *Proxy) Dump() ConfigDump {
 	}
 	for _, svc := range p.services.Load().sorted() {
 		set := svc.settings.Load()
-		sd := ServiceDump{Authority: svc.authority, Opaque: set.Opaque, LoadBalancer: svc.balancer.Algorithm(), HashKey: set.HashKey, Endpoints: []EndpointDump{}}
+		pol := svc.policy.Load()
+		acc := accrualOf(set)
+		bc := pol.budget.Config()
+		sd := ServiceDump{Authority: svc.authority, Opaque: set.Opaque, LoadBalancer: svc.balancer.Algorithm(), HashKey: set.HashKey,
+			Policy: PolicyDump{
+				QueueTimeout: pol.queueTimeout.String(), MaxRetries: pol.maxRetries, RetryStatuses: pol.statuses, RetryGRPCCodes: pol.grpcCodes,
+				RetryBudget:            map[string]float64{"ratio": bc.Ratio, "minPerSecond": bc.MinPerSecond, "ttlSeconds": bc.TTL.Seconds()},
+				FailureAccrual:         &discovery.FailureAccrual{ConsecutiveFailures: acc.Failures, MinBackoff: acc.MinBackoff, MaxBackoff: acc.MaxBackoff, Jitter: acc.Jitter},
+				MaxRequestsPerEndpoint: pol.maxPerEndpoint,
+			},
+			Endpoints: []EndpointDump{}}
+		if pol.requestTimeout > 0 {
+			sd.Policy.RequestTimeout = pol.requestTimeout.String()
+		}
 		for _, e := range svc.balancer.Endpoints() {
-			sd.Endpoints = append(sd.Endpoints, EndpointDump{
+			ed := EndpointDump{
 				Address: e.Addr, Weight: e.Weight, Identity: e.Identity, Zone: e.Zone,
 				Pending: e.Pending(), LatencyMS: float64(e.Latency().Microseconds()) / 1000,
-			})
+				State: e.State().String(), ConsecutiveFailures: e.ConsecutiveFailures(),
+			}
+			until, n := svc.balancer.Ejection(e)
+			ed.Ejections = n
+			if e.State() == balance.Ejected {
+				ed.EjectedUntil = &until
+			}
+			sd.Endpoints = append(sd.Endpoints, ed)
 		}
 		d.Services = append(d.Services, sd)
 	}

@@ -34,19 +34,17 @@ type transports struct {
 	h1, h2 *http.Transport
 }
 
-// Pool limits per endpoint.
-const (
-	maxIdlePerEndpoint = 256
-	idleTimeout        = 90 * time.Second
-)
+// maxIdlePerEndpoint bounds the idle connections kept per endpoint.
+const maxIdlePerEndpoint = 256
 
-func newTransports(connectTimeout time.Duration) transports {
+func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) transports {
 	dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
 	base := func(protocols *http.Protocols) *http.Transport {
 		return &http.Transport{
 			Proxy:                 nil, // the proxy is the proxy; ignore HTTP_PROXY
 			DialContext:           dialer.DialContext,
 			MaxIdleConnsPerHost:   maxIdlePerEndpoint,
+			MaxConnsPerHost:       maxConns,
 			IdleConnTimeout:       idleTimeout,
 			ExpectContinueTimeout: time.Second,
 			// Never add Accept-Encoding or decompress: bodies pass untouched.
@@ -129,37 +127,18 @@ func (p *Proxy) newForwarder(d direction, rt http.RoundTripper) *httputil.Revers
 				}
 			}
 		},
-		Transport:     rt,
-		FlushInterval: -1, // stream: gRPC and server-sent events must not wait
-		BufferPool:    bufferPool{},
+		Transport: rt,
+		// No FlushInterval: ReverseProxy already flushes at once when the
+		// length is unknown (gRPC, server-sent events, chunked streams).
+		// Forcing it for every response would flush the headers of a gRPC
+		// trailers-only response early, turning its status into plain
+		// headers that clients ignore.
+		BufferPool: bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.upstreamFailed(w, r, d, err)
 		},
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
-}
-
-// balancingTransport sends a service's requests to the endpoint its
-// balancer picks.
-type balancingTransport struct {
-	p   *Proxy
-	svc *service
-}
-
-func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	svc := t.svc
-	var hash uint64
-	if svc.balancer.Algorithm().Hashing() {
-		hash = requestHash(svc.settings.Load().HashKey, req)
-	}
-	ep := svc.balancer.Pick(hash)
-	if ep == nil {
-		t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "503", "failure").Inc()
-		return nil, &proxyError{status: http.StatusServiceUnavailable, reason: "no_endpoints",
-			msg: fmt.Sprintf("service %s has no endpoints", svc.authority)}
-	}
-	req.URL.Host = ep.Addr
-	return t.p.roundTrip(req, outbound, svc.authority, ep.Addr, ep)
 }
 
 // inboundTransport sends requests to the local app.
@@ -172,7 +151,7 @@ func (t inboundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	target := ci.dst.String()
 	req.URL.Host = target
-	return t.p.roundTrip(req, inbound, req.Host, target, nil)
+	return t.p.roundTrip(req, inbound, req.Host, target, nil, nil)
 }
 
 // requestHash computes a consistent-hashing key. A request that lacks the
@@ -209,8 +188,9 @@ func cookieValue(headers []string, name string) (string, bool) {
 }
 
 // roundTrip sends a request to one address and counts it. ep, when not nil,
-// is told of the request's progress for load balancing.
-func (p *Proxy) roundTrip(req *http.Request, d direction, authority, target string, ep *balance.Endpoint) (*http.Response, error) {
+// is told of the request's progress for load balancing, and its outcome is
+// reported to bal for failure accrual.
+func (p *Proxy) roundTrip(req *http.Request, d direction, authority, target string, ep *balance.Endpoint, bal *balance.Balancer) (*http.Response, error) {
 	labels := [4]string{d.String(), authority, target, "false"}
 	p.metrics.RequestTotal.WithLabelValues(labels[:]...).Inc()
 	began := time.Now()
@@ -220,10 +200,13 @@ func (p *Proxy) roundTrip(req *http.Request, d direction, authority, target stri
 	}
 	resp, err := p.transports.pick(req).RoundTrip(req)
 	if err != nil {
+		pe := upstreamError(err, target)
 		if ep != nil {
 			ep.Done()
+			if bal != nil && pe.reason != "client_canceled" {
+				bal.Report(ep, false)
+			}
 		}
-		pe := upstreamError(err, target)
 		if req.Context().Err() == nil {
 			p.metrics.ResponseTotal.WithLabelValues(labels[0], labels[1], labels[2], labels[3], statusText(pe.status), "failure").Inc()
 		}
@@ -232,10 +215,15 @@ func (p *Proxy) roundTrip(req *http.Request, d direction, authority, target stri
 	if ep != nil {
 		ep.Observe(start)
 	}
+	if resp.Header.Get("Grpc-Status") != "" {
+		// A trailers-only gRPC response: nothing follows the headers, and it
+		// must go out as one HEADERS frame that ends the stream.
+		resp.ContentLength = 0
+	}
 	status := statusText(resp.StatusCode)
 	p.metrics.ResponseLatency.WithLabelValues(labels[0], labels[1], labels[2], labels[3], status).
 		Observe(float64(time.Since(began)) / float64(time.Millisecond))
-	tb := &trackedBody{ReadCloser: resp.Body, resp: resp, p: p, labels: labels, ep: ep}
+	tb := &trackedBody{ReadCloser: resp.Body, resp: resp, p: p, labels: labels, ep: ep, bal: bal}
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 		// An upgraded connection: ReverseProxy needs to write to it too.
 		resp.Body = &trackedRWBody{trackedBody: tb, w: rw}
@@ -253,7 +241,10 @@ type trackedBody struct {
 	p      *Proxy
 	labels [4]string
 	ep     *balance.Endpoint
+	bal    *balance.Balancer
 	done   atomic.Bool
+	// onDone runs once the response is over (a request timeout's cleanup).
+	onDone func()
 }
 
 func (b *trackedBody) Read(buf []byte) (int, error) {
@@ -283,6 +274,22 @@ func (b *trackedBody) finish() {
 	}
 	b.p.metrics.ResponseTotal.WithLabelValues(b.labels[0], b.labels[1], b.labels[2], b.labels[3],
 		statusText(b.resp.StatusCode), metrics.Classify(b.resp.StatusCode, grpc)).Inc()
+	if b.bal != nil {
+		b.bal.Report(b.ep, !endpointFailed(b.resp.StatusCode, grpc))
+	}
+	if b.onDone != nil {
+		b.onDone()
+	}
+}
+
+// endpointFailed says whether a response counts against its endpoint for
+// failure accrual: server errors, not the caller's mistakes.
+func endpointFailed(status int, grpc string) bool {
+	switch grpc {
+	case "2", "13", "14": // UNKNOWN, INTERNAL, UNAVAILABLE
+		return true
+	}
+	return status >= 500
 }
 
 type trackedRWBody struct {

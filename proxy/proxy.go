@@ -40,6 +40,7 @@ const (
 	DefaultDetectTimeout  = time.Second
 	DefaultConnectTimeout = 3 * time.Second
 	DefaultShutdownGrace  = 30 * time.Second
+	DefaultIdleTimeout    = 90 * time.Second
 )
 
 // Config is everything a proxy is told at start.
@@ -60,7 +61,13 @@ type Config struct {
 	DetectTimeout  time.Duration
 	ConnectTimeout time.Duration
 	ShutdownGrace  time.Duration
-	Discovery      discovery.Backend
+	// IdleTimeout closes pooled connections to endpoints unused that long.
+	IdleTimeout time.Duration
+	// MaxConnsPerEndpoint bounds connections to one endpoint (0: no
+	// bound); requests beyond it wait for a connection, bounded in turn by
+	// the service's maxRequestsPerEndpoint.
+	MaxConnsPerEndpoint int
+	Discovery           discovery.Backend
 	// Labels are added to every metric (workload labels).
 	Labels map[string]string
 	Log    *slog.Logger
@@ -155,7 +162,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.opaque[port] = true
 	}
 	p.services.Store(&serviceTable{byKey: map[discovery.Key]*service{}})
-	p.transports = newTransports(cfg.ConnectTimeout)
+	p.transports = newTransports(cfg.ConnectTimeout, cfg.IdleTimeout, cfg.MaxConnsPerEndpoint)
 	var err error
 	closeAll := func() {
 		for _, ln := range []net.Listener{p.outboundLn, p.inboundLn, p.adminLn} {
@@ -215,6 +222,9 @@ func setDefaults(cfg *Config) {
 	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

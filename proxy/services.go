@@ -21,6 +21,7 @@ import (
 // its settings are swapped atomically on updates.
 type service struct {
 	settings  atomic.Pointer[discovery.Service]
+	policy    atomic.Pointer[policy]
 	authority string
 	balancer  *balance.Balancer
 	forward   *httputil.ReverseProxy
@@ -84,8 +85,11 @@ func (p *Proxy) apply(s discovery.State) {
 			}
 			svc = &service{authority: key.String(), balancer: b}
 			svc.forward = p.newForwarder(outbound, &balancingTransport{p: p, svc: svc})
+			b.OnEvent = p.endpointEvent(svc.authority)
 		}
 		svc.settings.Store(&d)
+		svc.policy.Store(newPolicy(&d, svc.policy.Load()))
+		svc.balancer.SetAccrual(accrualOf(&d))
 		svc.balancer.Update(d.Endpoints)
 		next.byKey[key] = svc
 		endpoints += len(d.Endpoints)

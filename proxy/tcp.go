@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/detect"
@@ -28,32 +31,76 @@ func (p *Proxy) forwardOutboundTCP(c net.Conn, key discovery.Key, _ []byte) {
 			hash = balance.HashAddr(ra.AddrPort().Addr())
 		}
 	}
-	ep := svc.balancer.Pick(hash)
-	if ep == nil {
-		p.log.Warn("outbound TCP connection refused: no endpoints", slog.String("service", svc.authority))
-		p.metrics.HTTPErrors.WithLabelValues(outbound.String(), "no_endpoints").Inc()
-		c.Close()
+	// A connection that fails to open carried nothing: try another endpoint.
+	pol := svc.policy.Load()
+	var tried [maxTries]*balance.Endpoint
+	for attempt := range min(pol.maxRetries+1, maxTries) {
+		ep, err := (&balancingTransport{p: p, svc: svc}).pickTCP(hash, pol, tried[:attempt])
+		if err != nil {
+			p.log.Warn("outbound TCP connection refused", slog.String("service", svc.authority), slog.Any("error", err))
+			p.metrics.HTTPErrors.WithLabelValues(outbound.String(), "no_endpoints").Inc()
+			c.Close()
+			return
+		}
+		tried[attempt] = ep
+		start := ep.Begin()
+		server, err := net.DialTimeout("tcp", ep.Addr, p.cfg.ConnectTimeout)
+		if err != nil {
+			ep.Done()
+			svc.balancer.Report(ep, false)
+			p.log.Warn("TCP connect failed", slog.String("service", svc.authority), slog.String("endpoint", ep.Addr), slog.Any("error", err))
+			p.metrics.HTTPErrors.WithLabelValues(outbound.String(), "connect_failed").Inc()
+			continue
+		}
+		ep.Observe(start)
+		svc.balancer.Report(ep, true)
+		p.pipe(c, server, outbound, svc.authority, ep.Addr)
+		ep.Done()
 		return
 	}
-	p.pipe(c, outbound, svc.authority, ep.Addr, ep)
+	c.Close()
+}
+
+// pickTCP picks an endpoint for a connection, waiting up to the queue
+// timeout when none is available.
+func (t *balancingTransport) pickTCP(hash uint64, pol *policy, tried []*balance.Endpoint) (*balance.Endpoint, error) {
+	req := &http.Request{Header: http.Header{}}
+	ctx, cancel := context.WithTimeout(context.Background(), pol.queueTimeout+time.Second)
+	defer cancel()
+	if hash != 0 && len(tried) == 0 {
+		if e := t.svc.balancer.Pick(hash); e != nil {
+			return e, nil
+		}
+	}
+	return t.pick(ctx, req, pol, tried)
 }
 
 // forwardOriginalDst forwards an intercepted opaque connection to where
 // the client was going.
 func (p *Proxy) forwardOriginalDst(c net.Conn, dst netip.AddrPort, _ []byte) {
-	p.pipe(c, outbound, dst.String(), dst.String(), nil)
+	p.dialAndPipe(c, outbound, dst.String())
 }
 
 // forwardInboundTCP forwards an opaque connection to the local app.
 func (p *Proxy) forwardInboundTCP(c net.Conn, target netip.AddrPort) {
-	t := target.String()
-	p.pipe(c, inbound, t, t, nil)
+	p.dialAndPipe(c, inbound, target.String())
 }
 
-// pipe connects client to target and copies bytes both ways until both
-// sides are done, keeping half-closes (a client that shuts down writing
-// still gets its answer).
-func (p *Proxy) pipe(client net.Conn, d direction, authority, target string, ep *balance.Endpoint) {
+func (p *Proxy) dialAndPipe(c net.Conn, d direction, target string) {
+	server, err := net.DialTimeout("tcp", target, p.cfg.ConnectTimeout)
+	if err != nil {
+		p.log.Warn("TCP connect failed", slog.String("direction", d.String()), slog.String("target", target), slog.Any("error", err))
+		p.metrics.HTTPErrors.WithLabelValues(d.String(), "connect_failed").Inc()
+		c.Close()
+		return
+	}
+	p.pipe(c, server, d, target, target)
+}
+
+// pipe copies bytes both ways between client and server until both sides
+// are done, keeping half-closes (a client that shuts down writing still
+// gets its answer).
+func (p *Proxy) pipe(client, server net.Conn, d direction, authority, target string) {
 	labels := []string{d.String(), authority, target, "false"}
 	p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
 	open := p.metrics.TCPOpenConnections.WithLabelValues(labels...)
@@ -65,21 +112,6 @@ func (p *Proxy) pipe(client net.Conn, d direction, authority, target string, ep 
 		p.metrics.TCPCloseTotal.WithLabelValues(labels...).Inc()
 	}()
 
-	var start int64
-	if ep != nil {
-		start = ep.Begin()
-		defer ep.Done()
-	}
-	server, err := net.DialTimeout("tcp", target, p.cfg.ConnectTimeout)
-	if err != nil {
-		p.log.Warn("TCP connect failed", slog.String("direction", d.String()), slog.String("target", target), slog.Any("error", err))
-		p.metrics.HTTPErrors.WithLabelValues(d.String(), "connect_failed").Inc()
-		client.Close()
-		return
-	}
-	if ep != nil {
-		ep.Observe(start)
-	}
 	p.tcpConns.add(server)
 	defer p.tcpConns.remove(server)
 

@@ -13,9 +13,13 @@ import (
 // about two thirds of its weight; the default RTT is what an endpoint that
 // has never answered is assumed to cost, so a new endpoint is neither
 // flooded nor starved.
+// A failure counts as failurePenalty of latency, so that an endpoint that
+// fails fast (connection refused, instant 500s) does not look like the
+// fastest one and draw the traffic it cannot serve.
 const (
-	ewmaDecay  = 10 * time.Second
-	defaultRTT = 30 * time.Millisecond
+	ewmaDecay      = 10 * time.Second
+	defaultRTT     = 30 * time.Millisecond
+	failurePenalty = 10 * defaultRTT
 )
 
 // epoch anchors monotonic timestamps; time.Since reads the monotonic clock.
@@ -35,6 +39,14 @@ type Endpoint struct {
 	mu    sync.Mutex
 	cost  float64 // peak-EWMA of round-trip time, in nanoseconds
 	stamp int64   // when cost was last updated, from now()
+
+	// Failure accrual; the balancer's lock guards the fields that are not atomic.
+	failures     atomic.Int32
+	state        atomic.Uint32 // a State
+	backoff      time.Duration
+	ejectedUntil time.Time
+	ejections    int
+	probe        *time.Timer
 }
 
 // NewEndpoint returns an endpoint with no history.
@@ -63,6 +75,14 @@ func (e *Endpoint) Observe(start int64) {
 	t := now()
 	e.mu.Lock()
 	e.update(float64(t-start), t)
+	e.mu.Unlock()
+}
+
+// penalize records a failure in the latency estimate.
+func (e *Endpoint) penalize() {
+	t := now()
+	e.mu.Lock()
+	e.update(float64(failurePenalty), t)
 	e.mu.Unlock()
 }
 

@@ -112,6 +112,69 @@ type Service struct {
 	LoadBalancer LoadBalancer `json:"loadBalancer"`
 	HashKey      HashKey      `json:"hashKey,omitzero"`
 	Endpoints    []Endpoint   `json:"endpoints"`
+	// Failure handling; zero values mean the defaults below.
+	Timeouts       Timeouts        `json:"timeouts,omitzero"`
+	Retries        *Retries        `json:"retries,omitempty"`
+	FailureAccrual *FailureAccrual `json:"failureAccrual,omitempty"`
+	Limits         Limits          `json:"limits,omitzero"`
+	// QueueTimeout is how long a request waits for an endpoint when none
+	// is available before the proxy answers 503.
+	QueueTimeout time.Duration `json:"queueTimeout,omitempty"`
+}
+
+// Defaults for failure handling.
+const (
+	DefaultQueueTimeout = time.Second
+	DefaultMaxRetries   = 2
+	DefaultBodyLimit    = 64 << 10
+)
+
+// Timeouts bound a request.
+type Timeouts struct {
+	// Request bounds the time from a request to its response headers,
+	// retries included; 0 means none. A shorter grpc-timeout wins.
+	Request time.Duration `json:"request,omitempty"`
+}
+
+// Retries says which failed requests are sent again. Connection failures
+// are always retried (the request never left) for any method; other
+// failures only for idempotent requests (or gRPC calls with a listed code).
+type Retries struct {
+	// MaxRetries per request; 0 disables retries.
+	MaxRetries int `json:"maxRetries"`
+	// Statuses are HTTP response statuses to retry.
+	Statuses []StatusRange `json:"statuses,omitempty"`
+	// GRPCCodes are gRPC status codes to retry (trailers-only responses).
+	GRPCCodes []uint32 `json:"grpcCodes,omitempty"`
+	// Budget: see retry.BudgetConfig.
+	BudgetRatio        float64       `json:"budgetRatio"`
+	BudgetMinPerSecond float64       `json:"budgetMinPerSecond"`
+	BudgetTTL          time.Duration `json:"budgetTTL"`
+}
+
+// StatusRange is an inclusive range of HTTP statuses.
+type StatusRange struct {
+	Min int `json:"min"`
+	Max int `json:"max"`
+}
+
+// Contains reports whether status is in the range.
+func (r StatusRange) Contains(status int) bool { return status >= r.Min && status <= r.Max }
+
+// FailureAccrual configures per-endpoint circuit breaking.
+type FailureAccrual struct {
+	// ConsecutiveFailures that eject an endpoint; 0 disables.
+	ConsecutiveFailures int           `json:"consecutiveFailures"`
+	MinBackoff          time.Duration `json:"minBackoff"`
+	MaxBackoff          time.Duration `json:"maxBackoff"`
+	Jitter              float64       `json:"jitter"`
+}
+
+// Limits shed load instead of queueing without end.
+type Limits struct {
+	// MaxRequestsPerEndpoint is the most requests in flight to one
+	// endpoint; past it the proxy tries another endpoint, then answers 503.
+	MaxRequestsPerEndpoint int `json:"maxRequestsPerEndpoint,omitempty"`
 }
 
 // Key returns the service's key.

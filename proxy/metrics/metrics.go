@@ -39,6 +39,14 @@ type Metrics struct {
 	TCPReadBytes       *prometheus.CounterVec
 	TCPWriteBytes      *prometheus.CounterVec
 
+	RetryTotal            *prometheus.CounterVec
+	RetryBudgetExhausted  *prometheus.CounterVec
+	RequestTimeouts       *prometheus.CounterVec
+	LoadShed              *prometheus.CounterVec
+	EndpointEjections     *prometheus.CounterVec
+	EndpointRestorations  *prometheus.CounterVec
+	EndpointsEjectedGauge *prometheus.GaugeVec
+
 	DiscoveryUpdates   prometheus.Counter
 	DiscoveryServices  prometheus.Gauge
 	DiscoveryEndpoints prometheus.Gauge
@@ -80,6 +88,27 @@ func New(constLabels map[string]string) *Metrics {
 		TCPWriteBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tcp_write_bytes_total", Help: "Bytes written to accepted connections.",
 		}, tcp),
+		RetryTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "retry_total", Help: "Requests sent again to another endpoint, by what failed.",
+		}, []string{Direction, Authority, "reason"}),
+		RetryBudgetExhausted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "retry_budget_exhausted_total", Help: "Retries refused because the service's retry budget was spent.",
+		}, []string{Direction, Authority}),
+		RequestTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "request_timeouts_total", Help: "Requests answered 504 because their timeout passed.",
+		}, []string{Direction, Authority}),
+		LoadShed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "load_shed_total", Help: "Requests answered 503 because every endpoint tried was at its limit.",
+		}, []string{Direction, Authority}),
+		EndpointEjections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "endpoint_ejections_total", Help: "Endpoints taken out of balancing by failure accrual.",
+		}, []string{Authority, TargetAddr}),
+		EndpointRestorations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "endpoint_restorations_total", Help: "Ejected endpoints restored after a successful probe.",
+		}, []string{Authority, TargetAddr}),
+		EndpointsEjectedGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "endpoint_ejected", Help: "1 while an endpoint is ejected by failure accrual.",
+		}, []string{Authority, TargetAddr}),
 		DiscoveryUpdates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "discovery_updates_total", Help: "Discovery states applied.",
 		}),
@@ -92,6 +121,8 @@ func New(constLabels map[string]string) *Metrics {
 	}
 	f.MustRegister(m.RequestTotal, m.ResponseTotal, m.ResponseLatency, m.HTTPErrors,
 		m.TCPOpenTotal, m.TCPOpenConnections, m.TCPCloseTotal, m.TCPReadBytes, m.TCPWriteBytes,
+		m.RetryTotal, m.RetryBudgetExhausted, m.RequestTimeouts, m.LoadShed,
+		m.EndpointEjections, m.EndpointRestorations, m.EndpointsEjectedGauge,
 		m.DiscoveryUpdates, m.DiscoveryServices, m.DiscoveryEndpoints)
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m

@@ -26,12 +26,45 @@ type document struct {
 }
 
 type service struct {
-	Name         string     `yaml:"name"`
-	Port         int        `yaml:"port"`
-	Opaque       bool       `yaml:"opaque"`
-	LoadBalancer string     `yaml:"loadBalancer"`
-	HashKey      *hashKey   `yaml:"hashKey"`
-	Endpoints    []endpoint `yaml:"endpoints"`
+	Name           string          `yaml:"name"`
+	Port           int             `yaml:"port"`
+	Opaque         bool            `yaml:"opaque"`
+	LoadBalancer   string          `yaml:"loadBalancer"`
+	HashKey        *hashKey        `yaml:"hashKey"`
+	Endpoints      []endpoint      `yaml:"endpoints"`
+	Timeouts       *timeouts       `yaml:"timeouts"`
+	Retries        *retries        `yaml:"retries"`
+	FailureAccrual *failureAccrual `yaml:"failureAccrual"`
+	Limits         *limits         `yaml:"limits"`
+	QueueTimeout   string          `yaml:"queueTimeout"`
+}
+
+type timeouts struct {
+	Request string `yaml:"request"`
+}
+
+type retries struct {
+	MaxRetries *int     `yaml:"maxRetries"`
+	Statuses   []string `yaml:"statuses"`
+	GRPCCodes  []string `yaml:"grpcCodes"`
+	Budget     *budget  `yaml:"budget"`
+}
+
+type budget struct {
+	Ratio        *float64 `yaml:"ratio"`
+	MinPerSecond *float64 `yaml:"minPerSecond"`
+	TTL          string   `yaml:"ttl"`
+}
+
+type failureAccrual struct {
+	ConsecutiveFailures *int     `yaml:"consecutiveFailures"`
+	MinBackoff          string   `yaml:"minBackoff"`
+	MaxBackoff          string   `yaml:"maxBackoff"`
+	Jitter              *float64 `yaml:"jitter"`
+}
+
+type limits struct {
+	MaxRequestsPerEndpoint int `yaml:"maxRequestsPerEndpoint"`
 }
 
 type hashKey struct {
@@ -157,6 +190,10 @@ func Parse(name string, data []byte) ([]discovery.Service, error) {
 				return nil, fail(line("identity"), "%s %q must be a SPIFFE ID (spiffe://trust-domain/ns/NS/sa/SA)", efield("identity"), e.Identity)
 			}
 			svc.Endpoints = append(svc.Endpoints, ep)
+		}
+		p := policy{at: func(path ...any) int { return at(append([]any{"services", i}, path...)...) }, field: field, fail: fail}
+		if err := p.apply(&svc, s); err != nil {
+			return nil, err
 		}
 		out = append(out, svc)
 	}

@@ -103,6 +103,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(good))
 	f.Add([]byte("services:\n  - {name: a, port: 1, endpoints: [{address: '[::1]:80', weight: 2}]}\n"))
 	f.Add([]byte("services: [{name: a, port: 1, loadBalancer: maglev, hashKey: {cookie: s}}]"))
+	f.Add([]byte("services: [{name: a, port: 1, retries: {statuses: [5xx, 500-502], grpcCodes: [UNAVAILABLE]}, failureAccrual: {minBackoff: 1s}, timeouts: {request: 2s}}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		svcs, err := Parse("f.yaml", data)
 		if err != nil {
@@ -117,6 +118,16 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted an invalid service %+v", s)
 			}
 			seen[s.Key()] = true
+			if s.Timeouts.Request < 0 || s.QueueTimeout < 0 || (s.FailureAccrual != nil && s.FailureAccrual.MaxBackoff < s.FailureAccrual.MinBackoff) {
+				t.Fatalf("accepted invalid failure handling: %+v", s)
+			}
+			if s.Retries != nil {
+				for _, r := range s.Retries.Statuses {
+					if r.Min < 100 || r.Max > 599 || r.Min > r.Max {
+						t.Fatalf("accepted an invalid status range %+v", r)
+					}
+				}
+			}
 			if s.LoadBalancer.Hashing() == s.HashKey.IsZero() {
 				t.Fatalf("hash key and balancer disagree: %+v", s)
 			}

@@ -1,0 +1,170 @@
+package file
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshproj/mesh/proxy/discovery"
+)
+
+// policy validates and converts one service's failure-handling settings.
+type policy struct {
+	at    func(path ...any) int
+	field func(string) string
+	fail  func(line int, format string, args ...any) error
+}
+
+// grpcCodeNames are the gRPC status codes by name.
+var grpcCodeNames = map[string]uint32{
+	"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+	"ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+	"ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
+	"DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}
+
+func (p policy) duration(value string, path ...any) (time.Duration, error) {
+	if value == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(value)
+	if err != nil || d <= 0 {
+		name := make([]string, len(path))
+		for i, s := range path {
+			name[i] = fmt.Sprint(s)
+		}
+		return 0, p.fail(p.at(path...), "%s %q must be a positive duration such as 500ms or 2s", p.field(strings.Join(name, ".")), value)
+	}
+	return d, nil
+}
+
+func (p policy) apply(svc *discovery.Service, s service) error {
+	var err error
+	if svc.QueueTimeout, err = p.duration(s.QueueTimeout, "queueTimeout"); err != nil {
+		return err
+	}
+	if s.Timeouts != nil {
+		if svc.Timeouts.Request, err = p.duration(s.Timeouts.Request, "timeouts", "request"); err != nil {
+			return err
+		}
+	}
+	if s.Limits != nil {
+		if s.Limits.MaxRequestsPerEndpoint < 0 {
+			return p.fail(p.at("limits", "maxRequestsPerEndpoint"), "%s must not be negative", p.field("limits.maxRequestsPerEndpoint"))
+		}
+		svc.Limits.MaxRequestsPerEndpoint = s.Limits.MaxRequestsPerEndpoint
+	}
+	if s.Retries != nil {
+		if err := p.retries(svc, s.Retries); err != nil {
+			return err
+		}
+	}
+	if s.FailureAccrual != nil {
+		if err := p.accrual(svc, s.FailureAccrual); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p policy) retries(svc *discovery.Service, r *retries) error {
+	out := &discovery.Retries{MaxRetries: discovery.DefaultMaxRetries, BudgetRatio: 0.2, BudgetMinPerSecond: 10, BudgetTTL: 10 * time.Second}
+	if r.MaxRetries != nil {
+		if *r.MaxRetries < 0 || *r.MaxRetries > 10 {
+			return p.fail(p.at("retries", "maxRetries"), "%s must be 0-10, got %d", p.field("retries.maxRetries"), *r.MaxRetries)
+		}
+		out.MaxRetries = *r.MaxRetries
+	}
+	for j, st := range r.Statuses {
+		rng, ok := parseStatuses(st)
+		if !ok {
+			return p.fail(p.at("retries", "statuses", j), "%s %q must be a status (503), a class (5xx) or a range (500-504) within 100-599", p.field(fmt.Sprintf("retries.statuses[%d]", j)), st)
+		}
+		out.Statuses = append(out.Statuses, rng)
+	}
+	for j, c := range r.GRPCCodes {
+		code, ok := grpcCodeNames[strings.ToUpper(c)]
+		if n, err := strconv.ParseUint(c, 10, 32); err == nil && n <= 16 {
+			code, ok = uint32(n), true
+		}
+		if !ok || code == 0 {
+			return p.fail(p.at("retries", "grpcCodes", j), "%s %q is not a gRPC error code (such as UNAVAILABLE or 14)", p.field(fmt.Sprintf("retries.grpcCodes[%d]", j)), c)
+		}
+		out.GRPCCodes = append(out.GRPCCodes, code)
+	}
+	if b := r.Budget; b != nil {
+		if b.Ratio != nil {
+			if *b.Ratio < 0 || *b.Ratio > 1 {
+				return p.fail(p.at("retries", "budget", "ratio"), "%s must be between 0 and 1, got %v", p.field("retries.budget.ratio"), *b.Ratio)
+			}
+			out.BudgetRatio = *b.Ratio
+		}
+		if b.MinPerSecond != nil {
+			if *b.MinPerSecond < 0 {
+				return p.fail(p.at("retries", "budget", "minPerSecond"), "%s must not be negative", p.field("retries.budget.minPerSecond"))
+			}
+			out.BudgetMinPerSecond = *b.MinPerSecond
+		}
+		ttl, err := p.duration(b.TTL, "retries", "budget", "ttl")
+		if err != nil {
+			return err
+		}
+		if ttl > 0 {
+			out.BudgetTTL = ttl
+		}
+	}
+	svc.Retries = out
+	return nil
+}
+
+// parseStatuses reads "503", "5xx" or "500-504".
+func parseStatuses(s string) (discovery.StatusRange, bool) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if len(s) == 3 && strings.HasSuffix(s, "xx") && s[0] >= '1' && s[0] <= '5' {
+		base := int(s[0]-'0') * 100
+		return discovery.StatusRange{Min: base, Max: base + 99}, true
+	}
+	lo, hi, isRange := strings.Cut(s, "-")
+	min, err1 := strconv.Atoi(lo)
+	max := min
+	var err2 error
+	if isRange {
+		max, err2 = strconv.Atoi(hi)
+	}
+	if err1 != nil || err2 != nil || min < 100 || max > 599 || min > max {
+		return discovery.StatusRange{}, false
+	}
+	return discovery.StatusRange{Min: min, Max: max}, true
+}
+
+func (p policy) accrual(svc *discovery.Service, a *failureAccrual) error {
+	out := &discovery.FailureAccrual{ConsecutiveFailures: 7, MinBackoff: time.Second, MaxBackoff: time.Minute, Jitter: 0.5}
+	if a.ConsecutiveFailures != nil {
+		if *a.ConsecutiveFailures < 0 {
+			return p.fail(p.at("failureAccrual", "consecutiveFailures"), "%s must not be negative (0 disables)", p.field("failureAccrual.consecutiveFailures"))
+		}
+		out.ConsecutiveFailures = *a.ConsecutiveFailures
+	}
+	if d, e := p.duration(a.MinBackoff, "failureAccrual", "minBackoff"); e != nil {
+		return e
+	} else if d > 0 {
+		out.MinBackoff = d
+	}
+	if d, e := p.duration(a.MaxBackoff, "failureAccrual", "maxBackoff"); e != nil {
+		return e
+	} else if d > 0 {
+		out.MaxBackoff = d
+	}
+	if out.MaxBackoff < out.MinBackoff {
+		return p.fail(p.at("failureAccrual", "maxBackoff"), "%s %s is shorter than minBackoff %s", p.field("failureAccrual.maxBackoff"), out.MaxBackoff, out.MinBackoff)
+	}
+	if a.Jitter != nil {
+		if *a.Jitter < 0 || *a.Jitter >= 1 {
+			return p.fail(p.at("failureAccrual", "jitter"), "%s must be at least 0 and below 1, got %v", p.field("failureAccrual.jitter"), *a.Jitter)
+		}
+		out.Jitter = *a.Jitter
+	}
+	svc.FailureAccrual = out
+	return nil
+}
