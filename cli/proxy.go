@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"github.com/meshproj/mesh/identity"
+	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/proxy"
 	"github.com/meshproj/mesh/proxy/discovery/file"
 )
@@ -74,6 +77,11 @@ finish for up to --shutdown-grace, and exits.`,
 	f.Duration("shutdown-grace", proxy.DefaultShutdownGrace, "how long to let requests in flight finish on SIGTERM")
 	f.Duration("idle-timeout", proxy.DefaultIdleTimeout, "close pooled connections to endpoints after this long unused")
 	f.Int("max-connections-per-endpoint", 0, "most connections to one endpoint (0: no limit); more requests wait for a connection")
+	f.String("identity", "", "this workload's SPIFFE ID (spiffe://trust-domain/ns/NS/sa/SA); enables mTLS")
+	f.String("identity-addr", "", "address of the identity service (host:port)")
+	f.String("identity-trust-anchors", "", "PEM file of trust anchors (one or more; rotate by listing old and new)")
+	f.String("identity-token-file", "", "file holding this workload's token, read at each renewal")
+	f.Bool("require-identity", false, "refuse inbound connections that are not mesh TLS")
 	f.StringToString("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
 	return cmd
 }
@@ -101,7 +109,53 @@ func completeProxy(cmd *cobra.Command, s Streams) (*proxyOptions, error) {
 		Labels:              v.GetStringMapString("label"),
 		Log:                 log,
 	}
-	return o, o.validate(v)
+	if err := o.validate(v); err != nil {
+		return nil, err
+	}
+	return o, o.completeIdentity(v)
+}
+
+// completeIdentity sets up mTLS when --identity is given.
+func (o *proxyOptions) completeIdentity(v *viper.Viper) error {
+	idFlag := v.GetString("identity")
+	o.cfg.RequireIdentity = v.GetBool("require-identity")
+	if idFlag == "" {
+		for _, f := range []string{"identity-addr", "identity-trust-anchors", "identity-token-file"} {
+			if v.GetString(f) != "" {
+				return usagef("--%s needs --identity", f)
+			}
+		}
+		if o.cfg.RequireIdentity {
+			return usagef("--require-identity needs --identity")
+		}
+		return nil
+	}
+	id, err := pki.ParseID(idFlag)
+	if err != nil {
+		return usagef("--identity: %v", err)
+	}
+	for _, f := range []string{"identity-addr", "identity-trust-anchors", "identity-token-file"} {
+		if v.GetString(f) == "" {
+			return usagef("--identity needs --%s", f)
+		}
+	}
+	path := v.GetString("identity-trust-anchors")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading trust anchors: %w", err)
+	}
+	anchors, err := pki.ParseCerts(data)
+	if err != nil {
+		return fmt.Errorf("trust anchors %s: %w", path, err)
+	}
+	pool := pki.Pool(anchors...)
+	client := identity.NewClient(v.GetString("identity-addr"), pool, id.TrustDomain)
+	agent, err := identity.NewAgent(id, client, v.GetString("identity-token-file"), o.log)
+	if err != nil {
+		return err
+	}
+	o.cfg.Identity, o.cfg.TrustAnchors = agent, pool
+	return nil
 }
 
 func (o *proxyOptions) validate(v *viper.Viper) error {

@@ -75,7 +75,7 @@ named by --config (YAML keys are flag names).`,
 	root.PersistentFlags().String("config", "", "configuration file (YAML; keys are flag names)")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "auto", "log format: text, json, or auto (text on a terminal, JSON otherwise)")
-	root.AddCommand(newVersionCommand(s), newProxyCommand(s))
+	root.AddCommand(newVersionCommand(s), newProxyCommand(s), newIdentityCommand(s))
 	root.CompletionOptions.HiddenDefaultCmd = false
 	return root
 }

@@ -157,7 +157,7 @@ func TestGRPCUnaryAndServerStreamingThroughProxy(t *testing.T) {
 	if n != 50 || stream.Trailer().Get("messages")[0] != "50" {
 		t.Errorf("got %d messages, trailer %v; want 50", n, stream.Trailer())
 	}
-	if m := mp.metrics(t); !strings.Contains(m, `response_total{authority="greeter:50051",classification="failure"`) {
+	if m := mp.metrics(t); !has(m, "response_total", "authority", "greeter:50051", "classification", "failure") {
 		t.Errorf("the NotFound call is not counted as a failure:\n%s", grep(m, "response_total"))
 	}
 }
@@ -241,8 +241,8 @@ func TestOpaqueTCPEchoThroughOutboundPort(t *testing.T) {
 		t.Fatalf("read %d bytes (%v); want %d", len(got), err, len(payload)+5)
 	}
 	waitFor(t, "TCP metrics", func() bool {
-		m := mp.metrics(t)
-		return strings.Contains(m, `tcp_close_total{authority="echo:7",direction="outbound",target_addr="`+echo+`",tls="false"} 1`)
+		n, _ := metricSum(mp.metrics(t), "tcp_close_total", "authority", "echo:7", "direction", "outbound", "target_addr", echo, "tls", "false")
+		return n == 1
 	})
 }
 
@@ -256,7 +256,7 @@ func TestInboundForwardsHTTPAndOpaqueTCPToTheApp(t *testing.T) {
 	if r := app.lastRequest(); r.Host != "app.default:8080" || r.URL.Path != "/inbound" {
 		t.Errorf("app saw Host %q path %q", r.Host, r.URL.Path)
 	}
-	if m := mp.metrics(t); !strings.Contains(m, `request_total{authority="app.default:8080",direction="inbound",target_addr="`+app.addr+`",tls="false"} 1`) {
+	if m := mp.metrics(t); !has(m, "request_total", "authority", "app.default:8080", "direction", "inbound", "target_addr", app.addr, "tls", "false") {
 		t.Errorf("inbound request not counted:\n%s", grep(m, "request_total"))
 	}
 

@@ -54,10 +54,27 @@ func (p *Proxy) accept(ln net.Listener, handle func(net.Conn)) error {
 // connInfo is what the proxy knows about an accepted connection; it rides
 // in the request context of every request on the connection.
 type connInfo struct {
-	// dst is the original destination when traffic was intercepted.
+	// dst is the original destination when traffic was intercepted (for
+	// inbound connections: the app's address).
 	dst netip.AddrPort
 	// source is the client's address.
 	source netip.AddrPort
+	// peer is what mTLS proved about the client.
+	peer peer
+}
+
+// peer is the TLS standing of a hop, for metrics labels.
+type peer struct {
+	tls      bool
+	clientID string // inbound: the client proxy's SPIFFE ID
+	serverID string // outbound: the server proxy's SPIFFE ID
+}
+
+func (p peer) tlsLabel() string {
+	if p.tls {
+		return "true"
+	}
+	return "false"
 }
 
 type connInfoKey struct{}
@@ -110,6 +127,16 @@ func (p *Proxy) handleInbound(c net.Conn) {
 	}
 	proto, pc, ok := p.detect(c)
 	if !ok {
+		return
+	}
+	if proto == detect.TLS && p.inboundMeshTLS(pc) {
+		p.serveMeshInbound(pc, target)
+		return
+	}
+	if p.cfg.RequireIdentity {
+		p.log.Debug("inbound connection refused: not mesh TLS", slog.String("client", c.RemoteAddr().String()))
+		p.metrics.HTTPErrors.WithLabelValues(inbound.String(), "identity_required").Inc()
+		pc.Close()
 		return
 	}
 	switch proto {
@@ -168,7 +195,7 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 			if !ok {
 				return
 			}
-			labels := []string{d.String(), "", "", "false"}
+			labels := []string{d.String(), "", "", "false", "", ""}
 			switch state {
 			case http.StateNew:
 				p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()

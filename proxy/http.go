@@ -121,6 +121,10 @@ func (p *Proxy) newForwarder(d direction, rt http.RoundTripper) *httputil.Revers
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
+			// The server fills in request trailers only when the body has
+			// been read, long after the clone: share the map so that the
+			// transport sends them.
+			pr.Out.Trailer = pr.In.Trailer
 			for _, h := range forwardedHeaders {
 				if v, ok := pr.In.Header[h]; ok {
 					pr.Out.Header[h] = v
@@ -151,7 +155,15 @@ func (t inboundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	target := ci.dst.String()
 	req.URL.Host = target
-	return t.p.roundTrip(req, inbound, req.Host, target, nil, nil)
+	req.URL.Scheme = "http"
+	tr := t.p.transports.h1
+	if req.Header.Get(origProtoHeader) != "" {
+		// An HTTP/1 request that crossed the mesh as HTTP/2: restore it.
+		req.Header.Del(origProtoHeader)
+	} else if req.ProtoMajor == 2 {
+		tr = t.p.transports.h2
+	}
+	return t.p.roundTrip(req, tr, inbound, req.Host, target, nil, nil, ci.peer)
 }
 
 // requestHash computes a consistent-hashing key. A request that lacks the
@@ -190,15 +202,15 @@ func cookieValue(headers []string, name string) (string, bool) {
 // roundTrip sends a request to one address and counts it. ep, when not nil,
 // is told of the request's progress for load balancing, and its outcome is
 // reported to bal for failure accrual.
-func (p *Proxy) roundTrip(req *http.Request, d direction, authority, target string, ep *balance.Endpoint, bal *balance.Balancer) (*http.Response, error) {
-	labels := [4]string{d.String(), authority, target, "false"}
+func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, authority, target string, ep *balance.Endpoint, bal *balance.Balancer, pr peer) (*http.Response, error) {
+	labels := [6]string{d.String(), authority, target, pr.tlsLabel(), pr.clientID, pr.serverID}
 	p.metrics.RequestTotal.WithLabelValues(labels[:]...).Inc()
 	began := time.Now()
 	var start int64
 	if ep != nil {
 		start = ep.Begin()
 	}
-	resp, err := p.transports.pick(req).RoundTrip(req)
+	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		pe := upstreamError(err, target)
 		if ep != nil {
@@ -208,7 +220,7 @@ func (p *Proxy) roundTrip(req *http.Request, d direction, authority, target stri
 			}
 		}
 		if req.Context().Err() == nil {
-			p.metrics.ResponseTotal.WithLabelValues(labels[0], labels[1], labels[2], labels[3], statusText(pe.status), "failure").Inc()
+			p.metrics.ResponseTotal.WithLabelValues(labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], statusText(pe.status), "failure").Inc()
 		}
 		return nil, pe
 	}
@@ -221,7 +233,7 @@ func (p *Proxy) roundTrip(req *http.Request, d direction, authority, target stri
 		resp.ContentLength = 0
 	}
 	status := statusText(resp.StatusCode)
-	p.metrics.ResponseLatency.WithLabelValues(labels[0], labels[1], labels[2], labels[3], status).
+	p.metrics.ResponseLatency.WithLabelValues(labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], status).
 		Observe(float64(time.Since(began)) / float64(time.Millisecond))
 	tb := &trackedBody{ReadCloser: resp.Body, resp: resp, p: p, labels: labels, ep: ep, bal: bal}
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
@@ -239,7 +251,7 @@ type trackedBody struct {
 	io.ReadCloser
 	resp   *http.Response
 	p      *Proxy
-	labels [4]string
+	labels [6]string
 	ep     *balance.Endpoint
 	bal    *balance.Balancer
 	done   atomic.Bool
@@ -272,7 +284,7 @@ func (b *trackedBody) finish() {
 	if grpc == "" {
 		grpc = b.resp.Header.Get("Grpc-Status") // trailers-only response
 	}
-	b.p.metrics.ResponseTotal.WithLabelValues(b.labels[0], b.labels[1], b.labels[2], b.labels[3],
+	b.p.metrics.ResponseTotal.WithLabelValues(b.labels[0], b.labels[1], b.labels[2], b.labels[3], b.labels[4], b.labels[5],
 		statusText(b.resp.StatusCode), metrics.Classify(b.resp.StatusCode, grpc)).Inc()
 	if b.bal != nil {
 		b.bal.Report(b.ep, !endpointFailed(b.resp.StatusCode, grpc))
@@ -317,7 +329,13 @@ func upstreamError(err error, target string) *proxyError {
 		return pe
 	}
 	var op *net.OpError
+	var ie *identityError
+	var te *tlsError
 	switch {
+	case errors.As(err, &ie):
+		return &proxyError{status: http.StatusBadGateway, reason: "identity_mismatch", msg: ie.Error(), err: err}
+	case errors.As(err, &te):
+		return &proxyError{status: http.StatusBadGateway, reason: "tls_failed", msg: oneLine(te.Error()), err: err}
 	case errors.As(err, &op) && op.Op == "dial":
 		if op.Timeout() {
 			return &proxyError{status: http.StatusGatewayTimeout, reason: "connect_timeout", msg: fmt.Sprintf("connecting to %s timed out", target), err: err}

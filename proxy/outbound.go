@@ -133,7 +133,7 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 			svc.balancer.Report(ep, false)
 		}
 		p.metrics.RequestTimeouts.WithLabelValues(outbound.String(), svc.authority).Inc()
-		p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "504", "failure").Inc()
+		p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "", "", "504", "failure").Inc()
 		return nil, &proxyError{status: http.StatusGatewayTimeout, reason: "request_timeout",
 			msg: fmt.Sprintf("request to %s timed out after %s (%s)", svc.authority, timeout, source)}
 	}
@@ -161,7 +161,12 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 			}
 		}
 		out.URL.Host = ep.Addr
-		resp, err := p.roundTrip(out, outbound, svc.authority, ep.Addr, ep, svc.balancer)
+		var tr http.RoundTripper = p.transports.pick(out)
+		var pr peer
+		if p.cfg.Identity != nil && ep.Identity != "" {
+			tr, pr = p.meshTransport(out), peer{tls: true, serverID: ep.Identity}
+		}
+		resp, err := p.roundTrip(out, tr, outbound, svc.authority, ep.Addr, ep, svc.balancer, pr)
 		// An upstream that gives up at the deadline (a gRPC server honours
 		// grpc-timeout too) reports the same timeout as the proxy's timer.
 		atDeadline := err != nil && timeout > 0 && time.Until(deadline) < timeout/50
@@ -261,7 +266,7 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 		}
 		if shed {
 			t.p.metrics.LoadShed.WithLabelValues(outbound.String(), svc.authority).Inc()
-			t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "503", "failure").Inc()
+			t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "", "", "503", "failure").Inc()
 			return nil, &proxyError{status: http.StatusServiceUnavailable, reason: "load_shed",
 				msg: fmt.Sprintf("endpoints of %s are at their limit of %d requests in flight", svc.authority, pol.maxPerEndpoint)}
 		}
@@ -276,7 +281,7 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 			return nil, ctx.Err()
 		case <-timer.C:
 		}
-		t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "503", "failure").Inc()
+		t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "", "", "503", "failure").Inc()
 		msg := fmt.Sprintf("service %s has no endpoints", svc.authority)
 		if n := len(bal.Endpoints()); n > 0 {
 			msg = fmt.Sprintf("service %s has no available endpoints: all %d are ejected after consecutive failures", svc.authority, n)

@@ -16,6 +16,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,7 +27,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/meshproj/mesh/identity"
 
 	"github.com/meshproj/mesh/proxy/discovery"
 	"github.com/meshproj/mesh/proxy/metrics"
@@ -68,6 +72,13 @@ type Config struct {
 	// the service's maxRequestsPerEndpoint.
 	MaxConnsPerEndpoint int
 	Discovery           discovery.Backend
+	// Identity, when set, gives the proxy its certificate: outbound traffic
+	// to endpoints with an identity is mTLS, and inbound mesh TLS is
+	// accepted. TrustAnchors verify peers.
+	Identity     *identity.Agent
+	TrustAnchors *x509.CertPool
+	// RequireIdentity refuses inbound connections that are not mesh TLS.
+	RequireIdentity bool
 	// Labels are added to every metric (workload labels).
 	Labels map[string]string
 	Log    *slog.Logger
@@ -124,7 +135,13 @@ type Proxy struct {
 	inboundH   *httpEntry
 	// inboundForward forwards HTTP to the local app.
 	inboundForward http.Handler
-	admin          *http.Server
+	// mTLS: expected identity per endpoint address, pools to meshed
+	// endpoints, and the server for terminated inbound mesh TLS.
+	meshIDs     sync.Map
+	meshH2      *meshPool
+	meshH1      *http.Transport
+	meshInbound *meshHTTP
+	admin       *http.Server
 
 	opaque map[uint16]bool
 
@@ -146,6 +163,12 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("no discovery backend configured")
 	}
 	setDefaults(&cfg)
+	if cfg.Identity != nil && cfg.TrustAnchors == nil {
+		return nil, errors.New("an identity needs trust anchors to verify peers")
+	}
+	if cfg.RequireIdentity && cfg.Identity == nil {
+		return nil, errors.New("requiring mesh identity on inbound traffic needs an identity of its own")
+	}
 	if cfg.InboundForward != "" {
 		if _, err := netip.ParseAddrPort(cfg.InboundForward); err != nil {
 			return nil, fmt.Errorf("inbound forward address %q must be IP:port: %w", cfg.InboundForward, err)
@@ -200,6 +223,18 @@ func New(cfg Config) (*Proxy, error) {
 	p.outboundH = p.newHTTPEntry(outbound, http.HandlerFunc(p.serveOutbound))
 	p.inboundH = p.newHTTPEntry(inbound, http.HandlerFunc(p.serveInbound))
 	p.inboundForward = p.newForwarder(inbound, inboundTransport{p})
+	p.meshH2, p.meshH1 = p.newMeshTransports(cfg.IdleTimeout)
+	p.meshInbound = p.newMeshHTTP()
+	if cfg.Identity != nil {
+		p.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "identity_cert_expiration_timestamp_seconds", Help: "When the proxy's current certificate expires (Unix time; 0 before the first).",
+		}, func() float64 {
+			if t := cfg.Identity.Expiry(); !t.IsZero() {
+				return float64(t.Unix())
+			}
+			return 0
+		}))
+	}
 	p.admin = p.newAdmin()
 	return p, nil
 }
@@ -259,26 +294,44 @@ func (p *Proxy) Run(ctx context.Context) error {
 	var g errgroup.Group
 	g.Go(func() error { return serveHTTP(p.admin, p.adminLn) })
 	p.log.Info("admin listening", slog.String("addr", p.adminLn.Addr().String()))
+	var idReady <-chan struct{}
+	if id := p.cfg.Identity; id != nil {
+		idReady = id.Ready()
+		g.Go(func() error { return id.Run(discCtx) })
+	} else {
+		closed := make(chan struct{})
+		close(closed)
+		idReady = closed
+	}
 
-	select {
-	case <-first:
-	case err := <-discErr:
-		p.admin.Close()
-		p.closeListeners()
-		g.Wait()
-		if err == nil {
-			err = errors.New("discovery stopped before delivering any state")
+	for first != nil || idReady != nil {
+		select {
+		case <-first:
+			first = nil
+			continue
+		case <-idReady:
+			idReady = nil
+			continue
+		case err := <-discErr:
+			p.admin.Close()
+			p.closeListeners()
+			g.Wait()
+			if err == nil {
+				err = errors.New("discovery stopped before delivering any state")
+			}
+			return fmt.Errorf("discovery: %w", err)
+		case <-ctx.Done():
+			p.admin.Close()
+			p.closeListeners()
+			stopDiscovery()
+			g.Wait()
+			return nil
 		}
-		return fmt.Errorf("discovery: %w", err)
-	case <-ctx.Done():
-		p.admin.Close()
-		p.closeListeners()
-		g.Wait()
-		return nil
 	}
 
 	g.Go(func() error { return serveHTTP(p.outboundH.server, p.outboundH.ln) })
 	g.Go(func() error { return serveHTTP(p.inboundH.server, p.inboundH.ln) })
+	g.Go(func() error { return serveHTTP(p.meshInbound.server, p.meshInbound.ln) })
 	g.Go(func() error { return p.accept(p.outboundLn, p.handleOutbound) })
 	g.Go(func() error { return p.accept(p.inboundLn, p.handleInbound) })
 	for _, l := range p.tcpLns {
@@ -327,13 +380,13 @@ func (p *Proxy) drain() {
 	// the detect timeout; after that no new connection reaches the servers.
 	p.detecting.Wait()
 	var wg sync.WaitGroup
-	for _, h := range []*httpEntry{p.outboundH, p.inboundH} {
+	for _, s := range []*http.Server{p.outboundH.server, p.inboundH.server, p.meshInbound.server} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := h.server.Shutdown(ctx); err != nil {
-				p.log.Warn("grace period over; closing HTTP connections", slog.String("listener", h.direction.String()))
-				h.server.Close()
+			if err := s.Shutdown(ctx); err != nil {
+				p.log.Warn("grace period over; closing HTTP connections")
+				s.Close()
 			}
 		}()
 	}
@@ -347,6 +400,8 @@ func (p *Proxy) drain() {
 	}()
 	wg.Wait()
 	p.transports.closeIdle()
+	p.meshH2.CloseIdleConnections()
+	p.meshH1.CloseIdleConnections()
 	p.log.Info("drained", slog.Duration("took", time.Since(start).Round(time.Millisecond)))
 }
 

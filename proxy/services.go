@@ -87,6 +87,17 @@ func (p *Proxy) apply(s discovery.State) {
 			svc.forward = p.newForwarder(outbound, &balancingTransport{p: p, svc: svc})
 			b.OnEvent = p.endpointEvent(svc.authority)
 		}
+		for _, e := range d.Endpoints {
+			if e.Identity == "" {
+				continue
+			}
+			addr := e.Address.String()
+			if old, ok := p.meshIDs.Swap(addr, e.Identity); ok && old != e.Identity {
+				// Pooled connections were verified for the old identity.
+				p.meshH2.CloseIdleConnections()
+				p.meshH1.CloseIdleConnections()
+			}
+		}
 		svc.settings.Store(&d)
 		svc.policy.Store(newPolicy(&d, svc.policy.Load()))
 		svc.balancer.SetAccrual(accrualOf(&d))

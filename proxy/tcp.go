@@ -44,7 +44,14 @@ func (p *Proxy) forwardOutboundTCP(c net.Conn, key discovery.Key, _ []byte) {
 		}
 		tried[attempt] = ep
 		start := ep.Begin()
-		server, err := net.DialTimeout("tcp", ep.Addr, p.cfg.ConnectTimeout)
+		var server net.Conn
+		var pr peer
+		if p.cfg.Identity != nil && ep.Identity != "" {
+			pr = peer{tls: true, serverID: ep.Identity}
+			server, err = p.dialMesh(context.Background(), ep.Addr, []string{alpnTCP})
+		} else {
+			server, err = net.DialTimeout("tcp", ep.Addr, p.cfg.ConnectTimeout)
+		}
 		if err != nil {
 			ep.Done()
 			svc.balancer.Report(ep, false)
@@ -54,7 +61,7 @@ func (p *Proxy) forwardOutboundTCP(c net.Conn, key discovery.Key, _ []byte) {
 		}
 		ep.Observe(start)
 		svc.balancer.Report(ep, true)
-		p.pipe(c, server, outbound, svc.authority, ep.Addr)
+		p.pipe(c, server, outbound, svc.authority, ep.Addr, pr)
 		ep.Done()
 		return
 	}
@@ -94,14 +101,14 @@ func (p *Proxy) dialAndPipe(c net.Conn, d direction, target string) {
 		c.Close()
 		return
 	}
-	p.pipe(c, server, d, target, target)
+	p.pipe(c, server, d, target, target, peer{})
 }
 
 // pipe copies bytes both ways between client and server until both sides
 // are done, keeping half-closes (a client that shuts down writing still
 // gets its answer).
-func (p *Proxy) pipe(client, server net.Conn, d direction, authority, target string) {
-	labels := []string{d.String(), authority, target, "false"}
+func (p *Proxy) pipe(client, server net.Conn, d direction, authority, target string, pr peer) {
+	labels := []string{d.String(), authority, target, pr.tlsLabel(), pr.clientID, pr.serverID}
 	p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
 	open := p.metrics.TCPOpenConnections.WithLabelValues(labels...)
 	open.Inc()

@@ -22,6 +22,8 @@ const (
 	StatusCode     = "status_code"
 	Classification = "classification" // success or failure
 	Error          = "error"
+	ClientID       = "client_id" // the peer's SPIFFE ID, inbound
+	ServerID       = "server_id" // the peer's SPIFFE ID, outbound
 )
 
 // Metrics holds a proxy's metrics and the registry that serves them.
@@ -57,8 +59,8 @@ type Metrics struct {
 func New(constLabels map[string]string) *Metrics {
 	reg := prometheus.NewRegistry()
 	f := prometheus.WrapRegistererWith(constLabels, reg)
-	req := []string{Direction, Authority, TargetAddr, TLS}
-	tcp := []string{Direction, Authority, TargetAddr, TLS}
+	req := []string{Direction, Authority, TargetAddr, TLS, ClientID, ServerID}
+	tcp := []string{Direction, Authority, TargetAddr, TLS, ClientID, ServerID}
 	m := &Metrics{
 		Registry: reg,
 		RequestTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
