@@ -1,0 +1,393 @@
+// Command meshbench measures what a proxy costs on this machine: the same
+// load (fortio) against the same backend (fortio's server) directly, through
+// HAProxy and through mesh proxy, one hop, two hops, and two hops with TLS
+// between them, all on 127.0.0.1. It prints absolute figures and, more to
+// the point, ratios from the one run. See bench/README.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+type config struct {
+	mesh, fortio, haproxy string
+	duration              time.Duration
+	rates                 []int
+	conns                 int
+	size                  int
+	grpc                  bool
+	work                  string
+	only                  string
+}
+
+func main() {
+	var c config
+	var rates string
+	smoke := flag.Bool("smoke", false, "a quick run (1s per measurement) that proves the benchmark works")
+	flag.StringVar(&c.mesh, "mesh", "", "mesh binary (default: build it)")
+	flag.StringVar(&c.fortio, "fortio", "fortio", "fortio binary")
+	flag.StringVar(&c.haproxy, "haproxy", "haproxy", "haproxy binary")
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of each measurement")
+	flag.StringVar(&rates, "rates", "1000,4000", "fixed request rates to measure latency at")
+	flag.IntVar(&c.conns, "connections", 16, "client connections")
+	flag.IntVar(&c.size, "size", 100, "response body size in bytes")
+	flag.BoolVar(&c.grpc, "grpc", true, "also measure gRPC on the two-hop TLS scenarios")
+	flag.StringVar(&c.only, "only", "", "run only scenarios whose name contains this")
+	flag.Parse()
+	if *smoke {
+		c.duration = time.Second
+	}
+	for _, r := range strings.Split(rates, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		if err != nil || n <= 0 {
+			fail("--rates: %q is not a rate", r)
+		}
+		c.rates = append(c.rates, n)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, &c); err != nil {
+		fail("%v", err)
+	}
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "meshbench: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func run(ctx context.Context, c *config) error {
+	for _, tool := range []*string{&c.fortio, &c.haproxy} {
+		p, err := exec.LookPath(*tool)
+		if err != nil {
+			return fmt.Errorf("%s not found: run bench/run.sh, which installs it", *tool)
+		}
+		*tool = p
+	}
+	work, err := os.MkdirTemp("", "meshbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	c.work = work
+	if c.mesh == "" {
+		c.mesh = filepath.Join(work, "mesh")
+		build := exec.Command("go", "build", "-o", c.mesh, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		build.Dir = repoRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("building mesh: %v\n%s", err, out)
+		}
+	}
+	var procs procSet
+	defer procs.stopAll()
+
+	backendHTTP, backendGRPC := freePort(), freePort()
+	if _, err := procs.start(ctx, "backend", c.fortio, "server", "-http-port", "127.0.0.1:"+backendHTTP,
+		"-grpc-port", "127.0.0.1:"+backendGRPC, "-redirect-port", "disabled", "-loglevel", "Error"); err != nil {
+		return err
+	}
+	if err := waitHTTP("http://127.0.0.1:" + backendHTTP + "/echo"); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	tlsFiles, err := makeTLS(work)
+	if err != nil {
+		return err
+	}
+	ident, err := startIdentity(ctx, c, &procs)
+	if err != nil {
+		return err
+	}
+
+	backends := backends{http: "127.0.0.1:" + backendHTTP, grpc: "127.0.0.1:" + backendGRPC}
+	scenarios := []scenario{
+		{name: "direct", kind: none, hops: 0},
+		{name: "haproxy 1 hop", kind: haproxyKind, hops: 1},
+		{name: "mesh 1 hop", kind: meshKind, hops: 1},
+		{name: "haproxy 2 hops", kind: haproxyKind, hops: 2},
+		{name: "mesh 2 hops", kind: meshKind, hops: 2},
+		{name: "haproxy 2 hops TLS", kind: haproxyKind, hops: 2, tls: true},
+		{name: "mesh 2 hops mTLS", kind: meshKind, hops: 2, tls: true},
+	}
+	var results []result
+	for _, s := range scenarios {
+		if c.only != "" && !strings.Contains(s.name, c.only) && s.name != "direct" {
+			continue
+		}
+		for _, proto := range []string{"http", "grpc"} {
+			if proto == "grpc" && (!c.grpc || (s.hops != 0 && !s.tls)) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r, err := measure(ctx, c, s, proto, backends, tlsFiles, ident)
+			if err != nil {
+				return fmt.Errorf("%s (%s): %w", s.name, proto, err)
+			}
+			results = append(results, r)
+			fmt.Fprintf(os.Stderr, "done: %s %s\n", s.name, proto)
+		}
+	}
+	report(os.Stdout, c, results)
+	return nil
+}
+
+type kind int
+
+const (
+	none kind = iota
+	haproxyKind
+	meshKind
+)
+
+type scenario struct {
+	name string
+	kind kind
+	hops int
+	tls  bool
+}
+
+type backends struct{ http, grpc string }
+
+// latency is a fixed-rate measurement.
+type latency struct {
+	rate                int
+	actual              float64
+	p50, p90, p99, p999 float64 // microseconds
+	errors              int
+}
+
+type result struct {
+	scenario scenario
+	proto    string
+	at       []latency
+	maxRPS   float64
+	maxErr   int
+	cpu      []float64 // seconds per proxy process, whole scenario
+	rss      []float64 // peak RSS (MB) per proxy after the fixed-rate runs
+}
+
+func measure(ctx context.Context, c *config, s scenario, proto string, b backends, tf tlsFiles, id *identityEnv) (result, error) {
+	var procs procSet
+	defer procs.stopAll()
+	target, err := setUp(ctx, c, s, proto, b, tf, id, &procs)
+	if err != nil {
+		return result{}, err
+	}
+	r := result{scenario: s, proto: proto}
+	cpu0 := procs.cpu()
+	// Warm up connections and caches.
+	if _, err := load(ctx, c, proto, target, 500, min(time.Second, c.duration)); err != nil {
+		return r, fmt.Errorf("warm-up: %w", err)
+	}
+	for _, rate := range c.rates {
+		l, err := load(ctx, c, proto, target, rate, c.duration)
+		if err != nil {
+			return r, err
+		}
+		r.at = append(r.at, l)
+	}
+	r.rss = procs.peakRSS()
+	l, err := load(ctx, c, proto, target, 0, c.duration)
+	if err != nil {
+		return r, err
+	}
+	r.maxRPS, r.maxErr = l.actual, l.errors
+	cpu1 := procs.cpu()
+	for i := range cpu1 {
+		r.cpu = append(r.cpu, cpu1[i]-cpu0[i])
+	}
+	return r, nil
+}
+
+// load runs fortio at rate (0: as fast as it goes) and reads its result.
+func load(ctx context.Context, c *config, proto, target string, rate int, d time.Duration) (latency, error) {
+	out := filepath.Join(c.work, "fortio.json")
+	args := []string{"load", "-qps", strconv.Itoa(rate), "-c", strconv.Itoa(c.conns), "-t", d.String(),
+		"-r", "0.00001", "-p", "50,90,99,99.9", "-json", out, "-loglevel", "Error", "-uniform", "-nocatchup"}
+	if proto == "grpc" {
+		args = append(args, "-grpc", "-ping", "-payload-size", strconv.Itoa(c.size), target)
+	} else {
+		args = append(args, "http://"+target+"/echo?size="+strconv.Itoa(c.size))
+	}
+	cmd := exec.CommandContext(ctx, c.fortio, args...)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return latency{}, fmt.Errorf("fortio %s: %v\n%s", strings.Join(args, " "), err, tail(msg))
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return latency{}, err
+	}
+	var res struct {
+		ActualQPS         float64
+		RetCodes          map[string]int
+		DurationHistogram struct {
+			Count       int
+			Percentiles []struct {
+				Percentile float64
+				Value      float64
+			}
+		}
+	}
+	if err := json.Unmarshal(data, &res); err != nil {
+		return latency{}, fmt.Errorf("fortio output: %w", err)
+	}
+	l := latency{rate: rate, actual: res.ActualQPS}
+	ok := res.RetCodes["200"] + res.RetCodes["SERVING"]
+	l.errors = res.DurationHistogram.Count - ok
+	for _, p := range res.DurationHistogram.Percentiles {
+		us := p.Value * 1e6
+		switch p.Percentile {
+		case 50:
+			l.p50 = us
+		case 90:
+			l.p90 = us
+		case 99:
+			l.p99 = us
+		case 99.9:
+			l.p999 = us
+		}
+	}
+	return l, nil
+}
+
+func tail(b []byte) string {
+	s := string(b)
+	if len(s) > 2000 {
+		s = s[len(s)-2000:]
+	}
+	return s
+}
+
+func repoRoot() string {
+	dir, _ := os.Getwd()
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+	}
+	return dir
+}
+
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail("no free port: %v", err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func waitHTTP(url string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not answering", url)
+}
+
+func waitTCP(addr string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listening on %s", addr)
+}
+
+func report(w io.Writer, c *config, results []result) {
+	fmt.Fprintf(w, "mesh proxy vs HAProxy vs direct on 127.0.0.1: %d connections, %d-byte responses, %s per measurement\n\n", c.conns, c.size, c.duration)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "scenario\tproto\t")
+	for _, r := range c.rates {
+		fmt.Fprintf(tw, "p50@%d\tp90@%d\tp99@%d\tp99.9@%d\t", r, r, r, r)
+	}
+	fmt.Fprint(tw, "max rps\terrors\tCPU s\tpeak RSS MB\t\n")
+	byName := map[string]result{}
+	for _, r := range results {
+		byName[r.scenario.name+"/"+r.proto] = r
+		fmt.Fprintf(tw, "%s\t%s\t", r.scenario.name, r.proto)
+		errs := r.maxErr
+		for _, l := range r.at {
+			fmt.Fprintf(tw, "%.0f\t%.0f\t%.0f\t%.0f\t", l.p50, l.p90, l.p99, l.p999)
+			errs += l.errors
+		}
+		fmt.Fprintf(tw, "%.0f\t%d\t%s\t%s\t\n", r.maxRPS, errs, joinF(r.cpu, "%.1f"), joinF(r.rss, "%.1f"))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nlatencies in µs; CPU and RSS per proxy process (client side first)")
+
+	direct, ok := byName["direct/http"]
+	if !ok || len(direct.at) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nadded latency vs direct at %d rps (p50 / p99), and throughput relative to direct:\n", c.rates[0])
+	for _, r := range results {
+		if r.scenario.kind == none {
+			continue
+		}
+		d := byName["direct/"+r.proto]
+		if len(d.at) == 0 || len(r.at) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "  %-20s %-4s +%4.0f µs / +%5.0f µs   throughput %.2f×\n", r.scenario.name, r.proto,
+			r.at[0].p50-d.at[0].p50, r.at[0].p99-d.at[0].p99, r.maxRPS/d.maxRPS)
+	}
+	fmt.Fprintln(w, "\nmesh vs HAProxy (same scenario, same run):")
+	for _, pair := range [][2]string{{"mesh 1 hop", "haproxy 1 hop"}, {"mesh 2 hops", "haproxy 2 hops"}, {"mesh 2 hops mTLS", "haproxy 2 hops TLS"}} {
+		for _, proto := range []string{"http", "grpc"} {
+			m, h, d := byName[pair[0]+"/"+proto], byName[pair[1]+"/"+proto], byName["direct/"+proto]
+			if len(m.at) == 0 || len(h.at) == 0 || len(d.at) == 0 {
+				continue
+			}
+			addM, addH := m.at[0].p99-d.at[0].p99, h.at[0].p99-d.at[0].p99
+			fmt.Fprintf(w, "  %-18s %-4s added p99 at %d rps: mesh %.0f µs, HAProxy %.0f µs (%.2f×); throughput %.2f× HAProxy's; peak RSS mesh %s MB vs HAProxy %s MB\n",
+				pair[0], proto, c.rates[0], addM, addH, safeDiv(addM, addH), safeDiv(m.maxRPS, h.maxRPS), joinF(m.rss, "%.1f"), joinF(h.rss, "%.1f"))
+		}
+	}
+}
+
+func safeDiv(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func joinF(v []float64, format string) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(parts, "+")
+}

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshproj/mesh/pki"
+)
+
+// proc is a process the benchmark started; measured ones are proxies.
+type proc struct {
+	name     string
+	cmd      *exec.Cmd
+	measured bool
+	out      *bytes.Buffer
+}
+
+type procSet []*proc
+
+func (ps *procSet) start(ctx context.Context, name, bin string, args ...string) (*proc, error) {
+	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &bytes.Buffer{}}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	*ps = append(*ps, p)
+	go func() { <-ctx.Done(); p.cmd.Process.Signal(syscall.SIGTERM) }()
+	return p, nil
+}
+
+// stopAll stops every process it started, by PID, and waits for them.
+func (ps *procSet) stopAll() {
+	for _, p := range *ps {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-done
+		}
+	}
+	*ps = nil
+}
+
+const clockTicks = 100 // USER_HZ on Linux
+
+// cpu returns user+system CPU seconds of each measured process.
+func (ps procSet) cpu() []float64 {
+	var out []float64
+	for _, p := range ps {
+		if !p.measured {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			out = append(out, 0)
+			continue
+		}
+		// Fields after the command name, which is in parentheses.
+		fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+		utime, _ := strconv.ParseFloat(fields[11], 64)
+		stime, _ := strconv.ParseFloat(fields[12], 64)
+		out = append(out, (utime+stime)/clockTicks)
+	}
+	return out
+}
+
+// peakRSS returns the peak resident set (VmHWM) of each measured process, MB.
+func (ps procSet) peakRSS() []float64 {
+	var out []float64
+	for _, p := range ps {
+		if !p.measured {
+			continue
+		}
+		f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+		if err != nil {
+			out = append(out, 0)
+			continue
+		}
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+				out = append(out, kb/1024)
+			}
+		}
+		f.Close()
+	}
+	return out
+}
+
+type tlsFiles struct {
+	ca, server, client string // PEM files; server and client hold cert chain and key
+}
+
+// makeTLS writes a CA and two certificates for HAProxy's TLS hop.
+func makeTLS(dir string) (tlsFiles, error) {
+	now := time.Now()
+	root, err := pki.NewRoot("bench root", 24*time.Hour, now)
+	if err != nil {
+		return tlsFiles{}, err
+	}
+	issuer, err := root.NewIssuer("bench issuer", 24*time.Hour, now)
+	if err != nil {
+		return tlsFiles{}, err
+	}
+	write := func(name, sa string) (string, error) {
+		key, err := pki.NewKey()
+		if err != nil {
+			return "", err
+		}
+		id := pki.ID{TrustDomain: "bench.local", Namespace: "bench", ServiceAccount: sa}
+		der, err := pki.NewCSR(key, id)
+		if err != nil {
+			return "", err
+		}
+		csr, _, err := pki.ParseCSR(der)
+		if err != nil {
+			return "", err
+		}
+		leaf, err := issuer.Sign(csr, id, 24*time.Hour, now)
+		if err != nil {
+			return "", err
+		}
+		keyPEM, err := pki.EncodeKey(key)
+		if err != nil {
+			return "", err
+		}
+		path := filepath.Join(dir, name)
+		return path, os.WriteFile(path, append(pki.EncodeCerts(leaf, issuer.Cert), keyPEM...), 0o600)
+	}
+	var f tlsFiles
+	f.ca = filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(f.ca, pki.EncodeCerts(root.Cert), 0o644); err != nil {
+		return f, err
+	}
+	if f.server, err = write("server.pem", "server"); err != nil {
+		return f, err
+	}
+	f.client, err = write("client.pem", "client")
+	return f, err
+}
+
+// identityEnv is a running `mesh identity serve` with tokens for the
+// client and server proxies.
+type identityEnv struct {
+	addr, anchors        string
+	clientTok, serverTok string
+}
+
+func startIdentity(ctx context.Context, c *config, procs *procSet) (*identityEnv, error) {
+	dir := filepath.Join(c.work, "identity")
+	if out, err := exec.Command(c.mesh, "identity", "init", "--dir", dir).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("mesh identity init: %v: %s", err, out)
+	}
+	env := &identityEnv{addr: "127.0.0.1:" + freePort(), anchors: filepath.Join(dir, "trust-anchors.pem")}
+	if _, err := procs.start(ctx, "identity", c.mesh, "identity", "serve", "--dir", dir, "--addr", env.addr, "--log-level", "warn"); err != nil {
+		return nil, err
+	}
+	if err := waitTCP(env.addr); err != nil {
+		return nil, fmt.Errorf("identity service: %w", err)
+	}
+	for _, sa := range []string{"client", "server"} {
+		out, err := exec.Command(c.mesh, "identity", "token", "--dir", dir, "--namespace", "bench", "--service-account", sa).Output()
+		if err != nil {
+			return nil, fmt.Errorf("mesh identity token: %w", err)
+		}
+		path := filepath.Join(c.work, sa+".token")
+		if err := os.WriteFile(path, out, 0o600); err != nil {
+			return nil, err
+		}
+		if sa == "client" {
+			env.clientTok = path
+		} else {
+			env.serverTok = path
+		}
+	}
+	return env, nil
+}
+
+// setUp starts a scenario's proxies (client side first) and returns the
+// address the load generator targets.
+func setUp(ctx context.Context, c *config, s scenario, proto string, b backends, tf tlsFiles, id *identityEnv, procs *procSet) (string, error) {
+	backend := b.http
+	if proto == "grpc" {
+		backend = b.grpc
+	}
+	switch s.kind {
+	case none:
+		return backend, nil
+	case haproxyKind:
+		return setUpHAProxy(ctx, c, s, proto, backend, tf, procs)
+	default:
+		return setUpMesh(ctx, c, s, backend, id, procs)
+	}
+}
+
+func setUpHAProxy(ctx context.Context, c *config, s scenario, proto, backend string, tf tlsFiles, procs *procSet) (string, error) {
+	h2 := proto == "grpc"
+	front := "127.0.0.1:" + freePort()
+	next := backend
+	var configs []string
+	if s.hops == 2 {
+		// The server-side hop, in front of the backend.
+		mid := "127.0.0.1:" + freePort()
+		bind := mid
+		if s.tls {
+			bind += " ssl crt " + tf.server + " ca-file " + tf.ca + " verify required alpn h2,http/1.1"
+		} else if h2 {
+			bind += " proto h2"
+		}
+		server := backend
+		if h2 {
+			server += " proto h2"
+		}
+		configs = append(configs, haproxyConfig(bind, server))
+		next = mid
+	}
+	bind := front
+	if h2 {
+		bind += " proto h2"
+	}
+	server := next
+	switch {
+	case s.hops == 2 && s.tls && h2:
+		server += " ssl crt " + tf.client + " ca-file " + tf.ca + " verify required alpn h2"
+	case s.hops == 2 && s.tls:
+		server += " ssl crt " + tf.client + " ca-file " + tf.ca + " verify required"
+	case h2:
+		server += " proto h2"
+	}
+	configs = append([]string{haproxyConfig(bind, server)}, configs...)
+	for i, cfg := range configs {
+		path := filepath.Join(c.work, fmt.Sprintf("haproxy-%d.cfg", i))
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			return "", err
+		}
+		if out, err := exec.Command(c.haproxy, "-c", "-f", path).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("haproxy config %d: %v\n%s\n%s", i, err, out, cfg)
+		}
+		p, err := procs.start(ctx, fmt.Sprintf("haproxy-%d", i), c.haproxy, "-db", "-f", path)
+		if err != nil {
+			return "", err
+		}
+		p.measured = true
+	}
+	return front, waitTCP(front)
+}
+
+// haproxyConfig is one HAProxy hop: maxconn well below the machine's
+// open-file limit, connection reuse to the next hop.
+func haproxyConfig(bind, server string) string {
+	return fmt.Sprintf(`global
+  maxconn 4096
+  log stderr format raw local0 err
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend in
+  bind %s
+  default_backend out
+backend out
+  server next %s
+`, bind, server)
+}
+
+func setUpMesh(ctx context.Context, c *config, s scenario, backend string, id *identityEnv, procs *procSet) (string, error) {
+	front := "127.0.0.1:" + freePort()
+	endpoint := "      - address: " + backend + "\n"
+	var serverArgs []string
+	if s.hops == 2 {
+		inbound := "127.0.0.1:" + freePort()
+		serverArgs = []string{"proxy", "--log-level", "warn", "--outbound-addr", "127.0.0.1:" + freePort(),
+			"--inbound-addr", inbound, "--admin-addr", "127.0.0.1:" + freePort(), "--inbound-forward", backend,
+			"--discovery-file", writeDiscovery(c, "server", "")}
+		endpoint = "      - address: " + inbound + "\n"
+		if s.tls {
+			serverArgs = append(serverArgs, identityArgs(id, "server", id.serverTok)...)
+			endpoint += "        identity: spiffe://cluster.local/ns/bench/sa/server\n"
+		}
+	}
+	_, port, _ := strings.Cut(front, ":")
+	// fortio names the target by address, so the service is named that way.
+	disc := writeDiscovery(c, "client", "services:\n  - name: 127.0.0.1\n    port: "+port+"\n    endpoints:\n"+endpoint)
+	admin := "127.0.0.1:" + freePort()
+	clientArgs := []string{"proxy", "--log-level", "warn", "--outbound-addr", front, "--inbound-addr", "127.0.0.1:" + freePort(),
+		"--admin-addr", admin, "--discovery-file", disc}
+	if s.tls {
+		clientArgs = append(clientArgs, identityArgs(id, "client", id.clientTok)...)
+	}
+	p, err := procs.start(ctx, "mesh-client", c.mesh, clientArgs...)
+	if err != nil {
+		return "", err
+	}
+	p.measured = true
+	if serverArgs != nil {
+		p, err := procs.start(ctx, "mesh-server", c.mesh, serverArgs...)
+		if err != nil {
+			return "", err
+		}
+		p.measured = true
+	}
+	return front, waitHTTP("http://" + admin + "/ready")
+}
+
+func identityArgs(id *identityEnv, sa, token string) []string {
+	return []string{"--identity", "spiffe://cluster.local/ns/bench/sa/" + sa, "--identity-addr", id.addr,
+		"--identity-trust-anchors", id.anchors, "--identity-token-file", token}
+}
+
+func writeDiscovery(c *config, name, contents string) string {
+	if contents == "" {
+		contents = "services: []\n"
+	}
+	path := filepath.Join(c.work, name+"-discovery.yaml")
+	if err := os.WriteFile(path, []byte(contents), 0o644); err != nil {
+		fail("%v", err)
+	}
+	return path
+}
