@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"time"
 
@@ -34,6 +35,10 @@ func (p *Proxy) newAdmin() *http.Server {
 		}
 	})
 	mux.Handle("GET /config_dump", loopbackOnly(http.HandlerFunc(p.serveConfigDump)))
+	// Profiles, for finding what a proxy spends its time and memory on.
+	mux.Handle("GET /debug/pprof/", loopbackOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", loopbackOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", loopbackOnly(http.HandlerFunc(pprof.Trace)))
 	mux.Handle("POST /shutdown", loopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("shutting down\n"))
 		p.Shutdown()

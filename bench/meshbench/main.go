@@ -33,6 +33,7 @@ type config struct {
 	grpc                  bool
 	work                  string
 	only                  string
+	profile               string
 }
 
 func main() {
@@ -48,6 +49,7 @@ func main() {
 	flag.IntVar(&c.size, "size", 100, "response body size in bytes")
 	flag.BoolVar(&c.grpc, "grpc", true, "also measure gRPC on the two-hop TLS scenarios")
 	flag.StringVar(&c.only, "only", "", "run only scenarios whose name contains this")
+	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of mesh proxies during the max-throughput run to this directory")
 	flag.Parse()
 	if *smoke {
 		c.duration = time.Second
@@ -204,7 +206,9 @@ func measure(ctx context.Context, c *config, s scenario, proto string, b backend
 		r.at = append(r.at, l)
 	}
 	r.rss = procs.peakRSS()
+	profiled := procs.profile(c, s, proto)
 	l, err := load(ctx, c, proto, target, 0, c.duration)
+	profiled()
 	if err != nil {
 		return r, err
 	}

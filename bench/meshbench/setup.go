@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,47 @@ type proc struct {
 	cmd      *exec.Cmd
 	measured bool
 	out      *bytes.Buffer
+	admin    string // mesh proxies: admin address, for profiles
+}
+
+// profile starts fetching CPU profiles from mesh proxies, when asked to,
+// and returns a function that waits for them.
+func (ps procSet) profile(c *config, s scenario, proto string) func() {
+	if c.profile == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(c.profile, 0o755); err != nil {
+		fail("%v", err)
+	}
+	done := make(chan struct{}, len(ps))
+	n := 0
+	for _, p := range ps {
+		if p.admin == "" {
+			continue
+		}
+		n++
+		go func() {
+			defer func() { done <- struct{}{} }()
+			secs := max(1, int(c.duration.Seconds())-1)
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.admin, secs))
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			name := strings.NewReplacer(" ", "-").Replace(fmt.Sprintf("%s-%s-%s.prof", s.name, proto, p.name))
+			f, err := os.Create(filepath.Join(c.profile, name))
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			io.Copy(f, resp.Body)
+		}()
+	}
+	return func() {
+		for range n {
+			<-done
+		}
+	}
 }
 
 type procSet []*proc
@@ -306,13 +349,16 @@ func setUpMesh(ctx context.Context, c *config, s scenario, backend string, id *i
 	if err != nil {
 		return "", err
 	}
-	p.measured = true
+	p.measured, p.admin = true, admin
 	if serverArgs != nil {
 		p, err := procs.start(ctx, "mesh-server", c.mesh, serverArgs...)
 		if err != nil {
 			return "", err
 		}
-		p.measured = true
+		p.measured, p.admin = true, serverArgs[8]
+		if err := waitHTTP("http://" + p.admin + "/ready"); err != nil {
+			return "", err
+		}
 	}
 	return front, waitHTTP("http://" + admin + "/ready")
 }
