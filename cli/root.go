@@ -43,6 +43,9 @@ func Run(ctx context.Context, args []string, s Streams) int {
 	if err == nil {
 		return 0
 	}
+	if errors.Is(err, errChecksFailed) {
+		return 1 // the results say what failed
+	}
 	fmt.Fprintf(s.ErrOut, "Error: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) {
@@ -75,7 +78,8 @@ named by --config (YAML keys are flag names).`,
 	root.PersistentFlags().String("config", "", "configuration file (YAML; keys are flag names)")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "auto", "log format: text, json, or auto (text on a terminal, JSON otherwise)")
-	root.AddCommand(newVersionCommand(s), newProxyCommand(s), newIdentityCommand(s))
+	root.AddCommand(newVersionCommand(s), newProxyCommand(s), newIdentityCommand(s),
+		newDemoCommand(s), newStatCommand(s), newTapCommand(s), newCheckCommand(s))
 	root.CompletionOptions.HiddenDefaultCmd = false
 	return root
 }

@@ -70,6 +70,15 @@ type peer struct {
 	serverID string // outbound: the server proxy's SPIFFE ID
 }
 
+// peerID is the identity that stat groups by: the client's inbound, the
+// server's outbound.
+func (p peer) peerID(d direction) string {
+	if d == inbound {
+		return p.clientID
+	}
+	return p.serverID
+}
+
 func (p peer) tlsLabel() string {
 	if p.tls {
 		return "true"
@@ -198,9 +207,11 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 			labels := []string{d.String(), "", "", "false", "", ""}
 			switch state {
 			case http.StateNew:
+				p.window.open[d].Add(1)
 				p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
 				p.metrics.TCPOpenConnections.WithLabelValues(labels...).Inc()
 			case http.StateClosed, http.StateHijacked:
+				p.window.open[d].Add(-1)
 				// A hijacked connection (an upgrade) is counted closed when
 				// the server lets go of it; its later bytes are the tunnel's.
 				p.metrics.TCPCloseTotal.WithLabelValues(labels...).Inc()

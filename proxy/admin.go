@@ -6,12 +6,14 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/proxy/metrics"
 )
 
 // newAdmin builds the admin server. /metrics, /ready and /live answer
@@ -35,6 +37,8 @@ func (p *Proxy) newAdmin() *http.Server {
 		}
 	})
 	mux.Handle("GET /config_dump", loopbackOnly(http.HandlerFunc(p.serveConfigDump)))
+	mux.HandleFunc("GET /stats", p.serveStats)
+	mux.Handle("GET /tap", loopbackOnly(http.HandlerFunc(p.serveTap)))
 	// Profiles, for finding what a proxy spends its time and memory on.
 	mux.Handle("GET /debug/pprof/", loopbackOnly(http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /debug/pprof/profile", loopbackOnly(http.HandlerFunc(pprof.Profile)))
@@ -66,13 +70,40 @@ func isLoopback(remote string) bool {
 	return err == nil && a.Unmap().IsLoopback()
 }
 
+// serveStats answers /stats?seconds=N (default 10) from the rolling window.
+func (p *Proxy) serveStats(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("seconds"))
+	if err != nil || n <= 0 {
+		n = 10
+	}
+	n = min(n, windowSeconds)
+	st := Stats{WindowSeconds: n, LatencyBuckets: metrics.LatencyBucketsMS[:], Labels: p.cfg.Labels,
+		OpenConnections: map[string]int64{"inbound": p.window.open[inbound].Load(), "outbound": p.window.open[outbound].Load()},
+		Stats:           p.window.snapshot(n)}
+	if st.Stats == nil {
+		st.Stats = []WindowStat{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(st)
+}
+
 // ConfigDump is the proxy's state as /config_dump shows it.
 type ConfigDump struct {
 	Ready     bool          `json:"ready"`
 	Draining  bool          `json:"draining"`
+	Identity  *IdentityDump `json:"identity,omitempty"`
 	Discovery DiscoveryDump `json:"discovery"`
 	Listeners ListenerDump  `json:"listeners"`
 	Services  []ServiceDump `json:"services"`
+}
+
+// IdentityDump is the proxy's own identity and certificate.
+type IdentityDump struct {
+	ID        string    `json:"id"`
+	NotBefore time.Time `json:"notBefore,omitzero"`
+	NotAfter  time.Time `json:"notAfter,omitzero"`
+	Renewals  int64     `json:"renewals"`
+	Failures  int64     `json:"failures"`
 }
 
 // DiscoveryDump says where the proxy's view of the mesh comes from.
@@ -132,6 +163,12 @@ type EndpointDump struct {
 // Dump returns the proxy's current state.
 func (p *Proxy) Dump() ConfigDump {
 	d := ConfigDump{Ready: p.ready.Load(), Draining: p.draining.Load(), Services: []ServiceDump{}}
+	if id := p.cfg.Identity; id != nil {
+		d.Identity = &IdentityDump{ID: id.ID.String(), NotAfter: id.Expiry(), Renewals: id.Renewals.Load(), Failures: id.Failures.Load()}
+		if c := id.Certificate(); c != nil {
+			d.Identity.NotBefore = c.Leaf.NotBefore
+		}
+	}
 	if s := p.discState.Load(); s != nil {
 		d.Discovery = DiscoveryDump{Source: s.Source, Revision: s.Revision, Updated: s.Updated}
 	}

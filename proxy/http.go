@@ -206,6 +206,7 @@ func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, 
 	labels := [6]string{d.String(), authority, target, pr.tlsLabel(), pr.clientID, pr.serverID}
 	p.metrics.RequestTotal.WithLabelValues(labels[:]...).Inc()
 	began := time.Now()
+	tapID := p.tapStart(req, d, target, pr)
 	var start int64
 	if ep != nil {
 		start = ep.Begin()
@@ -213,6 +214,12 @@ func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, 
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		pe := upstreamError(err, target)
+		if req.Context().Err() == nil {
+			p.window.record(d, authority, pr.peerID(d), time.Since(began), false)
+		}
+		if tapID != 0 {
+			p.tapEnd(tapID, req, d, target, pr, pe.status, "", time.Since(began), time.Since(began), 0, pe.msg)
+		}
 		if ep != nil {
 			ep.Done()
 			if bal != nil && pe.reason != "client_canceled" {
@@ -235,7 +242,14 @@ func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, 
 	status := statusText(resp.StatusCode)
 	p.metrics.ResponseLatency.WithLabelValues(labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], status).
 		Observe(float64(time.Since(began)) / float64(time.Millisecond))
-	tb := &trackedBody{ReadCloser: resp.Body, resp: resp, p: p, labels: labels, ep: ep, bal: bal}
+	latency := time.Since(began)
+	tb := &trackedBody{ReadCloser: resp.Body, resp: resp, p: p, labels: labels, ep: ep, bal: bal,
+		d: d, peer: pr, began: began, latency: latency, tapID: tapID, req: req}
+	if tapID != 0 {
+		p.tap.publish(TapEvent{Type: "response", ID: tapID, Time: time.Now(), Direction: d.String(), Source: req.RemoteAddr,
+			Destination: target, TLS: pr.tls, ClientID: pr.clientID, ServerID: pr.serverID, Method: req.Method,
+			Authority: req.Host, Path: req.URL.Path, Status: resp.StatusCode, LatencyMS: ms(latency)})
+	}
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 		// An upgraded connection: ReverseProxy needs to write to it too.
 		resp.Body = &trackedRWBody{trackedBody: tb, w: rw}
@@ -257,10 +271,20 @@ type trackedBody struct {
 	done   atomic.Bool
 	// onDone runs once the response is over (a request timeout's cleanup).
 	onDone func()
+
+	// For mesh stat and tap.
+	d       direction
+	peer    peer
+	began   time.Time
+	latency time.Duration
+	tapID   uint64
+	req     *http.Request
+	bytes   int64
 }
 
 func (b *trackedBody) Read(buf []byte) (int, error) {
 	n, err := b.ReadCloser.Read(buf)
+	b.bytes += int64(n)
 	if err != nil {
 		b.finish()
 	}
@@ -284,8 +308,13 @@ func (b *trackedBody) finish() {
 	if grpc == "" {
 		grpc = b.resp.Header.Get("Grpc-Status") // trailers-only response
 	}
+	class := metrics.Classify(b.resp.StatusCode, grpc)
 	b.p.metrics.ResponseTotal.WithLabelValues(b.labels[0], b.labels[1], b.labels[2], b.labels[3], b.labels[4], b.labels[5],
-		statusText(b.resp.StatusCode), metrics.Classify(b.resp.StatusCode, grpc)).Inc()
+		statusText(b.resp.StatusCode), class).Inc()
+	b.p.window.record(b.d, b.labels[1], b.peer.peerID(b.d), b.latency, class == "success")
+	if b.tapID != 0 {
+		b.p.tapEnd(b.tapID, b.req, b.d, b.labels[2], b.peer, b.resp.StatusCode, grpc, b.latency, time.Since(b.began), b.bytes, "")
+	}
 	if b.bal != nil {
 		b.bal.Report(b.ep, !endpointFailed(b.resp.StatusCode, grpc))
 	}
@@ -310,6 +339,16 @@ type trackedRWBody struct {
 }
 
 func (b *trackedRWBody) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// tapEnd publishes the end of a tapped request.
+func (p *Proxy) tapEnd(id uint64, req *http.Request, d direction, target string, pr peer, status int, grpc string, latency, duration time.Duration, bytes int64, errMsg string) {
+	p.tap.publish(TapEvent{Type: "end", ID: id, Time: time.Now(), Direction: d.String(), Source: req.RemoteAddr,
+		Destination: target, TLS: pr.tls, ClientID: pr.clientID, ServerID: pr.serverID, Method: req.Method,
+		Authority: req.Host, Path: req.URL.Path, Status: status, GRPCStatus: grpc, LatencyMS: ms(latency),
+		DurationMS: ms(duration), Bytes: bytes, Error: errMsg})
+}
 
 // proxyError is a failure the proxy answers for itself.
 type proxyError struct {

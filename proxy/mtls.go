@@ -220,7 +220,11 @@ func (p *Proxy) newMeshHTTP() *meshHTTP {
 			return ctx
 		},
 		ConnState: func(c net.Conn, state http.ConnState) {
-			if state == http.StateClosed || state == http.StateHijacked {
+			switch state {
+			case http.StateNew:
+				p.window.open[inbound].Add(1)
+			case http.StateClosed, http.StateHijacked:
+				p.window.open[inbound].Add(-1)
 				m.infos.Delete(c)
 			}
 		},

@@ -133,6 +133,7 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 			svc.balancer.Report(ep, false)
 		}
 		p.metrics.RequestTimeouts.WithLabelValues(outbound.String(), svc.authority).Inc()
+		p.window.record(outbound, svc.authority, "", timeout, false)
 		p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "", "", "504", "failure").Inc()
 		return nil, &proxyError{status: http.StatusGatewayTimeout, reason: "request_timeout",
 			msg: fmt.Sprintf("request to %s timed out after %s (%s)", svc.authority, timeout, source)}
@@ -266,6 +267,7 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 		}
 		if shed {
 			t.p.metrics.LoadShed.WithLabelValues(outbound.String(), svc.authority).Inc()
+			t.p.window.record(outbound, svc.authority, "", 0, false)
 			t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "", "", "503", "failure").Inc()
 			return nil, &proxyError{status: http.StatusServiceUnavailable, reason: "load_shed",
 				msg: fmt.Sprintf("endpoints of %s are at their limit of %d requests in flight", svc.authority, pol.maxPerEndpoint)}
@@ -282,6 +284,7 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 		case <-timer.C:
 		}
 		t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "", "", "503", "failure").Inc()
+		t.p.window.record(outbound, svc.authority, "", pol.queueTimeout, false)
 		msg := fmt.Sprintf("service %s has no endpoints", svc.authority)
 		if n := len(bal.Endpoints()); n > 0 {
 			msg = fmt.Sprintf("service %s has no available endpoints: all %d are ejected after consecutive failures", svc.authority, n)

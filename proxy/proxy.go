@@ -145,6 +145,9 @@ type Proxy struct {
 
 	opaque map[uint16]bool
 
+	window window // recent traffic, for mesh stat
+	tap    tapHub // live requests, for mesh tap
+
 	detecting sync.WaitGroup // connections being peeked
 	tcpConns  connSet        // opaque TCP connections being forwarded
 	stop      chan struct{}  // closed by /shutdown

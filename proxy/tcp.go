@@ -112,6 +112,8 @@ func (p *Proxy) pipe(client, server net.Conn, d direction, authority, target str
 	p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
 	open := p.metrics.TCPOpenConnections.WithLabelValues(labels...)
 	open.Inc()
+	p.window.open[d].Add(1)
+	defer p.window.open[d].Add(-1)
 	p.tcpConns.add(client)
 	defer func() {
 		p.tcpConns.remove(client)

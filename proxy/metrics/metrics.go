@@ -11,7 +11,7 @@ import (
 // LatencyBucketsMS are the response latency buckets, in milliseconds:
 // Linkerd's, with sub-millisecond buckets added for loopback and same-node
 // traffic.
-var LatencyBucketsMS = []float64{0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000, 40000, 50000}
+var LatencyBucketsMS = [...]float64{0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000, 40000, 50000}
 
 // Label names.
 const (
@@ -70,7 +70,7 @@ func New(constLabels map[string]string) *Metrics {
 			Name: "response_total", Help: "HTTP responses by status and classification (failure: 5xx, non-zero grpc-status, or an error of the proxy).",
 		}, append(req, StatusCode, Classification)),
 		ResponseLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "response_latency_ms", Help: "Time from a request to its response headers, in milliseconds.", Buckets: LatencyBucketsMS,
+			Name: "response_latency_ms", Help: "Time from a request to its response headers, in milliseconds.", Buckets: LatencyBucketsMS[:],
 		}, append(req, StatusCode)),
 		HTTPErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "http_errors_total", Help: "HTTP requests the proxy answered itself, by reason.",

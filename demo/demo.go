@@ -1,0 +1,383 @@
+// Package demo runs a whole mesh on 127.0.0.1 with no cluster: a local
+// control plane (identity service and a discovery file), demo workloads
+// each with its own `mesh proxy` process, mTLS between all of them, and a
+// traffic generator, so that `mesh stat`, `mesh tap` and `mesh check` have
+// a living mesh to look at. It cleans up every process and file it made.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshproj/mesh/identity"
+	"github.com/meshproj/mesh/inventory"
+)
+
+// Options configure a demo.
+type Options struct {
+	// Mesh is the mesh binary the proxies run (this one).
+	Mesh string
+	// Duration ends the demo; 0 runs until ctx ends (Ctrl-C).
+	Duration time.Duration
+	// PortBase, when set, numbers every port from it; otherwise free ports
+	// are picked.
+	PortBase int
+	// StatePath is where stat, tap and check find the demo.
+	StatePath string
+	// Rate is the traffic generator's requests per second.
+	Rate int
+	Out  io.Writer
+	Log  *slog.Logger
+}
+
+const (
+	trustDomain = "cluster.local"
+	namespace   = "demo"
+)
+
+// instance is one workload replica: its app and its proxy.
+type instance struct {
+	workload, name                 string
+	app                            http.Handler // nil: no app (traffic generator)
+	appAddr                        string
+	outbound, inbound, admin, logf string
+	cmd                            *exec.Cmd
+	done                           chan struct{} // closed when the proxy exited
+	server                         *http.Server
+}
+
+type ports struct {
+	next int
+}
+
+func (p *ports) take() (string, error) {
+	if p.next > 0 {
+		a := "127.0.0.1:" + strconv.Itoa(p.next)
+		p.next++
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return "", fmt.Errorf("port %s is taken; choose another --port-base: %w", a, err)
+		}
+		ln.Close()
+		return a, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// Run starts the demo and blocks until it ends, then cleans up.
+func Run(ctx context.Context, o Options) (err error) {
+	if o.Rate <= 0 {
+		o.Rate = 20
+	}
+	if _, err := os.Stat(o.StatePath); err == nil {
+		m, _ := inventory.StateFile{Path: o.StatePath}.Mesh(ctx)
+		if m != nil && len(m.Workloads) > 0 && len(m.Workloads[0].Instances) > 0 && alive(m.Workloads[0].Instances[0].Admin) {
+			return fmt.Errorf("a demo is already running (state file %s); stop it first, or pass another --state-file", o.StatePath)
+		}
+	}
+	work, err := os.MkdirTemp("", "mesh-demo-")
+	if err != nil {
+		return err
+	}
+	var insts []*instance
+	var idServer *http.Server
+	cleanup := func() {
+		for _, in := range insts {
+			stopProcess(in)
+			if in.server != nil {
+				in.server.Close()
+			}
+		}
+		if idServer != nil {
+			idServer.Close()
+		}
+		os.Remove(o.StatePath)
+		os.RemoveAll(work)
+	}
+	defer func() {
+		cleanup()
+		fmt.Fprintln(o.Out, "demo stopped; every process and file it made is gone")
+	}()
+
+	// Local control plane: identity.
+	idDir := filepath.Join(work, "identity")
+	if err := identity.InitDir(idDir); err != nil {
+		return err
+	}
+	dir, err := identity.LoadDir(idDir)
+	if err != nil {
+		return err
+	}
+	pp := &ports{next: o.PortBase}
+	idAddr, err := pp.take()
+	if err != nil {
+		return err
+	}
+	// The identity service's routine messages would drown the demo's own
+	// output; it speaks up only when something is wrong.
+	idLog := slog.New(o.Log.Handler().WithGroup("identity"))
+	if !o.Log.Enabled(context.Background(), slog.LevelDebug) {
+		idLog = slog.New(warnOnly{o.Log.Handler()})
+	}
+	idSrv := &identity.Server{TrustDomain: trustDomain, Validator: dir.Tokens, Log: idLog}
+	idSrv.SetIssuer(dir.Issuer)
+	tlsCfg, err := idSrv.TLSConfig()
+	if err != nil {
+		return err
+	}
+	idLn, err := net.Listen("tcp", idAddr)
+	if err != nil {
+		return err
+	}
+	idServer = &http.Server{Handler: idSrv.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+	go idServer.ServeTLS(idLn, "", "")
+
+	// Workloads.
+	insts = []*instance{
+		{workload: "traffic", name: "traffic-1"},
+		{workload: "web", name: "web-1"},
+		{workload: "api", name: "api-1", app: apiHandler("api-1", 3*time.Millisecond)},
+		{workload: "api", name: "api-2", app: apiHandler("api-2", 40*time.Millisecond)},
+		{workload: "auth", name: "auth-1", app: authHandler(0.05)},
+	}
+	for _, in := range insts {
+		for _, p := range []*string{&in.outbound, &in.inbound, &in.admin} {
+			if *p, err = pp.take(); err != nil {
+				return err
+			}
+		}
+		if in.workload != "traffic" {
+			if in.appAddr, err = pp.take(); err != nil {
+				return err
+			}
+		}
+		if in.workload == "web" {
+			in.app = webHandler(in.outbound)
+		}
+	}
+	discovery := filepath.Join(work, "discovery.yaml")
+	if err := os.WriteFile(discovery, []byte(discoveryFile(insts)), 0o644); err != nil {
+		return err
+	}
+	for _, in := range insts {
+		if in.app != nil {
+			ln, err := net.Listen("tcp", in.appAddr)
+			if err != nil {
+				return err
+			}
+			in.server = &http.Server{Handler: in.app, ReadHeaderTimeout: 10 * time.Second}
+			go in.server.Serve(ln)
+		}
+		token := filepath.Join(work, in.name+".token")
+		if err := os.WriteFile(token, []byte(dir.Tokens.Issue(identity.Workload{Namespace: namespace, ServiceAccount: in.workload}, 24*time.Hour)), 0o600); err != nil {
+			return err
+		}
+		in.logf = filepath.Join(work, in.name+".log")
+		if err := startProxy(o, in, discovery, idAddr, filepath.Join(idDir, identity.AnchorsFile), token); err != nil {
+			return err
+		}
+	}
+	for _, in := range insts {
+		if err := waitReady(ctx, in); err != nil {
+			return err
+		}
+	}
+
+	mesh := &inventory.Mesh{ControlPlane: inventory.ControlPlane{
+		IdentityAddr: idAddr, TrustAnchors: filepath.Join(idDir, identity.AnchorsFile), TrustDomain: trustDomain, DiscoveryFile: discovery,
+	}}
+	for _, wl := range []string{"traffic", "web", "api", "auth"} {
+		w := inventory.Workload{Kind: "deploy", Name: wl, Namespace: namespace, Identity: spiffe(wl)}
+		if wl != "traffic" {
+			w.Service = wl + ":80"
+		}
+		for _, in := range insts {
+			if in.workload == wl {
+				w.Instances = append(w.Instances, inventory.Instance{Name: in.name, Admin: in.admin, Inbound: in.inbound, PID: in.cmd.Process.Pid})
+			}
+		}
+		mesh.Workloads = append(mesh.Workloads, w)
+	}
+	if err := (inventory.StateFile{Path: o.StatePath}).Write(mesh); err != nil {
+		return fmt.Errorf("writing state file: %w", err)
+	}
+
+	runCtx := ctx
+	if o.Duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, o.Duration)
+		defer cancel()
+	}
+	go traffic(runCtx, insts[0].outbound, o.Rate)
+	printIntro(o, insts, idAddr, work)
+
+	exited := make(chan string, len(insts))
+	for _, in := range insts {
+		go func() {
+			<-in.done
+			exited <- in.name
+		}()
+	}
+	select {
+	case <-runCtx.Done():
+	case name := <-exited:
+		if runCtx.Err() == nil {
+			fmt.Fprintf(o.Out, "the proxy of %s exited (its log: %s); the demo goes on without it\n", name, filepath.Join(work, name+".log"))
+			<-runCtx.Done()
+		}
+	}
+	return nil
+}
+
+// warnOnly passes on warnings and errors only.
+type warnOnly struct{ slog.Handler }
+
+func (w warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && w.Handler.Enabled(ctx, l)
+}
+
+func spiffe(sa string) string { return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + sa }
+
+func discoveryFile(insts []*instance) string {
+	var b strings.Builder
+	b.WriteString("# written by mesh demo\nservices:\n")
+	for _, svc := range []string{"web", "api", "auth"} {
+		fmt.Fprintf(&b, "  - name: %s\n    port: 80\n", svc)
+		if svc == "api" {
+			b.WriteString("    timeouts: {request: 2s}\n")
+		}
+		b.WriteString("    endpoints:\n")
+		for _, in := range insts {
+			if in.workload == svc {
+				fmt.Fprintf(&b, "      - address: %s\n        identity: %s\n", in.inbound, spiffe(svc))
+			}
+		}
+	}
+	return b.String()
+}
+
+func startProxy(o Options, in *instance, discovery, idAddr, anchors, token string) error {
+	logf, err := os.Create(in.logf)
+	if err != nil {
+		return err
+	}
+	args := []string{"proxy", "--log-format", "json", "--log-level", "info",
+		"--outbound-addr", in.outbound, "--inbound-addr", in.inbound, "--admin-addr", in.admin,
+		"--discovery-file", discovery, "--shutdown-grace", "2s",
+		"--identity", spiffe(in.workload), "--identity-addr", idAddr, "--identity-trust-anchors", anchors, "--identity-token-file", token,
+		"--label", "namespace=" + namespace + ",workload=" + in.workload + ",instance=" + in.name}
+	if in.appAddr != "" {
+		args = append(args, "--inbound-forward", in.appAddr)
+	}
+	in.cmd = exec.Command(o.Mesh, args...)
+	in.cmd.Stdout, in.cmd.Stderr = logf, logf
+	// Own process group: a Ctrl-C in the terminal reaches the demo, which
+	// then stops its proxies in order, instead of every process at once.
+	in.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := in.cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("starting the proxy of %s: %w", in.name, err)
+	}
+	logf.Close()
+	in.done = make(chan struct{})
+	go func() { in.cmd.Wait(); close(in.done) }()
+	return nil
+}
+
+func waitReady(ctx context.Context, in *instance) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		select {
+		case <-in.done:
+			deadline = time.Time{}
+		default:
+		}
+		if alive(in.admin) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(in.logf)
+	return fmt.Errorf("the proxy of %s did not become ready:\n%s", in.name, tailOf(string(log), 2000))
+}
+
+// alive reports whether a proxy's admin endpoint says it is ready.
+func alive(admin string) bool {
+	c := &http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + admin + "/ready")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func tailOf(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// stopProcess stops a proxy the demo started, by its PID: SIGTERM (the
+// proxy drains), then SIGKILL if it does not exit.
+func stopProcess(in *instance) {
+	if in.cmd == nil || in.done == nil {
+		return
+	}
+	select {
+	case <-in.done:
+		return
+	default:
+	}
+	in.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-in.done:
+	case <-time.After(5 * time.Second):
+		in.cmd.Process.Kill()
+		<-in.done
+	}
+}
+
+func printIntro(o Options, insts []*instance, idAddr, work string) {
+	w := o.Out
+	fmt.Fprintln(w, "mesh demo is running on 127.0.0.1 (mTLS between every proxy):")
+	fmt.Fprintf(w, "  %-10s %-22s %-22s %s\n", "INSTANCE", "PROXY INBOUND", "PROXY ADMIN", "APP")
+	for _, in := range insts {
+		app := in.appAddr
+		if in.workload == "traffic" {
+			app = fmt.Sprintf("(sends %d requests/s to web)", o.Rate)
+		}
+		fmt.Fprintf(w, "  %-10s %-22s %-22s %s\n", in.name, in.inbound, in.admin, app)
+	}
+	fmt.Fprintf(w, "  identity service %s; files in %s; state in %s\n\n", idAddr, work, o.StatePath)
+	fmt.Fprintln(w, "In another terminal, try:")
+	fmt.Fprintln(w, "  mesh stat                    # success, RPS and latency per workload")
+	fmt.Fprintln(w, "  mesh stat deploy/web --to deploy/api")
+	fmt.Fprintln(w, "  mesh tap deploy/api --path /items/books")
+	fmt.Fprintln(w, "  mesh check")
+	if o.Duration > 0 {
+		fmt.Fprintf(w, "\nThe demo stops by itself after %s (or Ctrl-C).\n", o.Duration)
+	} else {
+		fmt.Fprintln(w, "\nCtrl-C stops the demo and cleans up.")
+	}
+}

@@ -1,0 +1,120 @@
+package stat
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/meshproj/mesh/inventory"
+	"github.com/meshproj/mesh/proxy"
+	"github.com/meshproj/mesh/proxy/metrics"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+// buckets makes bucket counts: n requests in the bucket whose bound is ms.
+func buckets(pairs ...float64) []uint64 {
+	counts := make([]uint64, len(metrics.LatencyBucketsMS)+1)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		for b, bound := range metrics.LatencyBucketsMS {
+			if bound == pairs[i] {
+				counts[b] += uint64(pairs[i+1])
+			}
+		}
+	}
+	return counts
+}
+
+var mesh = &inventory.Mesh{Workloads: []inventory.Workload{
+	{Kind: "deploy", Name: "web", Identity: "spiffe://cluster.local/ns/demo/sa/web", Service: "web:80", Instances: []inventory.Instance{{Name: "web-1", Admin: "web-1"}}},
+	{Kind: "deploy", Name: "api", Identity: "spiffe://cluster.local/ns/demo/sa/api", Service: "api:80", Instances: []inventory.Instance{{Name: "api-1", Admin: "api-1"}, {Name: "api-2", Admin: "api-2"}}},
+	{Kind: "deploy", Name: "auth", Identity: "spiffe://cluster.local/ns/demo/sa/auth", Service: "auth:80", Instances: []inventory.Instance{{Name: "auth-1", Admin: "auth-1"}}},
+	{Kind: "deploy", Name: "idle", Instances: []inventory.Instance{{Name: "idle-1", Admin: "idle-1"}}},
+}}
+
+// recorded is what the proxies answered, by admin address.
+func recorded(_ context.Context, admin string, seconds int) (bool, *proxy.Stats, error) {
+	web := "spiffe://cluster.local/ns/demo/sa/web"
+	st := &proxy.Stats{WindowSeconds: seconds, LatencyBuckets: metrics.LatencyBucketsMS[:], OpenConnections: map[string]int64{"inbound": 1, "outbound": 2}}
+	switch admin {
+	case "web-1":
+		st.Stats = []proxy.WindowStat{
+			{Direction: "inbound", Authority: "web", Requests: 200, Successes: 190, Latency: buckets(10, 150, 20, 40, 50, 10)},
+			{Direction: "outbound", Authority: "api:80", Peer: "spiffe://cluster.local/ns/demo/sa/api", Requests: 190, Successes: 190, Latency: buckets(5, 180, 50, 10)},
+			{Direction: "outbound", Authority: "auth:80", Peer: "spiffe://cluster.local/ns/demo/sa/auth", Requests: 200, Successes: 190, Latency: buckets(3, 200)},
+		}
+	case "api-1":
+		st.Stats = []proxy.WindowStat{{Direction: "inbound", Authority: "api", Peer: web, Requests: 170, Successes: 170, Latency: buckets(5, 170)}}
+	case "api-2":
+		st.Stats = []proxy.WindowStat{{Direction: "inbound", Authority: "api", Peer: web, Requests: 20, Successes: 20, Latency: buckets(50, 20)}}
+	case "auth-1":
+		st.Stats = []proxy.WindowStat{{Direction: "inbound", Authority: "auth", Peer: web, Requests: 200, Successes: 190, Latency: buckets(3, 200)}}
+	case "idle-1":
+		return false, nil, errors.New("connection refused")
+	}
+	return true, st, nil
+}
+
+func render(t *testing.T, o Options, format string) []byte {
+	t.Helper()
+	rows, err := Collect(context.Background(), mesh, o, recorded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := Render(&b, rows, format, false); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestGoldenTable(t *testing.T) { golden(t, "table.golden", render(t, Options{}, Table)) }
+func TestGoldenWide(t *testing.T)  { golden(t, "wide.golden", render(t, Options{}, Wide)) }
+func TestGoldenJSON(t *testing.T)  { golden(t, "json.golden", render(t, Options{}, JSON)) }
+func TestGoldenEdgeTo(t *testing.T) {
+	golden(t, "edge_to.golden", render(t, Options{Resource: "deploy/web", To: "deploy/api"}, Table))
+}
+func TestGoldenEdgeFrom(t *testing.T) {
+	golden(t, "edge_from.golden", render(t, Options{Resource: "api", From: "deploy/web"}, Table))
+}
+
+func TestUnknownResourceNamesTheChoices(t *testing.T) {
+	_, err := Collect(context.Background(), mesh, Options{Resource: "deploy/nope"}, recorded)
+	if err == nil || err.Error() != `no workload "nope" in the mesh; it has deploy/api, deploy/auth, deploy/idle, deploy/web` {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestQuantileInterpolatesInsideBuckets(t *testing.T) {
+	a := aggregate{bounds: []float64{1, 2, 4}, counts: []uint64{0, 10, 10, 0}}
+	for q, want := range map[float64]float64{0.5: 2, 0.25: 1.5, 0.75: 3, 1: 4} {
+		if got := a.quantile(q); got == nil || *got != want {
+			t.Errorf("q%.2f = %v, want %v", q, got, want)
+		}
+	}
+	empty := aggregate{bounds: []float64{1}, counts: []uint64{0, 0}}
+	if empty.quantile(0.5) != nil {
+		t.Error("quantile of nothing")
+	}
+}

@@ -1,0 +1,157 @@
+// Package tap streams live requests from proxies' /tap endpoints, merges
+// them, and renders them as lines or NDJSON. The filtering happens inside
+// the proxies; this package only asks and prints.
+package tap
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/meshproj/mesh/inventory"
+	"github.com/meshproj/mesh/proxy"
+)
+
+// Filter selects requests.
+type Filter struct {
+	Method     string
+	PathPrefix string
+	Authority  string
+	Direction  string
+}
+
+// Event is a proxy's tap event with where it came from.
+type Event struct {
+	proxy.TapEvent
+	Workload string `json:"workload"`
+	Instance string `json:"instance"`
+}
+
+// Stream taps every instance of the workloads until ctx ends or max events
+// (0: no limit) were delivered to out.
+func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out func(Event) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	q := url.Values{}
+	for k, v := range map[string]string{"method": f.Method, "path": f.PathPrefix, "authority": f.Authority, "direction": f.Direction} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if max > 0 {
+		q.Set("max", strconv.Itoa(max))
+	}
+	events := make(chan Event)
+	errs := make(chan error, 64)
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		for _, inst := range w.Instances {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := tapOne(ctx, inst.Admin, q, func(e proxy.TapEvent) bool {
+					select {
+					case events <- Event{TapEvent: e, Workload: w.Ref(), Instance: inst.Name}:
+						return true
+					case <-ctx.Done():
+						return false
+					}
+				}); err != nil && ctx.Err() == nil {
+					errs <- fmt.Errorf("tapping %s (%s): %w", inst.Name, inst.Admin, err)
+				}
+			}()
+		}
+	}
+	go func() { wg.Wait(); close(events) }()
+	sent := 0
+	for e := range events {
+		if err := out(e); err != nil {
+			return err
+		}
+		sent++
+		if max > 0 && sent >= max {
+			return nil
+		}
+	}
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+func tapOne(ctx context.Context, admin string, q url.Values, deliver func(proxy.TapEvent) bool) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/tap?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e proxy.TapEvent
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("bad tap event: %w", err)
+		}
+		if !deliver(e) {
+			return nil
+		}
+	}
+	return sc.Err()
+}
+
+// Line renders an event as one human-readable line.
+func Line(e Event) string {
+	tls := "tls=false"
+	if e.TLS {
+		tls = "tls=true"
+	}
+	id := ""
+	if e.ClientID != "" {
+		id = " client_id=" + e.ClientID
+	}
+	if e.ServerID != "" {
+		id = " server_id=" + e.ServerID
+	}
+	head := fmt.Sprintf("%-3s id=%d %s %s src=%s dst=%s %s%s :method=%s :authority=%s :path=%s",
+		abbrev(e.Type), e.ID, e.Instance, e.Direction, e.Source, e.Destination, tls, id, e.Method, e.Authority, e.Path)
+	switch e.Type {
+	case "response":
+		return fmt.Sprintf("%s :status=%d latency=%.3fms", head, e.Status, e.LatencyMS)
+	case "end":
+		s := fmt.Sprintf("%s :status=%d duration=%.3fms response-length=%dB", head, e.Status, e.DurationMS, e.Bytes)
+		if e.GRPCStatus != "" {
+			s += " grpc-status=" + e.GRPCStatus
+		}
+		if e.Error != "" {
+			s += fmt.Sprintf(" error=%q", e.Error)
+		}
+		return s
+	}
+	return head
+}
+
+func abbrev(t string) string {
+	switch t {
+	case "request":
+		return "req"
+	case "response":
+		return "rsp"
+	}
+	return t
+}
