@@ -102,3 +102,18 @@ func TestBadFlagValuesAreUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestLabelsFromEnvironment(t *testing.T) {
+	t.Setenv("MESH_LABEL", "namespace=shop,pod=web-1")
+	cmd := newProxyCommand(Streams{})
+	root := NewRootCommand(Streams{})
+	root.AddCommand(cmd)
+	cmd.Flags().Set("discovery-file", "x")
+	o, err := completeProxy(cmd, Streams{ErrOut: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Labels["namespace"] != "shop" || o.cfg.Labels["pod"] != "web-1" || len(o.cfg.Labels) != 2 {
+		t.Fatalf("labels %v", o.cfg.Labels)
+	}
+}

@@ -82,7 +82,7 @@ finish for up to --shutdown-grace, and exits.`,
 	f.String("identity-trust-anchors", "", "PEM file of trust anchors (one or more; rotate by listing old and new)")
 	f.String("identity-token-file", "", "file holding this workload's token, read at each renewal")
 	f.Bool("require-identity", false, "refuse inbound connections that are not mesh TLS")
-	f.StringToString("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
+	f.StringSlice("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
 	return cmd
 }
 
@@ -106,7 +106,7 @@ func completeProxy(cmd *cobra.Command, s Streams) (*proxyOptions, error) {
 		ShutdownGrace:       v.GetDuration("shutdown-grace"),
 		IdleTimeout:         v.GetDuration("idle-timeout"),
 		MaxConnsPerEndpoint: v.GetInt("max-connections-per-endpoint"),
-		Labels:              v.GetStringMapString("label"),
+		Labels:              map[string]string{},
 		Log:                 log,
 	}
 	if err := o.validate(v); err != nil {
@@ -180,6 +180,15 @@ func (o *proxyOptions) validate(v *viper.Viper) error {
 			return usagef("--opaque-ports: %q is not a port", p)
 		}
 		o.cfg.OpaquePorts = append(o.cfg.OpaquePorts, uint16(n))
+	}
+	// Labels come as repeated flags or as "k=v,k=v" from MESH_LABEL (the
+	// injected proxy's environment).
+	for _, kv := range listOf(v, "label") {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return usagef("--label %q: want NAME=VALUE", kv)
+		}
+		o.cfg.Labels[k] = val
 	}
 	if o.cfg.MaxConnsPerEndpoint < 0 {
 		return usagef("--max-connections-per-endpoint must not be negative")

@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// The interception test runs the proxy as UID 2102: it must be able to
+	// reach the binary.
+	os.Chmod(dir, 0o755)
 	meshBin = filepath.Join(dir, "mesh")
 	build := exec.Command("go", "build", "-o", meshBin, "github.com/meshproj/mesh")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -81,8 +84,14 @@ type process struct {
 // startMesh starts the mesh binary; the test's cleanup stops it.
 func startMesh(t testing.TB, args ...string) *process {
 	t.Helper()
+	return startCmd(t, meshBin, args...)
+}
+
+// startCmd starts a program; the test's cleanup stops it by its PID.
+func startCmd(t testing.TB, bin string, args ...string) *process {
+	t.Helper()
 	p := &process{out: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(meshBin, args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	p.cmd.Env = append(os.Environ(), "MESH_LOG_FORMAT=text")
@@ -93,7 +102,7 @@ func startMesh(t testing.TB, args ...string) *process {
 	t.Cleanup(func() {
 		p.stop(syscall.SIGTERM, 10*time.Second)
 		if t.Failed() {
-			t.Logf("output of mesh %s:\n%s", strings.Join(args, " "), p.out.String())
+			t.Logf("output of %s %s:\n%s", filepath.Base(bin), strings.Join(args, " "), p.out.String())
 		}
 	})
 	return p

@@ -81,6 +81,11 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 			"CONNECT tunnels are not supported; reach TCP services through an outbound TCP port (--outbound-tcp)")
 		return
 	}
+	if ci := infoOf(r.Context()); ci != nil && ci.dst.IsValid() {
+		// Intercepted: the client chose a destination address; go there.
+		p.originalDst.ServeHTTP(w, r)
+		return
+	}
 	authority := r.Host
 	if authority == "" {
 		authority = r.URL.Host
@@ -164,6 +169,26 @@ func (t inboundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		tr = t.p.transports.h2
 	}
 	return t.p.roundTrip(req, tr, inbound, req.Host, target, nil, nil, ci.peer)
+}
+
+// originalDstTransport sends intercepted requests to the address the client
+// was connecting to, with mTLS when discovery knows that address as a
+// meshed endpoint.
+type originalDstTransport struct{ p *Proxy }
+
+func (t originalDstTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ci := infoOf(req.Context())
+	if ci == nil || !ci.dst.IsValid() {
+		return nil, &proxyError{status: http.StatusServiceUnavailable, reason: "no_destination", msg: "request has no original destination"}
+	}
+	target := ci.dst.String()
+	req.URL.Host = target
+	var tr http.RoundTripper = t.p.transports.pick(req)
+	var pr peer
+	if id, ok := t.p.meshIDs.Load(target); ok && t.p.cfg.Identity != nil {
+		tr, pr = t.p.meshTransport(req), peer{tls: true, serverID: id.(string)}
+	}
+	return t.p.roundTrip(req, tr, outbound, req.Host, target, nil, nil, pr)
 }
 
 // requestHash computes a consistent-hashing key. A request that lacks the

@@ -135,6 +135,8 @@ type Proxy struct {
 	inboundH   *httpEntry
 	// inboundForward forwards HTTP to the local app.
 	inboundForward http.Handler
+	// originalDst forwards intercepted HTTP to its original destination.
+	originalDst http.Handler
 	// mTLS: expected identity per endpoint address, pools to meshed
 	// endpoints, and the server for terminated inbound mesh TLS.
 	meshIDs     sync.Map
@@ -226,6 +228,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.outboundH = p.newHTTPEntry(outbound, http.HandlerFunc(p.serveOutbound))
 	p.inboundH = p.newHTTPEntry(inbound, http.HandlerFunc(p.serveInbound))
 	p.inboundForward = p.newForwarder(inbound, inboundTransport{p})
+	p.originalDst = p.newForwarder(outbound, originalDstTransport{p})
 	p.meshH2, p.meshH1 = p.newMeshTransports(cfg.IdleTimeout)
 	p.meshInbound = p.newMeshHTTP()
 	if cfg.Identity != nil {

@@ -85,7 +85,18 @@ func (t *balancingTransport) pickTCP(hash uint64, pol *policy, tried []*balance.
 // forwardOriginalDst forwards an intercepted opaque connection to where
 // the client was going.
 func (p *Proxy) forwardOriginalDst(c net.Conn, dst netip.AddrPort, _ []byte) {
-	p.dialAndPipe(c, outbound, dst.String())
+	target := dst.String()
+	if id, ok := p.meshIDs.Load(target); ok && p.cfg.Identity != nil {
+		server, err := p.dialMesh(context.Background(), target, []string{alpnTCP})
+		if err != nil {
+			p.log.Warn("TCP connect failed", slog.String("target", target), slog.Any("error", err))
+			c.Close()
+			return
+		}
+		p.pipe(c, server, outbound, target, target, peer{tls: true, serverID: id.(string)})
+		return
+	}
+	p.dialAndPipe(c, outbound, target)
 }
 
 // forwardInboundTCP forwards an opaque connection to the local app.

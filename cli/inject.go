@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshproj/mesh/inject"
+)
+
+func newInjectCommand(s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "inject FILE|DIR|URL|- ...",
+		Short: "Add the mesh proxy to workloads in Kubernetes manifests",
+		Long: `Add the mesh proxy, and the init step that routes the pod's traffic through it,
+to every workload in the manifests (Deployment, StatefulSet, DaemonSet,
+ReplicaSet, ReplicationController, Job, CronJob, Pod; also inside a List). Other
+objects pass through unchanged, in order. The result goes to stdout in the
+input's format (YAML or JSON); what happened to each object goes to stderr.
+
+Pods with hostNetwork, in kube-system, or annotated mesh.io/inject: disabled are
+skipped; injected workloads are left as they are. Settings come from
+config.mesh.io/ annotations on the workload or its pod template; the flags below
+write those annotations.`,
+		Example: `  mesh inject deploy.yaml | kubectl apply -f -
+  kubectl get deploy -o yaml | mesh inject - | kubectl apply -f -
+  mesh inject ./k8s/ --skip-outbound-ports 25 --native-sidecar=false`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			opt := inject.DefaultOptions(proxyVersion(v.GetString("proxy-version")))
+			opt.NativeSidecar = v.GetBool("native-sidecar")
+			opt.Image = v.GetString("image")
+			opt.Config = map[string]string{}
+			for _, k := range inject.ConfigKeys {
+				if cmd.Flags().Changed(k) || v.IsSet(k) && v.GetString(k) != "" {
+					opt.Config[k] = v.GetString(k)
+				}
+			}
+			return transform(s, args, func(o map[string]any) ([]inject.Result, error) { return inject.Inject(o, opt) })
+		},
+	}
+	f := cmd.Flags()
+	f.Bool("native-sidecar", true, "run the proxy as a native sidecar (Kubernetes 1.29+); false: as the first container")
+	f.String("proxy-version", "", "proxy version to inject (default: this binary's)")
+	f.String("image", "ghcr.io/meshproj/mesh", "proxy image, without tag")
+	f.String(inject.SkipInboundPorts, "", "inbound ports that bypass the proxy, such as 9090,9100")
+	f.String(inject.SkipOutboundPorts, "", "outbound ports that bypass the proxy, such as 25")
+	f.String(inject.SkipOutboundCIDRs, "", "destinations that bypass the proxy, such as 169.254.169.254/32")
+	f.String(inject.OpaquePorts, "", "ports proxied as TCP without protocol detection, such as 3306")
+	f.String(inject.ProxyCPURequest, "", "proxy CPU request (default 100m)")
+	f.String(inject.ProxyCPULimit, "", "proxy CPU limit (default none)")
+	f.String(inject.ProxyMemRequest, "", "proxy memory request (default 20Mi)")
+	f.String(inject.ProxyMemLimit, "", "proxy memory limit (default 250Mi)")
+	f.String(inject.ProxyLogLevel, "", "proxy log level (default info)")
+	f.String(inject.ProxyImage, "", "full proxy image, overriding --image and --proxy-version")
+	return cmd
+}
+
+func proxyVersion(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return BuildVersion().Version
+}
+
+func newUninjectCommand(s Streams) *cobra.Command {
+	return &cobra.Command{
+		Use:   "uninject FILE|DIR|URL|- ...",
+		Short: "Remove the mesh proxy from workloads in Kubernetes manifests",
+		Long: `Remove what mesh inject added, restoring each workload exactly as it was
+(annotations inject overwrote get their old values back). Output and report as
+for inject.`,
+		Example: `  kubectl get deploy web -o yaml | mesh uninject - | kubectl apply -f -`,
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return transform(s, args, inject.Uninject)
+		},
+	}
+}
+
+// transform reads the inputs, applies f, and prints the result only if
+// every object succeeded, so that a pipe into kubectl never gets half.
+func transform(s Streams, args []string, f func(map[string]any) ([]inject.Result, error)) error {
+	inputs, err := inject.Read(args, s.In)
+	if err != nil {
+		return err
+	}
+	out, report, err := inject.Transform(inputs, f)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Out.Write(out); err != nil {
+		return err
+	}
+	for _, r := range report {
+		fmt.Fprintln(s.ErrOut, r)
+	}
+	return nil
+}
+
+func newAwaitCommand(s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:    "await",
+		Short:  "Wait until the proxy is ready (a postStart hook for proxies that are not native sidecars)",
+		Hidden: true,
+		Args:   noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), v.GetDuration("timeout"))
+			defer cancel()
+			url := "http://" + v.GetString("admin-addr") + "/ready"
+			for {
+				req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						return nil
+					}
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("proxy at %s not ready after %s", url, v.GetDuration("timeout"))
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().String("admin-addr", "127.0.0.1:4191", "the proxy's admin address")
+	cmd.Flags().Duration("timeout", 2*time.Minute, "how long to wait")
+	return cmd
+}

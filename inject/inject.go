@@ -1,0 +1,437 @@
+// Package inject adds the mesh's sidecar proxy (and its init step) to
+// Kubernetes workloads, and removes it again. It works on objects in
+// memory: decoding, encoding and reading files live in read.go; the same
+// functions serve `mesh inject` and the admission webhook.
+//
+// Objects are handled as unstructured maps, so fields inject does not know
+// are kept as they are. Everything inject adds, or overwrites, is recorded
+// in one annotation on the pod template, which makes uninject its exact
+// inverse.
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Annotations and names the mesh uses on pods.
+const (
+	AnnotationInject       = "mesh.io/inject"
+	AnnotationProxyVersion = "mesh.io/proxy-version"
+	AnnotationInjectedBy   = "mesh.io/injected-by"
+	AnnotationRestore      = "mesh.io/inject-restore"
+	ConfigPrefix           = "config.mesh.io/"
+
+	ProxyContainer = "mesh-proxy"
+	InitContainer  = "mesh-init"
+
+	ProxyUID     = 2102
+	InboundPort  = 4143
+	OutboundPort = 4140
+	AdminPort    = 4191
+
+	tokenVolume   = "mesh-identity-token"
+	anchorsVolume = "mesh-trust-anchors"
+	tokenDir      = "/var/run/secrets/mesh.io/serviceaccount"
+	anchorsDir    = "/var/run/mesh/identity"
+	// TokenAudience is the audience of the ServiceAccount token the proxy
+	// shows the identity service.
+	TokenAudience = "identity.mesh.io"
+)
+
+// Config keys, as annotations (config.mesh.io/KEY) and as inject flags.
+const (
+	SkipInboundPorts  = "skip-inbound-ports"
+	SkipOutboundPorts = "skip-outbound-ports"
+	SkipOutboundCIDRs = "skip-outbound-cidrs"
+	OpaquePorts       = "opaque-ports"
+	ProxyCPURequest   = "proxy-cpu-request"
+	ProxyCPULimit     = "proxy-cpu-limit"
+	ProxyMemRequest   = "proxy-memory-request"
+	ProxyMemLimit     = "proxy-memory-limit"
+	ProxyLogLevel     = "proxy-log-level"
+	ProxyImage        = "proxy-image"
+)
+
+// ConfigKeys lists every config key, in the order flags are documented.
+var ConfigKeys = []string{SkipInboundPorts, SkipOutboundPorts, SkipOutboundCIDRs, OpaquePorts,
+	ProxyCPURequest, ProxyCPULimit, ProxyMemRequest, ProxyMemLimit, ProxyLogLevel, ProxyImage}
+
+// Options shape the injected proxy.
+type Options struct {
+	// Version is the proxy version recorded on the pod and used in the
+	// default image tag.
+	Version string
+	// Image is the proxy image without tag; config.mesh.io/proxy-image wins.
+	Image string
+	// NativeSidecar runs the proxy as an init container with
+	// restartPolicy Always (Kubernetes 1.29+); otherwise as the first
+	// regular container, holding the app until the proxy is ready.
+	NativeSidecar bool
+	// Config is written onto the pod template as config.mesh.io/ annotations
+	// (flags of mesh inject).
+	Config map[string]string
+	// Cluster-wide settings the proxy needs.
+	TrustDomain    string
+	IdentityAddr   string
+	DiscoveryAddr  string
+	TrustAnchorsCM string
+}
+
+// DefaultOptions are what `mesh inject` uses without flags.
+func DefaultOptions(version string) Options {
+	return Options{
+		Version: version, Image: "ghcr.io/meshproj/mesh", NativeSidecar: true,
+		TrustDomain:    "cluster.local",
+		IdentityAddr:   "mesh-identity.mesh-system.svc.cluster.local:8443",
+		DiscoveryAddr:  "mesh-destination.mesh-system.svc.cluster.local:8086",
+		TrustAnchorsCM: "mesh-identity-trust-anchors",
+	}
+}
+
+// Result says what happened to one object.
+type Result struct {
+	Ref    string // kind/name
+	Action string // injected, uninjected, skipped, unchanged
+	Reason string
+}
+
+func (r Result) String() string {
+	if r.Reason != "" {
+		return fmt.Sprintf("%s %s: %s", r.Ref, r.Action, r.Reason)
+	}
+	return r.Ref + " " + r.Action
+}
+
+// obj is an unstructured Kubernetes object.
+type obj = map[string]any
+
+// templatePath returns where a kind keeps its pod template (metadata and
+// spec), or nil for kinds that have none.
+func templatePath(kind string) []string {
+	switch kind {
+	case "Pod":
+		return []string{}
+	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job":
+		return []string{"spec", "template"}
+	case "CronJob":
+		return []string{"spec", "jobTemplate", "spec", "template"}
+	}
+	return nil
+}
+
+func ref(o obj) string {
+	kind, _ := o["kind"].(string)
+	name := str(get(o, "metadata", "name"))
+	if name == "" {
+		name = str(get(o, "metadata", "generateName")) + "*"
+	}
+	return strings.ToLower(kind) + "/" + name
+}
+
+func get(o obj, path ...string) any {
+	var cur any = o
+	for _, p := range path {
+		m, ok := cur.(obj)
+		if !ok {
+			return nil
+		}
+		cur = m[p]
+	}
+	return cur
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// Inject injects o (a List's items one by one) and reports per object.
+func Inject(o obj, opt Options) ([]Result, error) {
+	if o["kind"] == "List" {
+		return eachItem(o, func(item obj) ([]Result, error) { return Inject(item, opt) })
+	}
+	kind, _ := o["kind"].(string)
+	path := templatePath(kind)
+	if path == nil {
+		return []Result{{Ref: ref(o), Action: "unchanged", Reason: "not a workload"}}, nil
+	}
+	tmpl, ok := asObj(get(o, path...))
+	if !ok && len(path) > 0 {
+		return nil, fmt.Errorf("%s has no pod template at %s", ref(o), strings.Join(path, "."))
+	}
+	if len(path) == 0 {
+		tmpl = o
+	}
+	if why := skipReason(o, tmpl); why != "" {
+		action := "skipped"
+		if why == "already injected" {
+			action = "unchanged"
+		}
+		return []Result{{Ref: ref(o), Action: action, Reason: why}}, nil
+	}
+	spec, ok := asObj(tmpl["spec"])
+	if !ok {
+		return nil, fmt.Errorf("%s has no pod spec", ref(o))
+	}
+	r := &recorder{Annotations: map[string]*string{}}
+	injectPod(tmpl, spec, o, opt, r)
+	return []Result{{Ref: ref(o), Action: "injected"}}, nil
+}
+
+func eachItem(list obj, f func(obj) ([]Result, error)) ([]Result, error) {
+	items, _ := list["items"].([]any)
+	var out []Result
+	for i, it := range items {
+		item, ok := it.(obj)
+		if !ok {
+			return nil, fmt.Errorf("item %d of the List is not an object", i)
+		}
+		rs, err := f(item)
+		if err != nil {
+			return nil, fmt.Errorf("item %d of the List: %w", i, err)
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+func asObj(v any) (obj, bool) {
+	m, ok := v.(obj)
+	return m, ok
+}
+
+// skipReason says why a workload is left alone, or "".
+func skipReason(o, tmpl obj) string {
+	if injected(tmpl) {
+		return "already injected"
+	}
+	if b, _ := get(tmpl, "spec", "hostNetwork").(bool); b {
+		return "hostNetwork: the pod shares the node's network, which the proxy must not intercept"
+	}
+	if ns := str(get(o, "metadata", "namespace")); ns == "kube-system" {
+		return "kube-system is never meshed"
+	}
+	for _, m := range []obj{o, tmpl} {
+		if v := str(get(m, "metadata", "annotations", AnnotationInject)); v == "disabled" {
+			return AnnotationInject + ": disabled"
+		}
+	}
+	return ""
+}
+
+func injected(tmpl obj) bool {
+	if str(get(tmpl, "metadata", "annotations", AnnotationProxyVersion)) != "" {
+		return true
+	}
+	for _, list := range []string{"containers", "initContainers"} {
+		cs, _ := get(tmpl, "spec", list).([]any)
+		for _, c := range cs {
+			if m, ok := c.(obj); ok && (m["name"] == ProxyContainer || m["name"] == InitContainer) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// recorder remembers what inject created or overwrote, for uninject.
+type recorder struct {
+	// Created lists fields that did not exist, as dotted paths relative to
+	// the pod template.
+	Created []string `json:"created,omitempty"`
+	// Annotations holds the previous value of each annotation inject set
+	// (null: there was none).
+	Annotations map[string]*string `json:"annotations"`
+}
+
+// ensureObj returns m[key] as an object, creating (and recording) it.
+func (r *recorder) ensureObj(m obj, key, path string) obj {
+	if v, ok := m[key].(obj); ok {
+		return v
+	}
+	v := obj{}
+	m[key] = v
+	r.Created = append(r.Created, path)
+	return v
+}
+
+func (r *recorder) ensureList(m obj, key, path string) []any {
+	if v, ok := m[key].([]any); ok {
+		return v
+	}
+	r.Created = append(r.Created, path)
+	return nil
+}
+
+func (r *recorder) setAnnotation(ann obj, key, value string) {
+	if _, seen := r.Annotations[key]; !seen {
+		if old, ok := ann[key].(string); ok {
+			r.Annotations[key] = &old
+		} else {
+			r.Annotations[key] = nil
+		}
+	}
+	ann[key] = value
+}
+
+// config reads a config key: the pod template's annotation, else the
+// workload's, else the default.
+func config(o, tmpl obj, key, def string) string {
+	if v := str(get(tmpl, "metadata", "annotations", ConfigPrefix+key)); v != "" {
+		return v
+	}
+	if v := str(get(o, "metadata", "annotations", ConfigPrefix+key)); v != "" {
+		return v
+	}
+	return def
+}
+
+func injectPod(tmpl, spec, o obj, opt Options, r *recorder) {
+	meta := r.ensureObj(tmpl, "metadata", "metadata")
+	ann := r.ensureObj(meta, "annotations", "metadata.annotations")
+	for _, k := range ConfigKeys {
+		if v, ok := opt.Config[k]; ok {
+			r.setAnnotation(ann, ConfigPrefix+k, v)
+		}
+	}
+	r.setAnnotation(ann, AnnotationProxyVersion, opt.Version)
+	r.setAnnotation(ann, AnnotationInjectedBy, "mesh inject "+opt.Version)
+	if str(ann[AnnotationInject]) == "" {
+		r.setAnnotation(ann, AnnotationInject, "enabled")
+	}
+
+	image := config(o, tmpl, ProxyImage, opt.Image+":"+opt.Version)
+	inits := r.ensureList(spec, "initContainers", "spec.initContainers")
+	proxy := proxyContainer(o, tmpl, opt, image)
+	front := []any{initContainer(o, tmpl, image)}
+	if opt.NativeSidecar {
+		proxy["restartPolicy"] = "Always"
+		proxy["startupProbe"] = obj{
+			"httpGet":          obj{"path": "/ready", "port": AdminPort},
+			"periodSeconds":    1,
+			"failureThreshold": 120,
+		}
+		front = append(front, proxy)
+	} else {
+		// The kubelet starts containers in order and waits for a postStart
+		// hook: the app starts once the proxy is ready.
+		proxy["lifecycle"] = obj{"postStart": obj{"exec": obj{"command": []any{"/mesh", "await", "--admin-addr", "127.0.0.1:" + strconv.Itoa(AdminPort), "--timeout", "2m"}}}}
+		containers, _ := spec["containers"].([]any)
+		spec["containers"] = append([]any{proxy}, containers...)
+	}
+	spec["initContainers"] = append(front, inits...)
+
+	vols := r.ensureList(spec, "volumes", "spec.volumes")
+	spec["volumes"] = append(vols,
+		obj{"name": tokenVolume, "projected": obj{"sources": []any{obj{"serviceAccountToken": obj{
+			"audience": TokenAudience, "expirationSeconds": 86400, "path": "token"}}}}},
+		obj{"name": anchorsVolume, "configMap": obj{"name": opt.TrustAnchorsCM}},
+	)
+	restore, _ := json.Marshal(r)
+	ann[AnnotationRestore] = string(restore)
+}
+
+func initContainer(o, tmpl obj, image string) obj {
+	skipIn := joinPorts(strconv.Itoa(AdminPort), config(o, tmpl, SkipInboundPorts, ""))
+	args := []any{"init", "--inbound-port", strconv.Itoa(InboundPort), "--outbound-port", strconv.Itoa(OutboundPort),
+		"--proxy-uid", strconv.Itoa(ProxyUID), "--skip-inbound-ports", skipIn}
+	if v := config(o, tmpl, SkipOutboundPorts, ""); v != "" {
+		args = append(args, "--skip-outbound-ports", v)
+	}
+	if v := config(o, tmpl, SkipOutboundCIDRs, ""); v != "" {
+		args = append(args, "--skip-outbound-cidrs", v)
+	}
+	return obj{
+		"name":  InitContainer,
+		"image": image,
+		"args":  args,
+		"securityContext": obj{
+			"allowPrivilegeEscalation": false,
+			"readOnlyRootFilesystem":   true,
+			"runAsUser":                0,
+			"runAsNonRoot":             false,
+			"capabilities":             obj{"add": []any{"NET_ADMIN", "NET_RAW"}, "drop": []any{"ALL"}},
+		},
+		"resources": obj{"requests": obj{"cpu": "10m", "memory": "10Mi"}, "limits": obj{"memory": "50Mi"}},
+	}
+}
+
+func joinPorts(parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		for f := range strings.SplitSeq(p, ",") {
+			if f = strings.TrimSpace(f); f != "" && !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func fieldEnv(name, path string) obj {
+	return obj{"name": name, "valueFrom": obj{"fieldRef": obj{"fieldPath": path}}}
+}
+
+func env(name, value string) obj { return obj{"name": name, "value": value} }
+
+func proxyContainer(o, tmpl obj, opt Options, image string) obj {
+	envs := []any{
+		fieldEnv("MESH_POD_NAME", "metadata.name"),
+		fieldEnv("MESH_POD_NAMESPACE", "metadata.namespace"),
+		fieldEnv("MESH_POD_IP", "status.podIP"),
+		fieldEnv("MESH_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+		env("MESH_IDENTITY", "spiffe://"+opt.TrustDomain+"/ns/$(MESH_POD_NAMESPACE)/sa/$(MESH_SERVICE_ACCOUNT)"),
+		env("MESH_IDENTITY_ADDR", opt.IdentityAddr),
+		env("MESH_IDENTITY_TRUST_ANCHORS", anchorsDir+"/trust-anchors.pem"),
+		env("MESH_IDENTITY_TOKEN_FILE", tokenDir+"/token"),
+		env("MESH_DISCOVERY_ADDR", opt.DiscoveryAddr),
+		env("MESH_INBOUND_ADDR", "0.0.0.0:"+strconv.Itoa(InboundPort)),
+		env("MESH_OUTBOUND_ADDR", "127.0.0.1:"+strconv.Itoa(OutboundPort)),
+		env("MESH_ADMIN_ADDR", "0.0.0.0:"+strconv.Itoa(AdminPort)),
+		env("MESH_LOG_FORMAT", "json"),
+		env("MESH_LOG_LEVEL", config(o, tmpl, ProxyLogLevel, "info")),
+		env("MESH_LABEL", "namespace=$(MESH_POD_NAMESPACE),pod=$(MESH_POD_NAME)"),
+	}
+	if v := config(o, tmpl, OpaquePorts, ""); v != "" {
+		envs = append(envs, env("MESH_OPAQUE_PORTS", v))
+	}
+	requests := obj{"cpu": config(o, tmpl, ProxyCPURequest, "100m"), "memory": config(o, tmpl, ProxyMemRequest, "20Mi")}
+	limits := obj{"memory": config(o, tmpl, ProxyMemLimit, "250Mi")}
+	if v := config(o, tmpl, ProxyCPULimit, ""); v != "" {
+		limits["cpu"] = v
+	}
+	probe := func(path string) obj {
+		return obj{"httpGet": obj{"path": path, "port": AdminPort}, "periodSeconds": 10, "timeoutSeconds": 1}
+	}
+	return obj{
+		"name":  ProxyContainer,
+		"image": image,
+		"args":  []any{"proxy"},
+		"env":   envs,
+		"ports": []any{
+			obj{"name": "mesh-proxy", "containerPort": InboundPort, "protocol": "TCP"},
+			obj{"name": "mesh-admin", "containerPort": AdminPort, "protocol": "TCP"},
+		},
+		"livenessProbe":  probe("/live"),
+		"readinessProbe": probe("/ready"),
+		"resources":      obj{"requests": requests, "limits": limits},
+		"securityContext": obj{
+			"runAsUser":                ProxyUID,
+			"runAsGroup":               ProxyUID,
+			"runAsNonRoot":             true,
+			"readOnlyRootFilesystem":   true,
+			"allowPrivilegeEscalation": false,
+			"capabilities":             obj{"drop": []any{"ALL"}},
+			"seccompProfile":           obj{"type": "RuntimeDefault"},
+		},
+		"volumeMounts": []any{
+			obj{"name": tokenVolume, "mountPath": tokenDir, "readOnly": true},
+			obj{"name": anchorsVolume, "mountPath": anchorsDir, "readOnly": true},
+		},
+		"terminationMessagePolicy": "FallbackToLogsOnError",
+	}
+}

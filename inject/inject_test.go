@@ -1,0 +1,192 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func inputs(t *testing.T) []Input {
+	t.Helper()
+	ins, err := Read([]string{"testdata/in"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ins) < 9 {
+		t.Fatalf("only %d inputs in the corpus", len(ins))
+	}
+	return ins
+}
+
+func opts() Options { return DefaultOptions("v0.1.0") }
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", "out", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from its golden file; run go test -update and review the diff", name)
+	}
+}
+
+func report(rs []Result) []byte {
+	var b bytes.Buffer
+	for _, r := range rs {
+		b.WriteString(r.String() + "\n")
+	}
+	return b.Bytes()
+}
+
+func TestGoldenInject(t *testing.T) {
+	for _, in := range inputs(t) {
+		name := filepath.Base(in.Name)
+		t.Run(name, func(t *testing.T) {
+			out, rs, err := Transform([]Input{in}, func(o obj) ([]Result, error) { return Inject(o, opts()) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, name+".golden", out)
+			golden(t, name+".report", report(rs))
+			if isJSON(in.Data) != isJSON(out) {
+				t.Error("output format differs from the input's")
+			}
+		})
+	}
+}
+
+func TestGoldenNativeSidecarOff(t *testing.T) {
+	in := Input{Name: "pod.yaml", Data: must(os.ReadFile("testdata/in/pod.yaml"))}
+	o := opts()
+	o.NativeSidecar = false
+	o.Config = map[string]string{SkipInboundPorts: "9090", ProxyLogLevel: "debug"}
+	out, _, err := Transform([]Input{in}, func(x obj) ([]Result, error) { return Inject(x, o) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "pod-regular-container.golden", out)
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// decodeAll decodes every object of an input.
+func decodeAll(t *testing.T, in Input) []obj {
+	t.Helper()
+	docs, err := decode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []obj
+	for _, d := range docs {
+		out = append(out, d.obj)
+	}
+	return out
+}
+
+func TestUninjectIsTheExactInverse(t *testing.T) {
+	for _, in := range inputs(t) {
+		for _, native := range []bool{true, false} {
+			o := opts()
+			o.NativeSidecar = native
+			o.Config = map[string]string{OpaquePorts: "5432", SkipOutboundPorts: "443"} // overwrites an existing annotation in one case
+			original := decodeAll(t, in)
+			work := decodeAll(t, in)
+			for _, x := range work {
+				if _, err := Inject(x, o); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := Uninject(x); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !reflect.DeepEqual(original, work) {
+				a, _ := json.MarshalIndent(original, "", " ")
+				b, _ := json.MarshalIndent(work, "", " ")
+				t.Errorf("%s (native=%v): uninject(inject(x)) != x\n--- x\n%s\n--- got\n%s", in.Name, native, a, b)
+			}
+		}
+	}
+}
+
+func TestInjectingInjectedOutputChangesNothing(t *testing.T) {
+	in := Input{Name: "d.yaml", Data: must(os.ReadFile("testdata/in/deployment-multi.yaml"))}
+	inj := func(o obj) ([]Result, error) { return Inject(o, opts()) }
+	once, _, err := Transform([]Input{in}, inj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice, rs, err := Transform([]Input{{Name: "injected.yaml", Data: once}}, inj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(once, twice) {
+		t.Error("injecting injected output changed it")
+	}
+	if len(rs) != 1 || rs[0].String() != "deployment/web unchanged: already injected" {
+		t.Errorf("report %v", rs)
+	}
+}
+
+func TestBadInputNamesFileDocumentAndLine(t *testing.T) {
+	tests := []struct{ name, data, want string }{
+		{"broken.yaml", "apiVersion: v1\nkind: Service\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n", "broken.yaml: document 2, line "},
+		{"nokind.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\nmetadata: {name: b}\n", "nokind.yaml: document 2, line 5: object has no kind"},
+		{"scalar.yaml", "just a string\n", "scalar.yaml: document 1, line 1: not a Kubernetes object"},
+		{"bad.json", "{\"apiVersion\": \"v1\",\n \"kind\": \"Pod\",,}\n", "bad.json: document 1, line 2: invalid character"},
+		{"nospec.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: 1}\n", "nospec.yaml: document 1, line 1: deployment/x has no pod template"},
+	}
+	for _, tt := range tests {
+		out, _, err := Transform([]Input{{Name: tt.name, Data: []byte(tt.data)}}, func(o obj) ([]Result, error) { return Inject(o, opts()) })
+		var ie *InputError
+		if !errors.As(err, &ie) || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("%s: error %v\nwant prefix %q", tt.name, err, tt.want)
+		}
+		if out != nil {
+			t.Errorf("%s: partial output %q", tt.name, out)
+		}
+	}
+}
+
+func FuzzInject(f *testing.F) {
+	for _, name := range []string{"deployment-multi.yaml", "list.yaml", "deployment.json", "cronjob.yaml", "skipped.yaml"} {
+		f.Add(must(os.ReadFile("testdata/in/" + name)))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		inj := func(o obj) ([]Result, error) { return Inject(o, opts()) }
+		out, _, err := Transform([]Input{{Name: "f", Data: data}}, inj)
+		if err != nil {
+			if out != nil {
+				t.Fatal("output despite an error")
+			}
+			return
+		}
+		// What inject printed is valid input again, and injecting it changes nothing.
+		again, _, err := Transform([]Input{{Name: "out", Data: out}}, inj)
+		if err != nil {
+			t.Fatalf("inject's output does not parse: %v\n%s", err, out)
+		}
+		if !bytes.Equal(again, out) {
+			t.Fatalf("re-injecting changed the output")
+		}
+	})
+}
