@@ -80,7 +80,8 @@ named by --config (YAML keys are flag names).`,
 	root.PersistentFlags().String("log-format", "auto", "log format: text, json, or auto (text on a terminal, JSON otherwise)")
 	root.AddCommand(newVersionCommand(s), newProxyCommand(s), newIdentityCommand(s),
 		newDemoCommand(s), newStatCommand(s), newTapCommand(s), newCheckCommand(s),
-		newInjectCommand(s), newUninjectCommand(s), newAwaitCommand(s), newInitCommand(s))
+		newInjectCommand(s), newUninjectCommand(s), newAwaitCommand(s), newInitCommand(s),
+		newInstallCommand(s), newUninstallCommand(s))
 	root.CompletionOptions.HiddenDefaultCmd = false
 	return root
 }
