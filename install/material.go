@@ -177,4 +177,3 @@ func webhookMaterial(m *Material, v Values, f Files, now time.Time) error {
 	m.WebhookCA, m.WebhookCert, m.WebhookKey = string(pki.EncodeCerts(ca.Cert)), string(pki.EncodeCerts(leaf)), string(keyPEM)
 	return nil
 }
-
