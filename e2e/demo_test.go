@@ -16,12 +16,18 @@ import (
 	"github.com/meshproj/mesh/tap"
 )
 
+// execMesh prepares a mesh command without colour.
+func execMesh(args ...string) *exec.Cmd {
+	cmd := exec.Command(meshBin, args...)
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	return cmd
+}
+
 // meshCmd runs a mesh command to completion and returns its output and
 // exit code.
 func meshCmd(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(meshBin, args...)
-	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	cmd := execMesh(args...)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {

@@ -1,0 +1,20 @@
+// Command prepare builds and caches the Kubernetes API server the tests
+// use, so that `go test` does not spend its time limit on the build.
+// .ci/run runs it before the tests.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/meshproj/mesh/kubetest"
+)
+
+func main() {
+	bin, err := kubetest.APIServer(func(s string) { fmt.Fprintln(os.Stderr, s) })
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "prepare:", err)
+		os.Exit(1)
+	}
+	fmt.Println(bin)
+}
