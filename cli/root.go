@@ -81,7 +81,7 @@ named by --config (YAML keys are flag names).`,
 	root.AddCommand(newVersionCommand(s), newProxyCommand(s), newIdentityCommand(s),
 		newDemoCommand(s), newStatCommand(s), newTapCommand(s), newCheckCommand(s),
 		newInjectCommand(s), newUninjectCommand(s), newAwaitCommand(s), newInitCommand(s),
-		newInstallCommand(s), newUninstallCommand(s))
+		newInstallCommand(s), newUninstallCommand(s), newControllerCommand(s))
 	root.CompletionOptions.HiddenDefaultCmd = false
 	return root
 }

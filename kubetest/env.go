@@ -2,7 +2,6 @@ package kubetest
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/meshproj/mesh/pki"
 )
@@ -34,6 +35,20 @@ type Env struct {
 	Dir string
 	// ServiceAccountIssuer is the issuer of tokens the API server signs.
 	ServiceAccountIssuer string
+	// ServiceAccountKey is the PEM key the API server signs tokens with;
+	// tests use it to forge tokens the API server must refuse (expired).
+	ServiceAccountKey string
+}
+
+// Kubeconfig writes a kubeconfig for the admin and returns its path.
+func (e *Env) Kubeconfig() (string, error) {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["kubetest"] = &clientcmdapi.Cluster{Server: e.Config.Host, CertificateAuthorityData: e.CA}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: e.Config.CertData, ClientKeyData: e.Config.KeyData}
+	cfg.Contexts["kubetest"] = &clientcmdapi.Context{Cluster: "kubetest", AuthInfo: "admin"}
+	cfg.CurrentContext = "kubetest"
+	path := filepath.Join(e.Dir, "kubeconfig")
+	return path, clientcmd.WriteToFile(*cfg, path)
 }
 
 // Options tune the API server.
@@ -68,6 +83,7 @@ func Start(t testing.TB, o Options) *Env {
 		t.Fatal(err)
 	}
 	env.CA = files.caPEM
+	env.ServiceAccountKey = files.saKey
 	port := freePort(t)
 	args := []string{
 		"--etcd-servers=http://127.0.0.1:" + etcdClient,
@@ -220,5 +236,3 @@ func writeCerts(dir string) (certFiles, error) {
 	f.saKey, err = write("sa.pem", enc(saKey))
 	return f, err
 }
-
-var _ = context.Background

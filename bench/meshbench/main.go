@@ -198,14 +198,16 @@ func measure(ctx context.Context, c *config, s scenario, proto string, b backend
 	if _, err := load(ctx, c, proto, target, 500, min(time.Second, c.duration)); err != nil {
 		return r, fmt.Errorf("warm-up: %w", err)
 	}
-	for _, rate := range c.rates {
+	for i, rate := range c.rates {
 		l, err := load(ctx, c, proto, target, rate, c.duration)
 		if err != nil {
 			return r, err
 		}
 		r.at = append(r.at, l)
+		if i == 0 {
+			r.rss = procs.peakRSS() // the target is RSS at the first (lowest) rate
+		}
 	}
-	r.rss = procs.peakRSS()
 	profiled := procs.profile(c, s, proto)
 	l, err := load(ctx, c, proto, target, 0, c.duration)
 	profiled()
@@ -346,7 +348,7 @@ func report(w io.Writer, c *config, results []result) {
 		fmt.Fprintf(tw, "%.0f\t%d\t%s\t%s\t\n", r.maxRPS, errs, joinF(r.cpu, "%.1f"), joinF(r.rss, "%.1f"))
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "\nlatencies in µs; CPU and RSS per proxy process (client side first)")
+	fmt.Fprintf(w, "\nlatencies in µs; CPU seconds over the whole scenario and peak RSS after the %d rps run, per proxy process (client side first)\n", c.rates[0])
 
 	direct, ok := byName["direct/http"]
 	if !ok || len(direct.at) == 0 {

@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshproj/mesh/identity"
+	"github.com/meshproj/mesh/kubetest"
+	"github.com/meshproj/mesh/pki"
+)
+
+func issuerSecret(t *testing.T, root *pki.CA, name string) *corev1.Secret {
+	t.Helper()
+	issuer, err := root.NewIssuer(name, 24*time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := pki.EncodeKey(issuer.Key.(*ecdsa.PrivateKey))
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "mesh-identity-issuer", Namespace: "mesh-system"},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{"tls.crt": pki.EncodeCerts(issuer.Cert), "tls.key": key, "ca.crt": pki.EncodeCerts(root.Cert)},
+	}
+}
+
+// forgeExpiredToken signs a ServiceAccount token with the API server's own
+// key but an expiry in the past.
+func forgeExpiredToken(t *testing.T, env *kubetest.Env, ns, sa string) string {
+	t.Helper()
+	data, err := os.ReadFile(env.ServiceAccountKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.ParseKey(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := func(v any) string { b, _ := json.Marshal(v); return base64.RawURLEncoding.EncodeToString(b) }
+	past := time.Now().Add(-time.Hour).Unix()
+	signing := enc(map[string]string{"alg": "ES256", "typ": "JWT"}) + "." + enc(map[string]any{
+		"iss": env.ServiceAccountIssuer, "sub": "system:serviceaccount:" + ns + ":" + sa, "aud": []string{"identity.mesh.io"},
+		"exp": past, "iat": past - 600, "nbf": past - 600,
+		"kubernetes.io": map[string]any{"namespace": ns, "serviceaccount": map[string]string{"name": sa}},
+	})
+	sum := sha256.Sum256([]byte(signing))
+	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	_ = big.NewInt
+	return signing + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+func TestControllerIdentityAndWebhookAgainstARealAPIServer(t *testing.T) {
+	env := kubetest.Start(t, kubetest.Options{})
+	kc, err := env.Kubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := kubernetes.NewForConfigOrDie(env.Config)
+	ctx := t.Context()
+	mustCreate := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ns := range []struct {
+		name   string
+		labels map[string]string
+	}{{"mesh-system", nil}, {"shop", nil}, {"meshed", map[string]string{"mesh.io/inject": "enabled"}}, {"plain", nil}} {
+		_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns.name, Labels: ns.labels}}, metav1.CreateOptions{})
+		mustCreate(err)
+	}
+	for _, sa := range [][2]string{{"shop", "web"}, {"shop", "db"}, {"meshed", "default"}, {"plain", "default"}} {
+		_, err := client.CoreV1().ServiceAccounts(sa[0]).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa[1]}}, metav1.CreateOptions{})
+		mustCreate(err)
+	}
+	root, _ := pki.NewRoot("e2e anchor", 24*time.Hour, time.Now())
+	_, err = client.CoreV1().Secrets("mesh-system").Create(ctx, issuerSecret(t, root, "issuer one"), metav1.CreateOptions{})
+	mustCreate(err)
+
+	// The webhook's serving certificate, for 127.0.0.1.
+	whCA, _ := pki.NewRoot("e2e webhook CA", 24*time.Hour, time.Now())
+	whCert, whKey, _ := whCA.SignServer("webhook", []string{"127.0.0.1"}, 24*time.Hour, time.Now())
+	dir := t.TempDir()
+	whKeyPEM, _ := pki.EncodeKey(whKey)
+	writeFile(t, filepath.Join(dir, "wh.crt"), string(pki.EncodeCerts(whCert)))
+	writeFile(t, filepath.Join(dir, "wh.key"), string(whKeyPEM))
+
+	idAddr, whAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
+	ctrl := startMesh(t, "controller", "--kubeconfig", kc, "--identity-addr", idAddr, "--webhook-addr", whAddr, "--admin-addr", admin,
+		"--webhook-cert-file", filepath.Join(dir, "wh.crt"), "--webhook-key-file", filepath.Join(dir, "wh.key"), "--log-level", "debug")
+	waitFor(t, "the controller to be ready", func() bool {
+		resp, err := http.Get("http://" + admin + "/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+
+	// Identity: a token from the TokenRequest API gets a certificate for its
+	// own identity and nothing else.
+	token := func(ns, sa, audience string) string {
+		t.Helper()
+		exp := int64(600)
+		tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authv1.TokenRequest{Spec: authv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr.Status.Token
+	}
+	idClient := identity.NewClient(idAddr, pki.Pool(root.Cert), "cluster.local")
+	certify := func(sa, tok string) ([]*x509.Certificate, error) {
+		key, _ := pki.NewKey()
+		csr, _ := pki.NewCSR(key, pki.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: sa})
+		return idClient.Certify(ctx, csr, tok)
+	}
+	webToken := token("shop", "web", "identity.mesh.io")
+	chain, err := certify("web", webToken)
+	if err != nil {
+		t.Fatalf("web's own token: %v", err)
+	}
+	if chain[0].URIs[0].String() != "spiffe://cluster.local/ns/shop/sa/web" || chain[1].Subject.CommonName != "issuer one" {
+		t.Fatalf("issued %s by %s", chain[0].URIs[0], chain[1].Subject.CommonName)
+	}
+	refusals := []struct {
+		name, sa, token, want string
+		status                int
+	}{
+		{"CSR naming another identity", "db", webToken, "CSR asks for spiffe://cluster.local/ns/shop/sa/db but the token is for spiffe://cluster.local/ns/shop/sa/web", 403},
+		{"token of another ServiceAccount", "web", token("shop", "db", "identity.mesh.io"), "the token is for spiffe://cluster.local/ns/shop/sa/db", 403},
+		{"token for another audience", "web", token("shop", "web", "other"), "the API server refused the token", 401},
+		{"expired token", "web", forgeExpiredToken(t, env, "shop", "web"), "the API server refused the token", 401},
+	}
+	for _, r := range refusals {
+		_, err := certify(r.sa, r.token)
+		var re *identity.RefusedError
+		if !errors.As(err, &re) || re.Status != r.status || !strings.Contains(re.Reason, r.want) {
+			t.Errorf("%s: %v; want %d %q", r.name, err, r.status, r.want)
+		}
+	}
+	waitFor(t, "refusals to be counted", func() bool {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		n, _ := metricSum(string(b), "identity_certificates_refused_total")
+		return n == 4
+	})
+
+	// A new issuer in the Secret takes effect without a restart.
+	_, err = client.CoreV1().Secrets("mesh-system").Update(ctx, issuerSecret(t, root, "issuer two"), metav1.UpdateOptions{})
+	mustCreate(err)
+	waitFor(t, "the controller to sign with the new issuer", func() bool {
+		chain, err := certify("web", webToken)
+		return err == nil && chain[1].Subject.CommonName == "issuer two"
+	})
+
+	// Webhook: registered with the API server, it meshes pods in labelled
+	// namespaces and leaves the others alone.
+	fail := admissionregistrationv1.Fail
+	none := admissionregistrationv1.SideEffectClassNone
+	url := "https://" + whAddr + "/inject"
+	_, err = client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "mesh-proxy-injector"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name: "namespace.inject.mesh.io", AdmissionReviewVersions: []string{"v1"}, SideEffects: &none, FailurePolicy: &fail,
+			ClientConfig:      admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: pki.EncodeCerts(whCA.Cert)},
+			Rules:             []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"mesh.io/inject": "enabled"}},
+		}},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	pod := func(ns string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "shop/app:1"}}}}
+	}
+	var meshed *corev1.Pod
+	waitFor(t, "the webhook to be called", func() bool {
+		p, err := client.CoreV1().Pods("meshed").Create(context.Background(), pod("meshed"), metav1.CreateOptions{})
+		if err != nil {
+			t.Logf("creating a pod in the meshed namespace: %v", err)
+			return false
+		}
+		meshed = p
+		return true
+	})
+	names := func(cs []corev1.Container) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Name)
+		}
+		return out
+	}
+	if got := names(meshed.Spec.InitContainers); len(got) != 2 || got[0] != "mesh-init" || got[1] != "mesh-proxy" {
+		t.Errorf("pod in the annotated namespace has init containers %v; want mesh-init and mesh-proxy", got)
+	}
+	if meshed.Annotations["mesh.io/proxy-version"] == "" {
+		t.Error("injected pod lacks the proxy-version annotation")
+	}
+	plain, err := client.CoreV1().Pods("plain").Create(ctx, pod("plain"), metav1.CreateOptions{})
+	mustCreate(err)
+	if len(plain.Spec.InitContainers) != 0 || len(plain.Spec.Containers) != 1 {
+		t.Errorf("pod in an unlabelled namespace was changed: %v %v", names(plain.Spec.InitContainers), names(plain.Spec.Containers))
+	}
+	_ = ctrl
+}
