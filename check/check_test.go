@@ -3,33 +3,12 @@ package check
 import (
 	"bytes"
 	"context"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/meshproj/mesh/golden"
 	"github.com/meshproj/mesh/inventory"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
 
 func fixed(st Status, detail string) func(context.Context) (Status, string) {
 	return func(context.Context) (Status, string) { return st, detail }
@@ -49,18 +28,18 @@ func TestGoldenCheckOutput(t *testing.T) {
 	if err := Render(&b, rs, "table", false); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "check.golden", b.Bytes())
+	golden.Check(t, "testdata/check.golden", b.Bytes())
 	b.Reset()
 	if err := Render(&b, rs, "json", false); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "check_json.golden", b.Bytes())
+	golden.Check(t, "testdata/check_json.golden", b.Bytes())
 	if !Failed(rs) {
 		t.Error("a failed check did not fail the run")
 	}
 	b.Reset()
 	Render(&b, Run(context.Background(), checks[:3]), "table", false)
-	golden(t, "check_ok.golden", b.Bytes())
+	golden.Check(t, "testdata/check_ok.golden", b.Bytes())
 }
 
 func TestFatalCheckStopsItsCategory(t *testing.T) {

@@ -4,15 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/meshproj/mesh/golden"
+)
 
 func inputs(t *testing.T) []Input {
 	t.Helper()
@@ -27,23 +26,6 @@ func inputs(t *testing.T) []Input {
 }
 
 func opts() Options { return DefaultOptions("v0.1.0") }
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", "out", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from its golden file; run go test -update and review the diff", name)
-	}
-}
 
 func report(rs []Result) []byte {
 	var b bytes.Buffer
@@ -61,8 +43,8 @@ func TestGoldenInject(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, name+".golden", out)
-			golden(t, name+".report", report(rs))
+			golden.Check(t, "testdata/out/"+name+".golden", out)
+			golden.Check(t, "testdata/out/"+name+".report", report(rs))
 			if isJSON(in.Data) != isJSON(out) {
 				t.Error("output format differs from the input's")
 			}
@@ -79,7 +61,7 @@ func TestGoldenNativeSidecarOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "pod-regular-container.golden", out)
+	golden.Check(t, "testdata/out/pod-regular-container.golden", out)
 }
 
 func must(b []byte, err error) []byte {

@@ -2,14 +2,13 @@ package install
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/meshproj/mesh/golden"
+)
 
 func given() Files {
 	return Files{TrustAnchors: "testdata/anchors.pem", IssuerCert: "testdata/issuer.crt", IssuerKey: "testdata/issuer.key",
@@ -33,33 +32,18 @@ func render(t *testing.T, v Values, f Files, format string) []byte {
 	return b.Bytes()
 }
 
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := "testdata/" + name
-	if *update {
-		os.WriteFile(path, got, 0o644)
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from its golden file; run go test -update and review the diff", name)
-	}
-}
-
 func TestGoldenInstall(t *testing.T) {
 	v := DefaultValues("v0.1.0")
-	golden(t, "install.golden", render(t, v, given(), "yaml"))
+	golden.Check(t, "testdata/install.golden", render(t, v, given(), "yaml"))
 
 	ha := DefaultValues("v0.1.0")
 	ha.HA = true
-	golden(t, "install_ha.golden", render(t, ha, given(), "yaml"))
+	golden.Check(t, "testdata/install_ha.golden", render(t, ha, given(), "yaml"))
 
 	extras := DefaultValues("v0.1.0")
 	extras.PrometheusOperator, extras.Dashboards = true, true
 	extras.Webhook.FailurePolicy = "Ignore"
-	golden(t, "install_extras.json.golden", render(t, extras, given(), "json"))
+	golden.Check(t, "testdata/install_extras.json.golden", render(t, extras, given(), "json"))
 
 	crds, err := CRDs()
 	if err != nil {
@@ -67,7 +51,7 @@ func TestGoldenInstall(t *testing.T) {
 	}
 	var b bytes.Buffer
 	Encode(&b, crds, "yaml")
-	golden(t, "crds.golden", b.Bytes())
+	golden.Check(t, "testdata/crds.golden", b.Bytes())
 }
 
 func TestOutputIsDeterministic(t *testing.T) {

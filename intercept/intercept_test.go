@@ -1,29 +1,17 @@
 package intercept
 
 import (
-	"flag"
 	"net/netip"
-	"os"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/meshproj/mesh/golden"
+)
 
 func TestGoldenRules(t *testing.T) {
 	c := Config{InboundPort: 4143, OutboundPort: 4140, ProxyUID: 2102,
 		SkipInboundPorts: []uint16{4191, 9090}, SkipOutboundPorts: []uint16{25},
 		SkipOutboundCIDRs: []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32"), netip.MustParsePrefix("fd00::/8")}}
-	got := Render(c)
-	if *update {
-		os.WriteFile("testdata/rules.golden", []byte(got), 0o644)
-	}
-	want, err := os.ReadFile("testdata/rules.golden")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("rules differ from the golden file:\n%s", got)
-	}
+	golden.Check(t, "testdata/rules.golden", []byte(Render(c)))
 }
 
 func TestValidate(t *testing.T) {

@@ -116,30 +116,14 @@ func (ca *CA) NewIssuer(commonName string, lifetime time.Duration, now time.Time
 	if err != nil {
 		return nil, err
 	}
-	sn, err := serial()
-	if err != nil {
-		return nil, err
-	}
-	notAfter := now.Add(lifetime)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
+	cert, err := ca.issue(&x509.Certificate{
 		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             now.Add(-clockSkew),
-		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 		SubjectKeyId:          keyID(key.Public()),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
+	}, key.Public(), lifetime, now)
 	if err != nil {
 		return nil, err
 	}
@@ -180,24 +164,28 @@ func ParseCSR(der []byte) (*x509.CertificateRequest, ID, error) {
 // Sign issues a leaf certificate for a checked CSR. The leaf never outlives
 // the issuer.
 func (ca *CA) Sign(csr *x509.CertificateRequest, id ID, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
+	return ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: id.ServiceAccount + "." + id.Namespace},
+		URIs:        []*url.URL{id.URL()},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}, csr.PublicKey, lifetime, now)
+}
+
+// issue signs tmpl for pub: a fresh serial, backdated for clock skew, and
+// never valid beyond the CA itself.
+func (ca *CA) issue(tmpl *x509.Certificate, pub crypto.PublicKey, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
 	sn, err := serial()
 	if err != nil {
 		return nil, err
 	}
-	notAfter := now.Add(lifetime)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
+	tmpl.SerialNumber = sn
+	tmpl.NotBefore = now.Add(-clockSkew)
+	tmpl.NotAfter = now.Add(lifetime)
+	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
+		tmpl.NotAfter = ca.Cert.NotAfter
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: id.ServiceAccount + "." + id.Namespace},
-		URIs:         []*url.URL{id.URL()},
-		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.Key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -318,21 +306,10 @@ func (ca *CA) SignServer(commonName string, names []string, lifetime time.Durati
 	if err != nil {
 		return nil, nil, err
 	}
-	sn, err := serial()
-	if err != nil {
-		return nil, nil, err
-	}
-	notAfter := now.Add(lifetime)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: commonName},
-		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:     pkix.Name{CommonName: commonName},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
@@ -341,10 +318,6 @@ func (ca *CA) SignServer(commonName string, names []string, lifetime time.Durati
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
-	if err != nil {
-		return nil, nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
+	cert, err := ca.issue(tmpl, key.Public(), lifetime, now)
 	return cert, key, err
 }

@@ -4,34 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/meshproj/mesh/golden"
 	"github.com/meshproj/mesh/inventory"
 	"github.com/meshproj/mesh/proxy"
 	"github.com/meshproj/mesh/proxy/metrics"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
 
 // buckets makes bucket counts: n requests in the bucket whose bound is ms.
 func buckets(pairs ...float64) []uint64 {
@@ -89,14 +68,20 @@ func render(t *testing.T, o Options, format string) []byte {
 	return b.Bytes()
 }
 
-func TestGoldenTable(t *testing.T) { golden(t, "table.golden", render(t, Options{}, Table)) }
-func TestGoldenWide(t *testing.T)  { golden(t, "wide.golden", render(t, Options{}, Wide)) }
-func TestGoldenJSON(t *testing.T)  { golden(t, "json.golden", render(t, Options{}, JSON)) }
+func TestGoldenTable(t *testing.T) {
+	golden.Check(t, "testdata/table.golden", render(t, Options{}, Table))
+}
+func TestGoldenWide(t *testing.T) {
+	golden.Check(t, "testdata/wide.golden", render(t, Options{}, Wide))
+}
+func TestGoldenJSON(t *testing.T) {
+	golden.Check(t, "testdata/json.golden", render(t, Options{}, JSON))
+}
 func TestGoldenEdgeTo(t *testing.T) {
-	golden(t, "edge_to.golden", render(t, Options{Resource: "deploy/web", To: "deploy/api"}, Table))
+	golden.Check(t, "testdata/edge_to.golden", render(t, Options{Resource: "deploy/web", To: "deploy/api"}, Table))
 }
 func TestGoldenEdgeFrom(t *testing.T) {
-	golden(t, "edge_from.golden", render(t, Options{Resource: "api", From: "deploy/web"}, Table))
+	golden.Check(t, "testdata/edge_from.golden", render(t, Options{Resource: "api", From: "deploy/web"}, Table))
 }
 
 func TestUnknownResourceNamesTheChoices(t *testing.T) {
