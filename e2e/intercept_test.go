@@ -90,6 +90,7 @@ func TestInterceptedTrafficFlowsThroughBothProxies(t *testing.T) {
 		t.Fatalf("building hello: %v\n%s", err, out)
 	}
 	startCmd(t, "ip", b.cmd(hello, "-addr", "0.0.0.0:8080", "-name", "meshed-server")...)
+	startCmd(t, "ip", b.cmd(hello, "-addr", "0.0.0.0:8081", "-name", "second-server")...)
 	startCmd(t, "ip", b.cmd(hello, "-addr", "0.0.0.0:9090", "-name", "skipped-server")...)
 
 	// The proxies, as UID 2102 so that their own connections are not
@@ -100,8 +101,10 @@ func TestInterceptedTrafficFlowsThroughBothProxies(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
+	// A service with a virtual IP (as a ClusterIP) and two endpoints in pod B.
+	vip := subnet + ".100"
 	disc := filepath.Join(dir, "discovery.yaml")
-	writeFile(t, disc, "services: []\n")
+	writeFile(t, disc, fmt.Sprintf("services:\n  - name: hello\n    port: 80\n    loadBalancer: round-robin\n    addresses: [%s]\n    endpoints:\n      - address: %s:8080\n      - address: %s:8081\n", vip, server, server))
 	for _, n := range []netns{a, b} {
 		startCmd(t, "ip", n.cmd("setpriv", "--reuid=2102", "--regid=2102", "--clear-groups",
 			meshBin, "proxy", "--log-level", "debug", "--discovery-file", disc,
@@ -136,6 +139,23 @@ func TestInterceptedTrafficFlowsThroughBothProxies(t *testing.T) {
 	}
 	if m := metrics(b); !has(m, "request_total", "direction", "inbound", "target_addr", "127.0.0.1:8080") {
 		t.Errorf("the server pod's proxy did not carry the request:\n%s", grep(m, "request_total"))
+	}
+
+	// A connection to the service's virtual IP is balanced across its
+	// endpoints by the client pod's proxy.
+	seen := map[string]int{}
+	for range 6 {
+		out, err := a.in(t, "curl", "-sS", "--max-time", "10", "http://"+vip+"/vip")
+		if err != nil {
+			t.Fatalf("client to the service VIP: %v %q", err, out)
+		}
+		seen[out]++
+	}
+	if seen["meshed-server answered GET /vip\n"] != 3 || seen["second-server answered GET /vip\n"] != 3 {
+		t.Errorf("requests to the VIP were not balanced round-robin over both endpoints: %v", seen)
+	}
+	if m := metrics(a); !has(m, "request_total", "direction", "outbound", "authority", "hello:80", "target_addr", server+":8081") {
+		t.Errorf("the client pod's proxy did not balance the VIP's requests:\n%s", grep(m, "request_total"))
 	}
 
 	// The skipped port goes around both proxies.

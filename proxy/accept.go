@@ -96,9 +96,12 @@ func infoOf(ctx context.Context) *connInfo {
 // handleOutbound routes a connection from the local app.
 func (p *Proxy) handleOutbound(c net.Conn) {
 	dst, _ := origdst.Lookup(c)
-	if dst.IsValid() && p.opaque[dst.Port()] {
-		p.forwardOriginalDst(c, dst, nil)
-		return
+	if dst.IsValid() {
+		svc := p.services.Load().byVIP[dst]
+		if p.opaque[dst.Port()] || (svc != nil && svc.settings.Load().Opaque) {
+			p.forwardOriginalDst(c, dst, nil)
+			return
+		}
 	}
 	proto, pc, ok := p.detect(c)
 	if !ok {

@@ -82,7 +82,12 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ci := infoOf(r.Context()); ci != nil && ci.dst.IsValid() {
-		// Intercepted: the client chose a destination address; go there.
+		// Intercepted: a service's virtual IP is balanced across the
+		// service's endpoints; any other address is where the client goes.
+		if svc := p.services.Load().byVIP[ci.dst]; svc != nil {
+			svc.forward.ServeHTTP(w, r)
+			return
+		}
 		p.originalDst.ServeHTTP(w, r)
 		return
 	}

@@ -189,7 +189,7 @@ func New(cfg Config) (*Proxy, error) {
 	for _, port := range cfg.OpaquePorts {
 		p.opaque[port] = true
 	}
-	p.services.Store(&serviceTable{byKey: map[discovery.Key]*service{}})
+	p.services.Store(&serviceTable{byKey: map[discovery.Key]*service{}, byVIP: map[netip.AddrPort]*service{}})
 	p.transports = newTransports(cfg.ConnectTimeout, cfg.IdleTimeout, cfg.MaxConnsPerEndpoint)
 	var err error
 	closeAll := func() {

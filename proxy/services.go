@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
@@ -31,6 +32,8 @@ type service struct {
 // discovery update so that lookups need no lock.
 type serviceTable struct {
 	byKey map[discovery.Key]*service
+	// byVIP finds a service by virtual IP and port, for intercepted traffic.
+	byVIP map[netip.AddrPort]*service
 }
 
 func (t *serviceTable) portsOf(host string) []uint16 {
@@ -72,7 +75,7 @@ func (p *Proxy) discoverySource() string {
 // requests already holding them finish.
 func (p *Proxy) apply(s discovery.State) {
 	old := p.services.Load()
-	next := &serviceTable{byKey: make(map[discovery.Key]*service, len(s.Services))}
+	next := &serviceTable{byKey: make(map[discovery.Key]*service, len(s.Services)), byVIP: map[netip.AddrPort]*service{}}
 	endpoints := 0
 	for _, d := range s.Services {
 		key := d.Key()
@@ -103,6 +106,9 @@ func (p *Proxy) apply(s discovery.State) {
 		svc.balancer.SetAccrual(accrualOf(&d))
 		svc.balancer.Update(d.Endpoints)
 		next.byKey[key] = svc
+		for _, ip := range d.Addresses {
+			next.byVIP[netip.AddrPortFrom(ip, d.Port)] = svc
+		}
 		endpoints += len(d.Endpoints)
 	}
 	p.services.Store(next)

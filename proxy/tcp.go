@@ -85,6 +85,10 @@ func (t *balancingTransport) pickTCP(hash uint64, pol *policy, tried []*balance.
 // forwardOriginalDst forwards an intercepted opaque connection to where
 // the client was going.
 func (p *Proxy) forwardOriginalDst(c net.Conn, dst netip.AddrPort, _ []byte) {
+	if svc := p.services.Load().byVIP[dst]; svc != nil {
+		p.forwardOutboundTCP(c, svc.settings.Load().Key(), nil)
+		return
+	}
 	target := dst.String()
 	if id, ok := p.meshIDs.Load(target); ok && p.cfg.Identity != nil {
 		server, err := p.dialMesh(context.Background(), target, []string{alpnTCP})

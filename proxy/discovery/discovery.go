@@ -112,6 +112,10 @@ type Service struct {
 	LoadBalancer LoadBalancer `json:"loadBalancer"`
 	HashKey      HashKey      `json:"hashKey,omitzero"`
 	Endpoints    []Endpoint   `json:"endpoints"`
+	// Addresses are the service's virtual IPs (a Kubernetes ClusterIP): an
+	// intercepted connection to one of them at Port is balanced across the
+	// endpoints.
+	Addresses []netip.Addr `json:"addresses,omitempty"`
 	// Failure handling; zero values mean the defaults below.
 	Timeouts       Timeouts        `json:"timeouts,omitzero"`
 	Retries        *Retries        `json:"retries,omitempty"`

@@ -32,6 +32,7 @@ type service struct {
 	LoadBalancer   string          `yaml:"loadBalancer"`
 	HashKey        *hashKey        `yaml:"hashKey"`
 	Endpoints      []endpoint      `yaml:"endpoints"`
+	Addresses      []string        `yaml:"addresses"`
 	Timeouts       *timeouts       `yaml:"timeouts"`
 	Retries        *retries        `yaml:"retries"`
 	FailureAccrual *failureAccrual `yaml:"failureAccrual"`
@@ -163,6 +164,13 @@ func Parse(name string, data []byte) ([]discovery.Service, error) {
 			}
 		} else if svc.LoadBalancer.Hashing() {
 			return nil, fail(at("services", i, "loadBalancer"), "%s %s needs a hashKey (header, cookie or sourceIP)", field("loadBalancer"), svc.LoadBalancer)
+		}
+		for j, a := range s.Addresses {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				return nil, fail(at("services", i, "addresses", j), "%s %q is not an IP address", field(fmt.Sprintf("addresses[%d]", j)), a)
+			}
+			svc.Addresses = append(svc.Addresses, ip)
 		}
 		addrs := map[netip.AddrPort]int{}
 		for j, e := range s.Endpoints {

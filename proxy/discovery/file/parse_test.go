@@ -18,6 +18,7 @@ services:
   - name: web
     port: 80
     loadBalancer: round-robin
+    addresses: [10.96.0.10, "fd00::10"]
     endpoints:
       - address: 127.0.0.1:8081
       - address: 127.0.0.1:8082
@@ -43,6 +44,9 @@ func TestParseGood(t *testing.T) {
 	web := svcs[0]
 	if web.Key() != (discovery.Key{Host: "web", Port: 80}) || web.LoadBalancer != discovery.RoundRobin || len(web.Endpoints) != 2 {
 		t.Errorf("web = %+v", web)
+	}
+	if len(web.Addresses) != 2 || web.Addresses[1].String() != "fd00::10" {
+		t.Errorf("addresses = %v", web.Addresses)
 	}
 	if e := web.Endpoints[1]; e.Weight != 3 || e.Zone != "a" || e.Identity == "" || web.Endpoints[0].Weight != 1 {
 		t.Errorf("endpoints = %+v", web.Endpoints)
@@ -81,6 +85,7 @@ func TestParseErrorsNameFileAndLine(t *testing.T) {
 		{"duplicate address", "services:\n  - name: web\n    port: 80\n    endpoints:\n      - address: 127.0.0.1:80\n      - address: 127.0.0.1:80\n", "d.yaml:6: services[0].endpoints[1].address 127.0.0.1:80 is listed twice"},
 		{"bad weight", "services:\n  - name: web\n    port: 80\n    endpoints:\n      - address: 127.0.0.1:80\n        weight: 0\n", "d.yaml:6: services[0].endpoints[0].weight must be 1-10000"},
 		{"bad identity", "services:\n  - name: web\n    port: 80\n    endpoints:\n      - address: 127.0.0.1:80\n        identity: web\n", "d.yaml:6: services[0].endpoints[0].identity \"web\" must be a SPIFFE ID"},
+		{"bad address", "services:\n  - name: web\n    port: 80\n    addresses: [10.96.0.10, ten]\n", "d.yaml:4: services[0].addresses[1] \"ten\" is not an IP address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
