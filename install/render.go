@@ -1,8 +1,6 @@
 package install
 
 import (
-	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +9,6 @@ import (
 	"path"
 	"sort"
 	"strings"
-	"text/template"
 
 	"go.yaml.in/yaml/v3"
 
@@ -21,31 +18,9 @@ import (
 // Object is one rendered Kubernetes object.
 type Object = map[string]any
 
-type data struct {
-	Values
-	M              *Material
-	ValuesYAML     string
-	DashboardFiles map[string]string
-}
-
-var funcs = template.FuncMap{
-	"indent": func(n int, s string) string {
-		pad := strings.Repeat(" ", n)
-		lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-		for i, l := range lines {
-			if l != "" {
-				lines[i] = pad + l
-			}
-		}
-		return strings.Join(lines, "\n")
-	},
-	"b64":  func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
-	"list": func(v ...string) []string { return v },
-}
-
 // CRDs renders the CustomResourceDefinitions alone.
 func CRDs() ([]Object, error) {
-	return renderDir("crds", nil)
+	return renderDir("crds", map[string]string{})
 }
 
 // Objects renders the whole control plane, in the order it should be
@@ -58,19 +33,8 @@ func Objects(v Values, m *Material) ([]Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &data{Values: v, M: m, ValuesYAML: string(vy), DashboardFiles: map[string]string{}}
-	entries, err := fs.ReadDir(templates.FS, "dashboards")
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		b, err := fs.ReadFile(templates.FS, "dashboards/"+e.Name())
-		if err != nil {
-			return nil, err
-		}
-		d.DashboardFiles[strings.TrimSuffix(e.Name(), ".json")] = string(b)
-	}
-	ns, err := renderFiles([]string{"install/00-namespace.yaml"}, d)
+	vs := vars(v, m, string(vy))
+	ns, err := renderFiles([]string{"install/00-namespace.yaml"}, vs)
 	if err != nil {
 		return nil, err
 	}
@@ -78,14 +42,32 @@ func Objects(v Values, m *Material) ([]Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	rest, err := renderDir("install", d, "install/00-namespace.yaml")
+	rest, err := renderDir("install", vs, "install/00-namespace.yaml")
 	if err != nil {
 		return nil, err
+	}
+	if v.Dashboards {
+		entries, err := fs.ReadDir(templates.FS, "dashboards")
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			b, err := fs.ReadFile(templates.FS, "dashboards/"+e.Name())
+			if err != nil {
+				return nil, err
+			}
+			vs["dashboard.name"], vs["dashboard.json"] = strings.TrimSuffix(e.Name(), ".json"), string(b)
+			d, err := renderFiles([]string{"install/dashboard.part"}, vs)
+			if err != nil {
+				return nil, err
+			}
+			rest = append(rest, d...)
+		}
 	}
 	return append(append(ns, crds...), rest...), nil
 }
 
-func renderDir(dir string, d *data, skip ...string) ([]Object, error) {
+func renderDir(dir string, vs map[string]string, skip ...string) ([]Object, error) {
 	entries, err := fs.ReadDir(templates.FS, dir)
 	if err != nil {
 		return nil, err
@@ -98,7 +80,7 @@ func renderDir(dir string, d *data, skip ...string) ([]Object, error) {
 		}
 	}
 	sort.Strings(files)
-	return renderFiles(files, d)
+	return renderFiles(files, vs)
 }
 
 func contains(list []string, s string) bool {
@@ -110,22 +92,18 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func renderFiles(files []string, d *data) ([]Object, error) {
+func renderFiles(files []string, vs map[string]string) ([]Object, error) {
 	var out []Object
 	for _, f := range files {
 		raw, err := fs.ReadFile(templates.FS, f)
 		if err != nil {
 			return nil, err
 		}
-		t, err := template.New(f).Funcs(funcs).Option("missingkey=error").Parse(string(raw))
+		text, err := expand(f, string(raw), vs)
 		if err != nil {
-			return nil, fmt.Errorf("template %s: %w", f, err)
+			return nil, fmt.Errorf("template %w", err)
 		}
-		var b bytes.Buffer
-		if err := t.Execute(&b, d); err != nil {
-			return nil, fmt.Errorf("template %s: %w", f, err)
-		}
-		dec := yaml.NewDecoder(&b)
+		dec := yaml.NewDecoder(strings.NewReader(text))
 		for {
 			var o Object
 			err := dec.Decode(&o)

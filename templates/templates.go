@@ -7,5 +7,5 @@ import "embed"
 
 // FS holds every template.
 //
-//go:embed install/*.yaml crds/*.yaml dashboards/*.json
+//go:embed install/*.yaml install/*.part crds/*.yaml dashboards/*.json
 var FS embed.FS
