@@ -37,8 +37,14 @@ func TestExitCodes(t *testing.T) {
 	if code, _, errOut := run(t, "version", "extra"); code != 2 || !strings.Contains(errOut, "takes no arguments") {
 		t.Errorf("extra argument: exit %d, %q", code, errOut)
 	}
-	if code, _, errOut := run(t, "proxy"); code != 2 || !strings.Contains(errOut, "--discovery-file is required") {
+	if code, _, errOut := run(t, "proxy"); code != 2 || !strings.Contains(errOut, "give --discovery-file (local mode) or --discovery-addr") {
 		t.Errorf("missing discovery: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := run(t, "proxy", "--discovery-file", "d.yaml", "--discovery-addr", "c:8086"); code != 2 || !strings.Contains(errOut, "exclude each other") {
+		t.Errorf("two discovery sources: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := run(t, "proxy", "--discovery-addr", "controller"); code != 2 || !strings.Contains(errOut, `--discovery-addr "controller": want host:port`) {
+		t.Errorf("bad discovery address: exit %d, %q", code, errOut)
 	}
 	missing := filepath.Join(t.TempDir(), "missing.yaml")
 	if code, _, errOut := run(t, "proxy", "--discovery-file", missing); code != 1 || !strings.Contains(errOut, missing) {

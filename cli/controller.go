@@ -12,10 +12,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/meshproj/mesh/controller"
 	"github.com/meshproj/mesh/identity"
@@ -28,10 +32,11 @@ func newControllerCommand(s Streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Run the control plane (what mesh install deploys)",
-		Long: `Run the control plane on Kubernetes: the identity service, which signs proxy
-certificates for ServiceAccount tokens checked with the TokenReview API, and the
-mutating admission webhook that injects the proxy into pods of annotated
-namespaces. The issuer comes from the mesh-identity-issuer Secret and is
+		Long: `Run the control plane on Kubernetes: discovery over xDS (ADS over gRPC),
+built from Services, EndpointSlices and Pods, for mesh proxies and proxyless
+gRPC clients; the identity service, which signs proxy certificates for
+ServiceAccount tokens checked with the TokenReview API; and the mutating
+admission webhook that injects the proxy into pods of annotated namespaces. The issuer comes from the mesh-identity-issuer Secret and is
 reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -58,6 +63,7 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 			opt.DiscoveryAddr = "mesh-destination." + ns + ".svc.cluster.local:8086"
 			return runController(cmd.Context(), controllerConfig{
 				client: client, namespace: ns, trustDomain: opt.TrustDomain, lifetime: lifetime,
+				xdsAddr: v.GetString("xds-addr"), clusterDomain: v.GetString("cluster-domain"),
 				identityAddr: v.GetString("identity-addr"), webhookAddr: v.GetString("webhook-addr"), adminAddr: v.GetString("admin-addr"),
 				webhookCert: v.GetString("webhook-cert-file"), webhookKey: v.GetString("webhook-key-file"),
 				audience: v.GetString("token-audience"), inject: opt, log: log,
@@ -70,6 +76,8 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 	f.String("trust-domain", "cluster.local", "trust domain of workload identities")
 	f.Duration("cert-lifetime", identity.DefaultLifetime, "lifetime of workload certificates")
 	f.String("token-audience", inject.TokenAudience, "audience ServiceAccount tokens must be for")
+	f.String("xds-addr", ":8086", "xDS (discovery) address")
+	f.String("cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.String("identity-addr", ":8443", "identity service address")
 	f.String("webhook-addr", ":9443", "injection webhook address")
 	f.String("admin-addr", ":9990", "admin address (/metrics, /ready, /live)")
@@ -99,6 +107,7 @@ type controllerConfig struct {
 	namespace, trustDomain, audience     string
 	lifetime                             time.Duration
 	identityAddr, webhookAddr, adminAddr string
+	xdsAddr, clusterDomain               string
 	webhookCert, webhookKey              string
 	inject                               inject.Options
 	log                                  *slog.Logger
@@ -107,13 +116,14 @@ type controllerConfig struct {
 func runController(ctx context.Context, c controllerConfig) error {
 	idSrv := &identity.Server{TrustDomain: c.trustDomain, Lifetime: c.lifetime, Log: c.log,
 		Validator: &controller.TokenReviewer{Client: c.client, Audience: c.audience}}
-	var ready atomic.Bool
+	var haveIssuer atomic.Bool
 	if err := controller.WatchIssuer(ctx, c.client, c.namespace, c.log, func(ca *pki.CA) {
 		idSrv.SetIssuer(ca)
-		ready.Store(true)
+		haveIssuer.Store(true)
 	}); err != nil {
 		return err
 	}
+	dest := &controller.Destination{Client: c.client, ClusterDomain: c.clusterDomain, TrustDomain: c.trustDomain, Log: c.log}
 	idTLS, err := idSrv.TLSConfig()
 	if err != nil {
 		return err
@@ -132,13 +142,23 @@ func runController(ctx context.Context, c controllerConfig) error {
 	gauge("identity_certificates_refused_total", "Certificate requests refused (bad token, identity mismatch, bad CSR).", func() float64 { return float64(idSrv.Refused.Load()) })
 	gauge("webhook_pods_injected_total", "Pods the webhook injected.", func() float64 { return float64(wh.Injected.Load()) })
 	gauge("webhook_pods_skipped_total", "Pods the webhook left alone.", func() float64 { return float64(wh.Skipped.Load()) })
+	gauge("destination_rebuilds_total", "Times discovery was rebuilt after changes in the cluster.", func() float64 { return float64(dest.Rebuilds.Load()) })
+	gauge("destination_nacks_total", "xDS updates a client refused.", func() float64 { return float64(dest.Nacks.Load()) })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "destination_streams", Help: "Open xDS streams."}, func() float64 { return float64(dest.Streams.Load()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "destination_service_ports", Help: "Service ports served over xDS."}, func() float64 { return float64(dest.Services.Load()) }))
 	gauge("webhook_failures_total", "Pods admitted without the proxy because injection failed.", func() float64 { return float64(wh.Failed.Load()) })
 	admin := http.NewServeMux()
 	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	admin.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("live\n")) })
 	admin.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
+		if !haveIssuer.Load() {
 			http.Error(w, "no issuer yet", http.StatusServiceUnavailable)
+			return
+		}
+		select {
+		case <-dest.Synced():
+		default:
+			http.Error(w, "discovery has not synced with the API server yet", http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
@@ -157,6 +177,28 @@ func runController(ctx context.Context, c controllerConfig) error {
 		{"admin", &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}, c.adminAddr, false},
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return dest.Run(gctx) })
+	// xDS answers only once discovery has synced: an early, partial answer
+	// would tell proxies that services they use are gone.
+	xdsLn, err := net.Listen("tcp", c.xdsAddr)
+	if err != nil {
+		return fmt.Errorf("xds listener: %w", err)
+	}
+	grpcSrv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcSrv, server.NewServer(gctx, dest.Cache(), dest.Callbacks()))
+	g.Go(func() error {
+		select {
+		case <-dest.Synced():
+		case <-gctx.Done():
+			xdsLn.Close()
+			return nil
+		}
+		c.log.Info("listening", slog.String("server", "xds"), slog.String("addr", xdsLn.Addr().String()))
+		if err := grpcSrv.Serve(xdsLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("xds: %w", err)
+		}
+		return nil
+	})
 	for _, s := range servers {
 		ln, err := net.Listen("tcp", s.addr)
 		if err != nil {
@@ -183,6 +225,9 @@ func runController(ctx context.Context, c controllerConfig) error {
 		for _, s := range servers {
 			s.srv.Shutdown(sctx)
 		}
+		// xDS streams never end by themselves: close them, and proxies
+		// keep their state and reconnect to another replica.
+		grpcSrv.Stop()
 		return nil
 	})
 	return g.Wait()

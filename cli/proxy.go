@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -17,12 +18,17 @@ import (
 	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/proxy"
 	"github.com/meshproj/mesh/proxy/discovery/file"
+	"github.com/meshproj/mesh/proxy/discovery/xds"
 )
 
 // proxyOptions are the resolved settings of `mesh proxy`.
 type proxyOptions struct {
 	cfg           proxy.Config
 	discoveryFile string
+	discoveryAddr string
+	podName       string
+	podNamespace  string
+	clusterDomain string
 	log           *slog.Logger
 }
 
@@ -40,6 +46,11 @@ with --outbound-tcp and is balanced per connection. The inbound listener
 forwards traffic for the app to --inbound-forward. The admin listener serves
 /metrics, /ready and /live, and to loopback clients /config_dump and
 POST /shutdown.
+
+Discovery comes from a watched file (--discovery-file, local mode) or from
+the controller over xDS (--discovery-addr, on Kubernetes): the proxy then asks
+for a service the first time the app uses it, by name or by virtual IP, and
+keeps what it knows if the controller goes away.
 
 On SIGTERM the proxy stops accepting connections, lets requests in flight
 finish for up to --shutdown-grace, and exits.`,
@@ -72,6 +83,10 @@ finish for up to --shutdown-grace, and exits.`,
 	f.StringArray("outbound-tcp", nil, "local opaque TCP port for a service, LISTEN=SERVICE:PORT, such as 127.0.0.1:15432=db:5432 (repeatable)")
 	f.StringSlice("opaque-ports", nil, "destination ports that skip protocol detection, such as 25,3306 (server-speaks-first protocols)")
 	f.String("discovery-file", "", "YAML file of services and endpoints, watched for changes (local mode)")
+	f.String("discovery-addr", "", "the controller's xDS address (host:port); services are asked for as the app first uses them")
+	f.String("pod-name", "", "this pod's name, to introduce the proxy to the controller")
+	f.String("pod-namespace", "default", "this pod's namespace: short service names (\"web\") are looked up in it")
+	f.String("cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.Duration("detect-timeout", proxy.DefaultDetectTimeout, "how long to wait for a client's first bytes before treating it as opaque TCP")
 	f.Duration("connect-timeout", proxy.DefaultConnectTimeout, "timeout for connecting to an endpoint")
 	f.Duration("shutdown-grace", proxy.DefaultShutdownGrace, "how long to let requests in flight finish on SIGTERM")
@@ -95,7 +110,8 @@ func completeProxy(cmd *cobra.Command, s Streams) (*proxyOptions, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &proxyOptions{log: log, discoveryFile: v.GetString("discovery-file")}
+	o := &proxyOptions{log: log, discoveryFile: v.GetString("discovery-file"), discoveryAddr: v.GetString("discovery-addr"),
+		podName: v.GetString("pod-name"), podNamespace: v.GetString("pod-namespace"), clusterDomain: v.GetString("cluster-domain")}
 	o.cfg = proxy.Config{
 		OutboundAddr:        v.GetString("outbound-addr"),
 		InboundAddr:         v.GetString("inbound-addr"),
@@ -159,8 +175,15 @@ func (o *proxyOptions) completeIdentity(v *viper.Viper) error {
 }
 
 func (o *proxyOptions) validate(v *viper.Viper) error {
-	if o.discoveryFile == "" {
-		return usagef("--discovery-file is required (the xDS backend comes with the controller)")
+	switch {
+	case o.discoveryFile == "" && o.discoveryAddr == "":
+		return usagef("give --discovery-file (local mode) or --discovery-addr (the controller's xDS address)")
+	case o.discoveryFile != "" && o.discoveryAddr != "":
+		return usagef("--discovery-file and --discovery-addr exclude each other: pick one source of discovery")
+	case o.discoveryAddr != "":
+		if _, _, err := net.SplitHostPort(o.discoveryAddr); err != nil {
+			return usagef("--discovery-addr %q: want host:port", o.discoveryAddr)
+		}
 	}
 	if o.cfg.InboundForward != "" {
 		if _, err := netip.ParseAddrPort(o.cfg.InboundForward); err != nil {
@@ -202,11 +225,20 @@ func (o *proxyOptions) validate(v *viper.Viper) error {
 }
 
 func (o *proxyOptions) run(ctx context.Context) error {
-	// Refuse an invalid discovery file before binding anything.
-	if _, _, err := file.Load(o.discoveryFile); err != nil {
-		return err
+	if o.discoveryAddr != "" {
+		node := o.podName
+		if node == "" {
+			node, _ = os.Hostname()
+		}
+		o.cfg.Discovery = &xds.Backend{Addr: o.discoveryAddr, NodeID: node + "." + o.podNamespace,
+			Namespace: o.podNamespace, ClusterDomain: o.clusterDomain, Log: o.log}
+	} else {
+		// Refuse an invalid discovery file before binding anything.
+		if _, _, err := file.Load(o.discoveryFile); err != nil {
+			return err
+		}
+		o.cfg.Discovery = &file.Backend{Path: o.discoveryFile, Log: o.log}
 	}
-	o.cfg.Discovery = &file.Backend{Path: o.discoveryFile, Log: o.log}
 	p, err := proxy.New(o.cfg)
 	if err != nil {
 		return err

@@ -216,6 +216,7 @@ type configDump struct {
 	} `json:"discovery"`
 	Services []struct {
 		Authority string `json:"authority"`
+		Balancer  string `json:"loadBalancer"`
 		Endpoints []struct {
 			Address   string `json:"address"`
 			State     string `json:"state"`
@@ -290,10 +291,23 @@ type backend struct {
 
 func startBackend(t testing.TB, name string) *backend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startBackendAt(t, name, "127.0.0.1:0")
+}
+
+// startBackendAt serves on a given address: several backends can share a
+// port on different loopback addresses, as pods of one service do.
+func startBackendAt(t testing.TB, name, addr string) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveBackend(t, name, ln)
+}
+
+// serveBackend serves on a listener made elsewhere (in a pod's namespace).
+func serveBackend(t testing.TB, name string, ln net.Listener) *backend {
+	t.Helper()
 	b := &backend{name: name, addr: ln.Addr().String(), ln: ln}
 	b.srv = &http.Server{Handler: http.HandlerFunc(b.serve), ReadHeaderTimeout: 10 * time.Second}
 	go b.srv.Serve(ln)

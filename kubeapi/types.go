@@ -8,6 +8,74 @@ type ObjectMeta struct {
 	Namespace       string            `json:"namespace,omitempty"`
 	ResourceVersion string            `json:"resourceVersion,omitempty"`
 	Labels          map[string]string `json:"labels,omitempty"`
+	Annotations     map[string]string `json:"annotations,omitempty"`
+}
+
+// Key is namespace/name, how caches index objects.
+func (m *ObjectMeta) Key() string { return m.Namespace + "/" + m.Name }
+
+// Service is the part of a core/v1 Service discovery reads.
+type Service struct {
+	Metadata ObjectMeta `json:"metadata"`
+	Spec     struct {
+		Type       string        `json:"type,omitempty"`
+		ClusterIP  string        `json:"clusterIP,omitempty"`
+		ClusterIPs []string      `json:"clusterIPs,omitempty"`
+		Ports      []ServicePort `json:"ports,omitempty"`
+	} `json:"spec"`
+}
+
+// ServicePort is one port of a Service.
+type ServicePort struct {
+	Name        string `json:"name,omitempty"`
+	Protocol    string `json:"protocol,omitempty"`
+	Port        int32  `json:"port"`
+	AppProtocol string `json:"appProtocol,omitempty"`
+}
+
+// EndpointSlice is a discovery.k8s.io/v1 EndpointSlice.
+type EndpointSlice struct {
+	Metadata    ObjectMeta              `json:"metadata"`
+	AddressType string                  `json:"addressType"`
+	Ports       []EndpointPort          `json:"ports,omitempty"`
+	Endpoints   []EndpointSliceEndpoint `json:"endpoints,omitempty"`
+}
+
+// ServiceNameLabel names the Service an EndpointSlice belongs to.
+const ServiceNameLabel = "kubernetes.io/service-name"
+
+// EndpointPort is a port of every endpoint in a slice.
+type EndpointPort struct {
+	Name     *string `json:"name,omitempty"`
+	Port     *int32  `json:"port,omitempty"`
+	Protocol *string `json:"protocol,omitempty"`
+}
+
+// EndpointSliceEndpoint is one backend of a slice.
+type EndpointSliceEndpoint struct {
+	Addresses  []string `json:"addresses"`
+	Conditions struct {
+		Ready       *bool `json:"ready,omitempty"`
+		Serving     *bool `json:"serving,omitempty"`
+		Terminating *bool `json:"terminating,omitempty"`
+	} `json:"conditions"`
+	TargetRef *ObjectReference `json:"targetRef,omitempty"`
+	Zone      *string          `json:"zone,omitempty"`
+}
+
+// ObjectReference points at another object.
+type ObjectReference struct {
+	Kind      string `json:"kind,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+}
+
+// Pod is the part of a core/v1 Pod discovery reads.
+type Pod struct {
+	Metadata ObjectMeta `json:"metadata"`
+	Spec     struct {
+		ServiceAccountName string `json:"serviceAccountName,omitempty"`
+	} `json:"spec"`
 }
 
 // Secret is a core/v1 Secret; Data values are decoded from base64.

@@ -97,7 +97,7 @@ func infoOf(ctx context.Context) *connInfo {
 func (p *Proxy) handleOutbound(c net.Conn) {
 	dst, _ := origdst.Lookup(c)
 	if dst.IsValid() {
-		svc := p.services.Load().byVIP[dst]
+		svc := p.vip(context.Background(), dst)
 		if p.opaque[dst.Port()] || (svc != nil && svc.settings.Load().Opaque) {
 			p.forwardOriginalDst(c, dst, nil)
 			return

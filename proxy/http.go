@@ -84,7 +84,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if ci := infoOf(r.Context()); ci != nil && ci.dst.IsValid() {
 		// Intercepted: a service's virtual IP is balanced across the
 		// service's endpoints; any other address is where the client goes.
-		if svc := p.services.Load().byVIP[ci.dst]; svc != nil {
+		if svc := p.vip(r.Context(), ci.dst); svc != nil {
 			svc.forward.ServeHTTP(w, r)
 			return
 		}
@@ -100,7 +100,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, outbound, http.StatusBadRequest, "bad_authority", err.Error())
 		return
 	}
-	svc, err := p.lookup(key)
+	svc, err := p.lookup(r.Context(), key)
 	if err != nil {
 		p.fail(w, r, outbound, http.StatusServiceUnavailable, "unknown_authority", err.Error())
 		return

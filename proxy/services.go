@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/discovery"
@@ -47,11 +49,25 @@ func (t *serviceTable) portsOf(host string) []uint16 {
 	return ports
 }
 
-// lookup finds a service and explains a miss.
-func (p *Proxy) lookup(key discovery.Key) (*service, error) {
+// onDemandWait bounds how long a request waits for an on-demand backend
+// to learn of a service it has not needed before.
+const onDemandWait = 3 * time.Second
+
+// lookup finds a service and explains a miss. An on-demand backend is
+// asked for a service the proxy does not know yet.
+func (p *Proxy) lookup(ctx context.Context, key discovery.Key) (*service, error) {
 	t := p.services.Load()
 	if s, ok := t.byKey[key]; ok {
 		return s, nil
+	}
+	if od, ok := p.cfg.Discovery.(discovery.OnDemand); ok {
+		ctx, cancel := context.WithTimeout(ctx, onDemandWait)
+		found := od.Want(ctx, key)
+		cancel()
+		t = p.services.Load()
+		if s, ok := t.byKey[key]; ok && found {
+			return s, nil
+		}
 	}
 	if ports := t.portsOf(key.Host); len(ports) > 0 {
 		ps := make([]string, len(ports))
@@ -61,6 +77,22 @@ func (p *Proxy) lookup(key discovery.Key) (*service, error) {
 		return nil, fmt.Errorf("service %s has no port %d (it has %s)", key.Host, key.Port, strings.Join(ps, ", "))
 	}
 	return nil, fmt.Errorf("unknown service %s: not in discovery (%s)", key, p.discoverySource())
+}
+
+// vip finds the service with a virtual IP and port, asking an on-demand
+// backend if the proxy does not know it yet; nil if there is none.
+func (p *Proxy) vip(ctx context.Context, dst netip.AddrPort) *service {
+	if s := p.services.Load().byVIP[dst]; s != nil {
+		return s
+	}
+	if od, ok := p.cfg.Discovery.(discovery.OnDemand); ok && dst.IsValid() {
+		ctx, cancel := context.WithTimeout(ctx, onDemandWait)
+		defer cancel()
+		if od.WantAddr(ctx, dst) {
+			return p.services.Load().byVIP[dst]
+		}
+	}
+	return nil
 }
 
 func (p *Proxy) discoverySource() string {
@@ -106,6 +138,9 @@ func (p *Proxy) apply(s discovery.State) {
 		svc.balancer.SetAccrual(accrualOf(&d))
 		svc.balancer.Update(d.Endpoints)
 		next.byKey[key] = svc
+		for _, alias := range d.Aliases {
+			next.byKey[discovery.Key{Host: strings.ToLower(alias), Port: d.Port}] = svc
+		}
 		for _, ip := range d.Addresses {
 			next.byVIP[netip.AddrPortFrom(ip, d.Port)] = svc
 		}
@@ -114,10 +149,10 @@ func (p *Proxy) apply(s discovery.State) {
 	p.services.Store(next)
 	p.discState.Store(&s)
 	p.metrics.DiscoveryUpdates.Inc()
-	p.metrics.DiscoveryServices.Set(float64(len(next.byKey)))
+	p.metrics.DiscoveryServices.Set(float64(len(s.Services)))
 	p.metrics.DiscoveryEndpoints.Set(float64(endpoints))
 	p.log.Debug("discovery applied", slog.String("source", s.Source), slog.String("revision", s.Revision),
-		slog.Int("services", len(next.byKey)), slog.Int("endpoints", endpoints))
+		slog.Int("services", len(s.Services)), slog.Int("endpoints", endpoints))
 }
 
 // sortedServices returns the services in a stable order, for dumps.

@@ -18,7 +18,7 @@ import (
 // forwardOutboundTCP balances one opaque connection over a service's
 // endpoints: TCP is balanced per connection.
 func (p *Proxy) forwardOutboundTCP(c net.Conn, key discovery.Key, _ []byte) {
-	svc, err := p.lookup(key)
+	svc, err := p.lookup(context.Background(), key)
 	if err != nil {
 		p.log.Warn("outbound TCP connection refused", slog.String("service", key.String()), slog.Any("error", err))
 		p.metrics.HTTPErrors.WithLabelValues(outbound.String(), "unknown_service").Inc()
@@ -85,7 +85,7 @@ func (t *balancingTransport) pickTCP(hash uint64, pol *policy, tried []*balance.
 // forwardOriginalDst forwards an intercepted opaque connection to where
 // the client was going.
 func (p *Proxy) forwardOriginalDst(c net.Conn, dst netip.AddrPort, _ []byte) {
-	if svc := p.services.Load().byVIP[dst]; svc != nil {
+	if svc := p.vip(context.Background(), dst); svc != nil {
 		p.forwardOutboundTCP(c, svc.settings.Load().Key(), nil)
 		return
 	}

@@ -106,6 +106,9 @@ func ParseAuthority(authority string, defaultPort uint16) (Key, error) {
 type Service struct {
 	Name string `json:"name"`
 	Port uint16 `json:"port"`
+	// Aliases are other hosts that name the service ("web" and "web.shop"
+	// for web.shop.svc.cluster.local).
+	Aliases []string `json:"aliases,omitempty"`
 	// Opaque services are proxied as TCP without protocol detection; use it
 	// for protocols where the server speaks first (SMTP, MySQL, ...).
 	Opaque       bool         `json:"opaque,omitempty"`
@@ -192,6 +195,17 @@ type State struct {
 	// Revision changes whenever the state does.
 	Revision string
 	Updated  time.Time
+}
+
+// OnDemand is a Backend that learns of a service only once the proxy asks
+// for it. Both methods report whether the service exists; when it does
+// they return after a state that includes it was delivered, so a lookup
+// that follows finds it. They give up when ctx ends.
+type OnDemand interface {
+	// Want asks for the service an authority names.
+	Want(ctx context.Context, key Key) bool
+	// WantAddr asks for the service with a virtual IP and port.
+	WantAddr(ctx context.Context, addr netip.AddrPort) bool
 }
 
 // Backend is a source of discovery state.

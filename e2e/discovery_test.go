@@ -1,0 +1,370 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/xds"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/meshproj/mesh/kubetest"
+	"github.com/meshproj/mesh/pki"
+)
+
+// kubeController runs `mesh controller` against the test's API server,
+// on the same addresses each time it is (re)started.
+type kubeController struct {
+	args                 []string
+	xds, identity, admin string
+	root                 *pki.CA
+	proc                 *process
+}
+
+// newKubeController prepares what the controller needs in the cluster
+// (its namespace and issuer Secret) and on disk (the webhook certificate).
+func newKubeController(t *testing.T, env *kubetest.Env, client kubernetes.Interface) *kubeController {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "mesh-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	root, _ := pki.NewRoot("e2e anchor", 24*time.Hour, time.Now())
+	if _, err := client.CoreV1().Secrets("mesh-system").Create(ctx, issuerSecret(t, root, "issuer one"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	whCA, _ := pki.NewRoot("e2e webhook CA", 24*time.Hour, time.Now())
+	whCert, whKey, _ := whCA.SignServer("webhook", []string{"127.0.0.1"}, 24*time.Hour, time.Now())
+	dir := t.TempDir()
+	whKeyPEM, _ := pki.EncodeKey(whKey)
+	writeFile(t, filepath.Join(dir, "wh.crt"), string(pki.EncodeCerts(whCert)))
+	writeFile(t, filepath.Join(dir, "wh.key"), string(whKeyPEM))
+	kc, err := env.Kubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &kubeController{xds: freeAddr(t), identity: freeAddr(t), admin: freeAddr(t), root: root}
+	c.args = []string{"controller", "--kubeconfig", kc, "--xds-addr", c.xds, "--identity-addr", c.identity,
+		"--webhook-addr", freeAddr(t), "--admin-addr", c.admin, "--log-level", "debug",
+		"--webhook-cert-file", filepath.Join(dir, "wh.crt"), "--webhook-key-file", filepath.Join(dir, "wh.key")}
+	return c
+}
+
+func (c *kubeController) start(t *testing.T) {
+	t.Helper()
+	c.proc = startMesh(t, c.args...)
+	waitFor(t, "the controller to be ready", func() bool {
+		resp, err := http.Get("http://" + c.admin + "/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// xdsProxy runs a proxy with discovery from the controller, as a pod in ns.
+func xdsProxy(t *testing.T, controller, ns string) *meshProxy {
+	t.Helper()
+	mp := &meshProxy{outbound: freeAddr(t), inbound: freeAddr(t), admin: freeAddr(t)}
+	mp.process = startMesh(t, "proxy", "--log-level", "debug", "--outbound-addr", mp.outbound, "--inbound-addr", mp.inbound,
+		"--admin-addr", mp.admin, "--discovery-addr", controller, "--pod-name", "client", "--pod-namespace", ns)
+	mp.waitReady(t)
+	return mp
+}
+
+// podNetwork is a network namespace the test made, holding pod IPs, joined
+// to the test's own namespace by a veth pair. The API server refuses
+// loopback addresses in EndpointSlices, so pods need addresses of their
+// own.
+type podNetwork struct {
+	ns     string
+	subnet string
+	host   string // the veth end inside the namespace
+	next   int
+}
+
+func newPodNetwork(t *testing.T) *podNetwork {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: pod addresses need a network namespace, which needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("skipped: ip is not installed")
+	}
+	id := os.Getpid() % 10000
+	pn := &podNetwork{ns: fmt.Sprintf("mesh-e2e-pods-%d", id), subnet: fmt.Sprintf("10.232.%d", id%250), next: 2}
+	host, pod := fmt.Sprintf("mph%d", id), fmt.Sprintf("mpp%d", id)
+	ipCmd(t, "netns", "add", pn.ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", pn.ns).Run() })
+	ipCmd(t, "link", "add", host, "type", "veth", "peer", "name", pod)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	ipCmd(t, "link", "set", pod, "netns", pn.ns)
+	ipCmd(t, "addr", "add", pn.subnet+".1/24", "dev", host)
+	ipCmd(t, "link", "set", host, "up")
+	ipCmd(t, "-n", pn.ns, "link", "set", "lo", "up")
+	ipCmd(t, "-n", pn.ns, "link", "set", pod, "up")
+	pn.host = pod
+	return pn
+}
+
+// pod adds an address in the namespace and returns it.
+func (pn *podNetwork) pod(t *testing.T) string {
+	t.Helper()
+	ip := fmt.Sprintf("%s.%d", pn.subnet, pn.next)
+	pn.next++
+	ipCmd(t, "-n", pn.ns, "addr", "add", ip+"/24", "dev", pn.host)
+	return ip
+}
+
+// listen opens a listener inside the namespace: a thread enters it, makes
+// the socket, and dies (the socket stays in the namespace).
+func (pn *podNetwork) listen(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		f, err := os.Open("/var/run/netns/" + pn.ns)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		ln, err := net.Listen("tcp", addr)
+		ch <- result{ln, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("listening on %s in %s: %v", addr, pn.ns, r.err)
+	}
+	return r.ln
+}
+
+// backends starts n pods serving HTTP on one port.
+func (pn *podNetwork) backends(t *testing.T, n, port int) ([]string, []*backend) {
+	t.Helper()
+	var ips []string
+	var bs []*backend
+	for range n {
+		ip := pn.pod(t)
+		ips = append(ips, ip)
+		bs = append(bs, serveBackend(t, ip, pn.listen(t, net.JoinHostPort(ip, strconv.Itoa(port)))))
+	}
+	return ips, bs
+}
+
+func endpointSlice(ns, name, service, portName string, port int, ips ...string) *discoveryv1.EndpointSlice {
+	p := int32(port)
+	tcp := corev1.ProtocolTCP
+	ready := true
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: &portName, Port: &p, Protocol: &tcp}},
+	}
+	for _, ip := range ips {
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}})
+	}
+	return es
+}
+
+// hitsAfter returns how many requests each backend serves out of n.
+func hitsAfter(t *testing.T, c *client, authority string, n int, bs []*backend, header ...string) []int64 {
+	t.Helper()
+	before := make([]int64, len(bs))
+	for i, b := range bs {
+		before[i] = b.hits.Load()
+	}
+	for range n {
+		resp, body, err := c.get(authority, "/", header...)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %v %s", authority, err, body)
+		}
+	}
+	out := make([]int64, len(bs))
+	for i, b := range bs {
+		out[i] = b.hits.Load() - before[i]
+	}
+	return out
+}
+
+func TestControllerDiscoveryOverXDS(t *testing.T) {
+	env := kubetest.Start(t, kubetest.Options{})
+	client := kubernetes.NewForConfigOrDie(env.Config)
+	ctx := t.Context()
+	ctrl := newKubeController(t, env, client)
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods := newPodNetwork(t)
+	port := 8080
+	ips, bs := pods.backends(t, 3, port)
+	_, err := client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices := client.DiscoveryV1().EndpointSlices("shop")
+	if _, err := slices.Create(ctx, endpointSlice("shop", "web-1", "web", "http", port, ips[0]), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctrl.start(t)
+	mp := xdsProxy(t, ctrl.xds, "shop")
+	c := newClient(mp.outbound)
+
+	// A short name, completed in the proxy's namespace, reaches the one
+	// endpoint; names that are no service fail at once with a reason.
+	if got := hitsAfter(t, c, "web", 20, bs); got[0] != 20 {
+		t.Fatalf("with one endpoint: %v", got)
+	}
+	resp, _, err := c.get("nope.shop.svc.cluster.local", "/")
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Header.Get("mesh-error"), "unknown service") {
+		t.Fatalf("unknown service: %v %v", resp, err)
+	}
+
+	// Scaling up and down while traffic flows: no failed request, and
+	// traffic follows the endpoints.
+	l := startLoad(t, c, "web.shop:80", 2, 20000, 60*time.Second)
+	setSlice := func(ips ...string) {
+		t.Helper()
+		es, err := slices.Get(ctx, "web-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es.Endpoints = endpointSlice("shop", "web-1", "web", "http", port, ips...).Endpoints
+		if _, err := slices.Update(ctx, es, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setSlice(ips[0], ips[1], ips[2])
+	waitFor(t, "traffic to reach all three endpoints", func() bool {
+		return bs[1].hits.Load() > 0 && bs[2].hits.Load() > 0
+	})
+	setSlice(ips[1], ips[2])
+	time.Sleep(time.Second) // the change reaches the proxy within a second
+	// (The load runs on: count what lands where, not how much.)
+	if got := hitsAfter(t, c, "web", 30, bs); got[0] != 0 || got[1]+got[2] < 30 {
+		t.Errorf("a second after scaling down to two: %v", got)
+	}
+
+	// The controller restarts while traffic flows: the proxy keeps its
+	// routes, reconnects, and then follows changes again.
+	ctrl.proc.stop(9, 0) // SIGKILL: no goodbye
+	time.Sleep(500 * time.Millisecond)
+	ctrl.start(t)
+	setSlice(ips[0], ips[1], ips[2])
+	before := bs[0].hits.Load()
+	waitFor(t, "traffic to reach the first pod again after the restart", func() bool { return bs[0].hits.Load() > before })
+	l.finish(t)
+	t.Logf("%d requests through scaling and a controller restart, none failed", l.ok.Load())
+
+	// The balancer annotation changes the algorithm: consistent hashing on
+	// a header sends one user to one endpoint.
+	patch := `{"metadata":{"annotations":{"mesh.io/load-balancer":"ring-hash","mesh.io/hash-key":"header:x-user"}}}`
+	if _, err := client.CoreV1().Services("shop").Patch(ctx, "web", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the proxy to use ring-hash", func() bool {
+		for _, s := range mp.dump(t).Services {
+			if s.Authority == "web.shop.svc.cluster.local:80" && s.Balancer == "ring-hash" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, user := range []string{"alice", "bob", "carol"} {
+		got := hitsAfter(t, c, "web", 30, bs, "x-user", user)
+		if max(got[0], got[1], got[2]) != 30 {
+			t.Errorf("user %s spread over endpoints: %v", user, got)
+		}
+	}
+
+	// A proxyless gRPC client resolves and balances a service through the
+	// same xDS server.
+	grpcPort := 50051
+	grpcAddrs := pods.grpcBackends(t, 2, grpcPort)
+	if _, err := client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "greeter", Annotations: map[string]string{"mesh.io/load-balancer": "round-robin"}},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 50051}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := slices.Create(ctx, endpointSlice("shop", "greeter-1", "greeter", "grpc", grpcPort, grpcAddrs...), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bootstrap, _ := json.Marshal(map[string]any{
+		"xds_servers": []any{map[string]any{"server_uri": ctrl.xds, "channel_creds": []any{map[string]any{"type": "insecure"}}, "server_features": []string{"xds_v3"}}},
+		"node":        map[string]any{"id": "grpc-client.shop"},
+	})
+	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("xds:///greeter.shop.svc.cluster.local:50051", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	peers := map[string]int{}
+	for range 20 {
+		var p peer.Peer
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p), grpc.WaitForReady(true))
+		cancel()
+		if err != nil {
+			t.Fatalf("gRPC call through xds: %v", err)
+		}
+		host, _, _ := net.SplitHostPort(p.Addr.String())
+		peers[host]++
+	}
+	if len(peers) != 2 {
+		t.Errorf("gRPC calls went to %v; want both backends", peers)
+	}
+}
+
+// grpcBackends starts n pods serving the gRPC health service on one port.
+func (pn *podNetwork) grpcBackends(t *testing.T, n, port int) []string {
+	t.Helper()
+	var ips []string
+	for range n {
+		ip := pn.pod(t)
+		srv := grpc.NewServer()
+		healthpb.RegisterHealthServer(srv, health.NewServer())
+		go srv.Serve(pn.listen(t, net.JoinHostPort(ip, strconv.Itoa(port))))
+		t.Cleanup(srv.Stop)
+		ips = append(ips, ip)
+	}
+	return ips
+}

@@ -1,0 +1,167 @@
+package kubeapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Informer keeps a local copy of every object of one kind, by listing
+// once and then watching, and says when something changed. It is the small
+// part of client-go's informers the control plane needs.
+type Informer[T any] struct {
+	Client *Client
+	// Path lists the objects, e.g. /api/v1/services.
+	Path string
+	// Meta returns an object's metadata.
+	Meta func(*T) *ObjectMeta
+	// OnChange is called after the store changed (never concurrently).
+	OnChange func()
+	Log      *slog.Logger
+
+	mu      sync.RWMutex
+	objects map[string]*T
+	synced  chan struct{}
+	once    sync.Once
+}
+
+func (inf *Informer[T]) init() {
+	inf.once.Do(func() {
+		inf.synced = make(chan struct{})
+		inf.objects = map[string]*T{}
+	})
+}
+
+// Synced is closed once the first list is in the store.
+func (inf *Informer[T]) Synced() <-chan struct{} {
+	inf.init()
+	return inf.synced
+}
+
+// Get returns the object namespace/name, or nil.
+func (inf *Informer[T]) Get(key string) *T {
+	inf.mu.RLock()
+	defer inf.mu.RUnlock()
+	return inf.objects[key]
+}
+
+// List returns every object. The objects are shared: do not modify them.
+func (inf *Informer[T]) List() []*T {
+	inf.mu.RLock()
+	defer inf.mu.RUnlock()
+	out := make([]*T, 0, len(inf.objects))
+	for _, o := range inf.objects {
+		out = append(out, o)
+	}
+	return out
+}
+
+type list[T any] struct {
+	Metadata struct {
+		ResourceVersion string `json:"resourceVersion"`
+	} `json:"metadata"`
+	Items []*T `json:"items"`
+}
+
+// Run lists and watches until ctx ends. A watch that breaks is resumed
+// from the last resource version seen; one the API server can no longer
+// resume ("410 Gone") starts again with a fresh list.
+func (inf *Informer[T]) Run(ctx context.Context) {
+	inf.init()
+	log := inf.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	backoff := 100 * time.Millisecond
+	rv := ""
+	for ctx.Err() == nil {
+		if rv == "" {
+			var err error
+			if rv, err = inf.relist(ctx); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("listing", slog.String("path", inf.Path), slog.Any("error", err))
+				}
+				sleep(ctx, backoff)
+				backoff = min(2*backoff, 5*time.Second)
+				continue
+			}
+			backoff = 100 * time.Millisecond
+		}
+		sep := "?"
+		if strings.Contains(inf.Path, "?") {
+			sep = "&"
+		}
+		err := inf.Client.Watch(ctx, inf.Path+sep+"allowWatchBookmarks=true&resourceVersion="+rv, func(ev WatchEvent) {
+			if ev.Type == "ERROR" {
+				var st struct{ Code int }
+				json.Unmarshal(ev.Object, &st)
+				if st.Code == http.StatusGone {
+					rv = ""
+				}
+				return
+			}
+			obj := new(T)
+			if err := json.Unmarshal(ev.Object, obj); err != nil {
+				log.Warn("undecodable watch event", slog.String("path", inf.Path), slog.Any("error", err))
+				return
+			}
+			m := inf.Meta(obj)
+			rv = m.ResourceVersion
+			inf.mu.Lock()
+			switch ev.Type {
+			case "ADDED", "MODIFIED":
+				inf.objects[m.Key()] = obj
+			case "DELETED":
+				delete(inf.objects, m.Key())
+			default: // BOOKMARK
+				inf.mu.Unlock()
+				return
+			}
+			inf.mu.Unlock()
+			inf.OnChange()
+		})
+		var se *StatusError
+		if errors.As(err, &se) && se.Code == http.StatusGone {
+			rv = ""
+		} else if err != nil && ctx.Err() == nil {
+			log.Warn("watch broke; resuming", slog.String("path", inf.Path), slog.Any("error", err))
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+func (inf *Informer[T]) relist(ctx context.Context) (string, error) {
+	var l list[T]
+	if err := inf.Client.Do(ctx, "GET", inf.Path, nil, &l); err != nil {
+		return "", fmt.Errorf("listing %s: %w", inf.Path, err)
+	}
+	objects := make(map[string]*T, len(l.Items))
+	for _, o := range l.Items {
+		objects[inf.Meta(o).Key()] = o
+	}
+	inf.mu.Lock()
+	inf.objects = objects
+	inf.mu.Unlock()
+	select {
+	case <-inf.synced:
+	default:
+		close(inf.synced)
+	}
+	inf.OnChange()
+	return l.Metadata.ResourceVersion, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,453 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshproj/mesh/proxy/discovery"
+)
+
+// Backend is the proxy's xDS client: one ADS stream to the controller.
+// It holds every Listener (a small directory from names and virtual IPs to
+// clusters, so that an unknown name fails at once) but subscribes to a
+// Cluster and its endpoints only when the proxy first needs the service.
+// When the stream breaks it keeps the last state and reconnects with
+// backoff, so a controller restart changes nothing for traffic.
+type Backend struct {
+	// Addr is the controller's xDS address (host:port).
+	Addr string
+	// NodeID names this proxy to the controller (pod.namespace).
+	NodeID string
+	// Namespace and ClusterDomain complete short names: "web" from a pod in
+	// "shop" is web.shop.svc.cluster.local.
+	Namespace, ClusterDomain string
+	Log                      *slog.Logger
+
+	mu        sync.Mutex
+	update    func(discovery.State)
+	routes    map[discovery.Key]Route
+	byVIP     map[netip.AddrPort]string
+	routesIn  chan struct{} // closed by the first Listener response
+	clusters  map[string]*subscription
+	revision  int
+	resend    chan struct{}
+	connected bool
+}
+
+type subscription struct {
+	aliases   map[string]bool
+	svc       *discovery.Service // from the Cluster; nil until it arrives
+	endpoints []discovery.Endpoint
+	haveEps   bool
+	// delivered is closed once a state with the service (and every alias
+	// asked for so far) has been handed to the proxy.
+	delivered chan struct{}
+}
+
+var _ discovery.OnDemand = (*Backend)(nil)
+
+func (b *Backend) init() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.routesIn == nil {
+		b.routesIn = make(chan struct{})
+		b.clusters = map[string]*subscription{}
+		b.resend = make(chan struct{}, 1)
+		if b.Log == nil {
+			b.Log = slog.Default()
+		}
+		if b.ClusterDomain == "" {
+			b.ClusterDomain = "cluster.local"
+		}
+	}
+}
+
+// Run implements discovery.Backend. The first state is empty and comes at
+// once: services arrive as they are asked for.
+func (b *Backend) Run(ctx context.Context, update func(discovery.State)) error {
+	if b.Addr == "" {
+		return errors.New("no xDS address")
+	}
+	b.init()
+	b.mu.Lock()
+	b.update = update
+	b.deliverLocked()
+	b.mu.Unlock()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := b.stream(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		b.mu.Lock()
+		b.connected = false
+		b.mu.Unlock()
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		b.Log.Warn("xDS stream ended; keeping the last state and reconnecting",
+			slog.String("controller", b.Addr), slog.Any("error", err), slog.Duration("retry_in", wait))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+	return nil
+}
+
+type typeState struct{ version, nonce string }
+
+func (b *Backend) stream(ctx context.Context) error {
+	conn, err := grpc.NewClient(b.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(sctx)
+	if err != nil {
+		return err
+	}
+	node := &corev3.Node{Id: b.NodeID, Cluster: b.Namespace, UserAgentName: "mesh-proxy"}
+	states := map[string]*typeState{ListenerType: {}, ClusterType: {}, EndpointType: {}}
+	sent := map[string][]string{}
+	send := func(typeURL string, names []string, nack error) error {
+		st := states[typeURL]
+		req := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNames: names, VersionInfo: st.version, ResponseNonce: st.nonce}
+		if nack != nil {
+			req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
+		}
+		sent[typeURL] = names
+		return stream.Send(req)
+	}
+	// Every listener; the clusters already in use (after a reconnect).
+	if err := send(ListenerType, nil, nil); err != nil {
+		return err
+	}
+	subscribe := func() error {
+		names := b.clusterNames()
+		for _, t := range []string{ClusterType, EndpointType} {
+			if len(names) == 0 && len(sent[t]) == 0 || slices.Equal(names, sent[t]) {
+				continue
+			}
+			if err := send(t, names, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := subscribe(); err != nil {
+		return err
+	}
+
+	responses := make(chan *discoveryv3.DiscoveryResponse)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case responses <- resp:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-recvErr:
+			return err
+		case <-b.resend:
+			if err := subscribe(); err != nil {
+				return err
+			}
+		case resp := <-responses:
+			st := states[resp.GetTypeUrl()]
+			if st == nil {
+				continue
+			}
+			st.nonce = resp.GetNonce()
+			if err := b.apply(resp); err != nil {
+				b.Log.Error("xDS response rejected; keeping the last state", slog.String("type", resp.GetTypeUrl()),
+					slog.String("version", resp.GetVersionInfo()), slog.Any("error", err))
+				if err := send(resp.GetTypeUrl(), sent[resp.GetTypeUrl()], err); err != nil {
+					return err
+				}
+				continue
+			}
+			st.version = resp.GetVersionInfo()
+			if err := send(resp.GetTypeUrl(), sent[resp.GetTypeUrl()], nil); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (b *Backend) clusterNames() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	names := make([]string, 0, len(b.clusters))
+	for n := range b.clusters {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func unpack[T proto.Message](resources []*anypb.Any, newT func() T) ([]T, error) {
+	out := make([]T, 0, len(resources))
+	for _, a := range resources {
+		m := newT()
+		if err := a.UnmarshalTo(m); err != nil {
+			return nil, fmt.Errorf("decoding %s: %w", a.GetTypeUrl(), err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// apply decodes a whole response first and changes nothing if any of it
+// is bad.
+func (b *Backend) apply(resp *discoveryv3.DiscoveryResponse) error {
+	switch resp.GetTypeUrl() {
+	case ListenerType:
+		ls, err := unpack(resp.GetResources(), func() *listenerv3.Listener { return new(listenerv3.Listener) })
+		if err != nil {
+			return err
+		}
+		routes := make(map[discovery.Key]Route, len(ls))
+		byVIP := map[netip.AddrPort]string{}
+		for _, l := range ls {
+			r, err := DecodeListener(l)
+			if err != nil {
+				return err
+			}
+			routes[r.Key] = r
+			for _, v := range r.VIPs {
+				byVIP[v] = r.Cluster
+			}
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.routes, b.byVIP = routes, byVIP
+		if !b.connected {
+			b.connected = true
+			b.Log.Info("xDS connected", slog.String("controller", b.Addr), slog.Int("services", len(routes)))
+		}
+		select {
+		case <-b.routesIn:
+		default:
+			close(b.routesIn)
+		}
+		b.deliverLocked()
+	case ClusterType:
+		cs, err := unpack(resp.GetResources(), func() *clusterv3.Cluster { return new(clusterv3.Cluster) })
+		if err != nil {
+			return err
+		}
+		got := map[string]*discovery.Service{}
+		for _, c := range cs {
+			s, err := DecodeCluster(c)
+			if err != nil {
+				return err
+			}
+			got[c.GetName()] = &s
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for name, sub := range b.clusters {
+			if s, ok := got[name]; ok {
+				sub.svc = s
+			} else if sub.svc != nil {
+				// Clusters come whole: one missing was deleted.
+				sub.svc, sub.endpoints, sub.haveEps = nil, nil, false
+				sub.delivered = make(chan struct{})
+			}
+		}
+		b.deliverLocked()
+	case EndpointType:
+		clas, err := unpack(resp.GetResources(), func() *endpointv3.ClusterLoadAssignment { return new(endpointv3.ClusterLoadAssignment) })
+		if err != nil {
+			return err
+		}
+		got := map[string][]discovery.Endpoint{}
+		for _, cla := range clas {
+			eps, err := DecodeEndpoints(cla)
+			if err != nil {
+				return err
+			}
+			got[cla.GetClusterName()] = eps
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for name, eps := range got {
+			if sub := b.clusters[name]; sub != nil {
+				sub.endpoints, sub.haveEps = eps, true
+			}
+		}
+		b.deliverLocked()
+	}
+	return nil
+}
+
+// deliverLocked hands the proxy every subscribed service whose cluster and
+// endpoints are both known.
+func (b *Backend) deliverLocked() {
+	b.revision++
+	state := discovery.State{Source: "xds " + b.Addr, Revision: strconv.Itoa(b.revision), Updated: time.Now()}
+	var done []*subscription
+	for _, name := range slices.Sorted(maps.Keys(b.clusters)) {
+		sub := b.clusters[name]
+		if sub.svc == nil || !sub.haveEps {
+			continue
+		}
+		s := *sub.svc
+		s.Endpoints = sub.endpoints
+		s.Aliases = slices.Sorted(maps.Keys(sub.aliases))
+		for _, v := range b.routes[s.Key()].VIPs {
+			if v.Port() == s.Port {
+				s.Addresses = append(s.Addresses, v.Addr())
+			}
+		}
+		state.Services = append(state.Services, s)
+		done = append(done, sub)
+	}
+	if b.update != nil {
+		b.update(state)
+	}
+	for _, sub := range done {
+		select {
+		case <-sub.delivered:
+		default:
+			close(sub.delivered)
+		}
+	}
+}
+
+// candidates are the fully qualified names a host may stand for, as DNS
+// search domains in a pod would expand it.
+func (b *Backend) candidates(host string) []string {
+	suffix := ".svc." + b.ClusterDomain
+	switch {
+	case strings.HasSuffix(host, suffix):
+		return []string{host}
+	case strings.HasSuffix(host, ".svc"):
+		return []string{host + "." + b.ClusterDomain}
+	case !strings.Contains(host, "."):
+		return []string{host + "." + b.Namespace + suffix}
+	case strings.Count(host, ".") == 1:
+		return []string{host + suffix, host}
+	}
+	return []string{host}
+}
+
+func (b *Backend) routesKnown(ctx context.Context) bool {
+	b.init()
+	select {
+	case <-b.routesIn:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Want implements discovery.OnDemand.
+func (b *Backend) Want(ctx context.Context, key discovery.Key) bool {
+	if !b.routesKnown(ctx) {
+		return false
+	}
+	b.mu.Lock()
+	var cluster string
+	for _, host := range b.candidates(key.Host) {
+		if r, ok := b.routes[discovery.Key{Host: host, Port: key.Port}]; ok {
+			cluster = r.Cluster
+			break
+		}
+	}
+	if cluster == "" {
+		b.mu.Unlock()
+		return false
+	}
+	ch := b.subscribeLocked(cluster, key.Host)
+	b.mu.Unlock()
+	return wait(ctx, ch)
+}
+
+// WantAddr implements discovery.OnDemand.
+func (b *Backend) WantAddr(ctx context.Context, addr netip.AddrPort) bool {
+	if !b.routesKnown(ctx) {
+		return false
+	}
+	b.mu.Lock()
+	cluster, ok := b.byVIP[addr]
+	if !ok {
+		b.mu.Unlock()
+		return false
+	}
+	ch := b.subscribeLocked(cluster, "")
+	b.mu.Unlock()
+	return wait(ctx, ch)
+}
+
+func wait(ctx context.Context, ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (b *Backend) subscribeLocked(cluster, alias string) <-chan struct{} {
+	sub := b.clusters[cluster]
+	if sub == nil {
+		sub = &subscription{aliases: map[string]bool{}, delivered: make(chan struct{})}
+		b.clusters[cluster] = sub
+		select {
+		case b.resend <- struct{}{}:
+		default:
+		}
+	}
+	if key, err := keyOf(cluster); err == nil && alias != "" && alias != key.Host && !sub.aliases[alias] {
+		sub.aliases[alias] = true
+		if sub.svc != nil && sub.haveEps {
+			sub.delivered = make(chan struct{})
+			b.deliverLocked()
+		}
+	}
+	return sub.delivered
+}

@@ -1,0 +1,230 @@
+package xds
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshproj/mesh/proxy/discovery"
+)
+
+// controlPlane is a real go-control-plane server on loopback.
+type controlPlane struct {
+	t      *testing.T
+	addr   string
+	srv    *grpc.Server
+	caches map[string]*cache.LinearCache
+	mu     sync.Mutex
+	nacks  []string
+}
+
+func startControlPlane(t *testing.T, addr string, services ...discovery.Service) *controlPlane {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &controlPlane{t: t, addr: ln.Addr().String(), srv: grpc.NewServer(), caches: map[string]*cache.LinearCache{}}
+	mux := &cache.MuxCache{Classify: func(r *cache.Request) string { return r.GetTypeUrl() }, Caches: map[string]cache.Cache{}}
+	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	for _, typ := range []string{ListenerType, ClusterType, EndpointType} {
+		cp.caches[typ] = cache.NewLinearCache(typ, cache.WithVersionPrefix(prefix))
+		mux.Caches[typ] = cp.caches[typ]
+	}
+	for i := range services {
+		cp.set(&services[i])
+	}
+	cb := server.CallbackFuncs{StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
+		if r.GetErrorDetail() != nil {
+			cp.mu.Lock()
+			cp.nacks = append(cp.nacks, r.GetErrorDetail().GetMessage())
+			cp.mu.Unlock()
+		}
+		return nil
+	}}
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(cp.srv, server.NewServer(t.Context(), mux, cb))
+	go cp.srv.Serve(ln)
+	t.Cleanup(cp.srv.Stop)
+	return cp
+}
+
+func (cp *controlPlane) set(s *discovery.Service) *Resources {
+	r, err := Encode(s)
+	if err != nil {
+		cp.t.Fatal(err)
+	}
+	name := Name(s.Key())
+	for typ, res := range map[string]types.Resource{EndpointType: r.Endpoints, ClusterType: r.Cluster, ListenerType: r.Listener} {
+		if err := cp.caches[typ].UpdateResource(name, res); err != nil {
+			cp.t.Fatal(err)
+		}
+	}
+	return r
+}
+
+func (cp *controlPlane) remove(k discovery.Key) {
+	for _, typ := range []string{ListenerType, ClusterType, EndpointType} {
+		cp.caches[typ].DeleteResource(Name(k))
+	}
+}
+
+// states records what the backend delivers.
+type states struct {
+	mu   sync.Mutex
+	last discovery.State
+	n    int
+}
+
+func (s *states) update(st discovery.State) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last, s.n = st, s.n+1
+}
+
+func (s *states) service(host string) *discovery.Service {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.last.Services {
+		if s.last.Services[i].Name == host {
+			return &s.last.Services[i]
+		}
+	}
+	return nil
+}
+
+func (s *states) waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if ok() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func svc(name string, port uint16, vip string, eps ...string) discovery.Service {
+	s := discovery.Service{Name: name, Port: port, LoadBalancer: discovery.RoundRobin}
+	if vip != "" {
+		s.Addresses = []netip.Addr{netip.MustParseAddr(vip)}
+	}
+	for _, e := range eps {
+		s.Endpoints = append(s.Endpoints, discovery.Endpoint{Address: netip.MustParseAddrPort(e), Weight: 1})
+	}
+	return s
+}
+
+func startBackend(t *testing.T, addr string) (*Backend, *states) {
+	b := &Backend{Addr: addr, NodeID: "test.shop", Namespace: "shop"}
+	st := &states{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.Run(ctx, st.update); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return b, st
+}
+
+func within(d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	_ = cancel
+	return ctx
+}
+
+func TestOnDemandSubscription(t *testing.T) {
+	web := svc("web.shop.svc.cluster.local", 80, "10.96.0.10", "127.0.0.1:8081")
+	api := svc("api.shop.svc.cluster.local", 8080, "10.96.0.11", "127.0.0.1:9091", "127.0.0.1:9092")
+	cp := startControlPlane(t, "", web, api)
+	b, st := startBackend(t, cp.addr)
+
+	if !b.Want(within(5*time.Second), discovery.Key{Host: "web", Port: 80}) {
+		t.Fatal("web:80 not found")
+	}
+	got := st.service("web.shop.svc.cluster.local")
+	if got == nil || len(got.Endpoints) != 1 || len(got.Aliases) != 1 || got.Aliases[0] != "web" || len(got.Addresses) != 1 {
+		t.Fatalf("web delivered as %+v", got)
+	}
+	if st.service("api.shop.svc.cluster.local") != nil {
+		t.Fatal("api was delivered without being asked for")
+	}
+	// Unknown names and ports fail at once, without waiting out ctx.
+	start := time.Now()
+	if b.Want(within(5*time.Second), discovery.Key{Host: "nope", Port: 80}) || b.Want(within(5*time.Second), discovery.Key{Host: "web", Port: 81}) {
+		t.Fatal("unknown service reported found")
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("unknown names took %s", time.Since(start))
+	}
+	// By virtual IP, as intercepted traffic asks.
+	if !b.WantAddr(within(5*time.Second), netip.MustParseAddrPort("10.96.0.11:8080")) {
+		t.Fatal("api's VIP not found")
+	}
+	if got := st.service("api.shop.svc.cluster.local"); got == nil || len(got.Endpoints) != 2 {
+		t.Fatalf("api delivered as %+v", got)
+	}
+	if b.WantAddr(within(time.Second), netip.MustParseAddrPort("10.96.0.99:80")) {
+		t.Fatal("an address that is no service was found")
+	}
+
+	// Endpoint changes reach the proxy; so does a deletion.
+	api.Endpoints = api.Endpoints[:1]
+	cp.set(&api)
+	st.waitFor(t, "api to shrink to one endpoint", func() bool {
+		s := st.service("api.shop.svc.cluster.local")
+		return s != nil && len(s.Endpoints) == 1
+	})
+	cp.remove(web.Key())
+	st.waitFor(t, "web to go", func() bool { return st.service("web.shop.svc.cluster.local") == nil })
+
+	// A cluster the proxy cannot use is refused (NACK) and the last good
+	// state kept.
+	bad, err := Encode(&api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Cluster.Metadata.FilterMetadata[MetadataKey].Fields["balancer"] = structpb.NewStringValue("fastest")
+	if err := cp.caches[ClusterType].UpdateResource(Name(api.Key()), bad.Cluster); err != nil {
+		t.Fatal(err)
+	}
+	st.waitFor(t, "the NACK", func() bool {
+		cp.mu.Lock()
+		defer cp.mu.Unlock()
+		return len(cp.nacks) > 0
+	})
+	if s := st.service("api.shop.svc.cluster.local"); s == nil || s.LoadBalancer != discovery.RoundRobin {
+		t.Fatalf("after a refused update api is %+v", s)
+	}
+}
+
+func TestControlPlaneRestartKeepsState(t *testing.T) {
+	api := svc("api.shop.svc.cluster.local", 8080, "", "127.0.0.1:9091", "127.0.0.1:9092")
+	cp := startControlPlane(t, "", api)
+	b, st := startBackend(t, cp.addr)
+	if !b.Want(within(5*time.Second), discovery.Key{Host: "api.shop", Port: 8080}) {
+		t.Fatal("api not found")
+	}
+	cp.srv.Stop()
+	time.Sleep(300 * time.Millisecond)
+	if s := st.service("api.shop.svc.cluster.local"); s == nil || len(s.Endpoints) != 2 {
+		t.Fatalf("with the control plane gone api is %+v", s)
+	}
+	// A new control plane on the same address, with a third endpoint.
+	api.Endpoints = append(api.Endpoints, discovery.Endpoint{Address: netip.MustParseAddrPort("127.0.0.1:9093"), Weight: 1})
+	startControlPlane(t, cp.addr, api)
+	st.waitFor(t, "the new control plane's endpoints", func() bool {
+		s := st.service("api.shop.svc.cluster.local")
+		return s != nil && len(s.Endpoints) == 3 && len(s.Aliases) == 1
+	})
+}

@@ -1,0 +1,329 @@
+// Package xds carries discovery over xDS v3: the resources the controller
+// serves for a service port (a Listener, a Cluster and a
+// ClusterLoadAssignment, readable by Envoy and by grpc-go's xds resolver
+// too), and the proxy's ADS client that subscribes to them on demand.
+//
+// What xDS has no field for (mesh's own balancers such as peak-EWMA, hash
+// keys, opaque ports, the SPIFFE identity an endpoint must present) travels
+// in filter metadata under the "mesh.io" key.
+package xds
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshproj/mesh/proxy/discovery"
+)
+
+// Type URLs of the resources served.
+const (
+	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+)
+
+// MetadataKey is the filter-metadata namespace of mesh's own fields.
+const MetadataKey = "mesh.io"
+
+// Name is the name of a service port's Listener, Cluster and
+// ClusterLoadAssignment: its fully qualified host and port, which is also
+// what a proxyless gRPC client dials (xds:///web.shop.svc.cluster.local:80).
+func Name(k discovery.Key) string { return k.String() }
+
+// Resources are the three xDS resources of one service port.
+type Resources struct {
+	Listener   *listenerv3.Listener
+	Cluster    *clusterv3.Cluster
+	Endpoints  *endpointv3.ClusterLoadAssignment
+	ServiceKey discovery.Key
+}
+
+// Encode turns a service port into its xDS resources.
+func Encode(s *discovery.Service) (*Resources, error) {
+	key := s.Key()
+	name := Name(key)
+	lb := s.LoadBalancer
+	if lb == "" {
+		lb = discovery.PeakEWMA
+	}
+	meta := map[string]any{"balancer": string(lb)}
+	switch {
+	case s.HashKey.Header != "":
+		meta["hashHeader"] = s.HashKey.Header
+	case s.HashKey.Cookie != "":
+		meta["hashCookie"] = s.HashKey.Cookie
+	case s.HashKey.SourceIP:
+		meta["hashSourceIP"] = true
+	}
+	if s.Opaque {
+		meta["opaque"] = true
+	}
+	if s.Timeouts.Request > 0 {
+		meta["requestTimeout"] = s.Timeouts.Request.String()
+	}
+	cmeta, err := metadata(meta)
+	if err != nil {
+		return nil, err
+	}
+	cluster := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
+			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+			ResourceApiVersion:    corev3.ApiVersion_V3,
+		}},
+		ConnectTimeout: durationpb.New(time.Second),
+		LbPolicy:       lbPolicy(lb),
+		Metadata:       cmeta,
+	}
+
+	// Endpoints, one locality per zone, in a stable order.
+	zones := map[string]*endpointv3.LocalityLbEndpoints{}
+	for _, e := range s.Endpoints {
+		loc := zones[e.Zone]
+		if loc == nil {
+			loc = &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Zone: e.Zone}, LoadBalancingWeight: wrapperspb.UInt32(0)}
+			zones[e.Zone] = loc
+		}
+		w := max(e.Weight, 1)
+		lbe := &endpointv3.LbEndpoint{
+			HostIdentifier:      &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(e.Address)}},
+			HealthStatus:        corev3.HealthStatus_HEALTHY,
+			LoadBalancingWeight: wrapperspb.UInt32(w),
+		}
+		if e.Identity != "" {
+			if lbe.Metadata, err = metadata(map[string]any{"identity": e.Identity}); err != nil {
+				return nil, err
+			}
+		}
+		loc.LbEndpoints = append(loc.LbEndpoints, lbe)
+		// gRPC ignores localities without weight; weigh them by what they hold.
+		loc.LoadBalancingWeight = wrapperspb.UInt32(loc.LoadBalancingWeight.GetValue() + w)
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	for _, zone := range slices.Sorted(maps.Keys(zones)) {
+		cla.Endpoints = append(cla.Endpoints, zones[zone])
+	}
+
+	// The listener maps the service's name and virtual IPs to the cluster;
+	// as an API listener it is also what gRPC's xds resolver asks for.
+	route := &routev3.Route{
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name},
+		}},
+	}
+	if s.HashKey.Header != "" {
+		route.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: s.HashKey.Header}}}}
+	}
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name:         name,
+			VirtualHosts: []*routev3.VirtualHost{{Name: name, Domains: []string{"*"}, Routes: []*routev3.Route{route}}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	lmeta, err := metadata(map[string]any{"cluster": name})
+	if err != nil {
+		return nil, err
+	}
+	listener := &listenerv3.Listener{
+		Name:        name,
+		ApiListener: &listenerv3.ApiListener{ApiListener: hcm},
+		Metadata:    lmeta,
+	}
+	for i, ip := range s.Addresses {
+		addr := socketAddress(netip.AddrPortFrom(ip, s.Port))
+		if i == 0 {
+			listener.Address = addr
+		} else {
+			listener.AdditionalAddresses = append(listener.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: addr})
+		}
+	}
+	return &Resources{Listener: listener, Cluster: cluster, Endpoints: cla, ServiceKey: key}, nil
+}
+
+// lbPolicy is the nearest xDS policy, for Envoy and gRPC clients; mesh
+// proxies read the exact algorithm from metadata.
+func lbPolicy(lb discovery.LoadBalancer) clusterv3.Cluster_LbPolicy {
+	switch lb {
+	case discovery.RingHash:
+		return clusterv3.Cluster_RING_HASH
+	case discovery.Maglev:
+		return clusterv3.Cluster_MAGLEV
+	case discovery.Random:
+		return clusterv3.Cluster_RANDOM
+	case discovery.PeakEWMA, discovery.LeastRequest:
+		return clusterv3.Cluster_LEAST_REQUEST
+	default: // round-robin, weighted (weights are on the endpoints)
+		return clusterv3.Cluster_ROUND_ROBIN
+	}
+}
+
+func socketAddress(a netip.AddrPort) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Protocol:      corev3.SocketAddress_TCP,
+		Address:       a.Addr().String(),
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(a.Port())},
+	}}}
+}
+
+func metadata(fields map[string]any) (*corev3.Metadata, error) {
+	st, err := structpb.NewStruct(fields)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: st}}, nil
+}
+
+func meshFields(m *corev3.Metadata) map[string]*structpb.Value {
+	return m.GetFilterMetadata()[MetadataKey].GetFields()
+}
+
+// Route is what a proxy learns from a Listener: which service port a name
+// and its virtual IPs lead to.
+type Route struct {
+	Key     discovery.Key
+	Cluster string
+	VIPs    []netip.AddrPort
+}
+
+// DecodeListener reads a Listener made by Encode.
+func DecodeListener(l *listenerv3.Listener) (Route, error) {
+	key, err := keyOf(l.GetName())
+	if err != nil {
+		return Route{}, fmt.Errorf("listener %q: %w", l.GetName(), err)
+	}
+	r := Route{Key: key, Cluster: meshFields(l.GetMetadata())["cluster"].GetStringValue()}
+	if r.Cluster == "" {
+		return Route{}, fmt.Errorf("listener %q: no %s cluster in its metadata", l.GetName(), MetadataKey)
+	}
+	addrs := []*corev3.Address{l.GetAddress()}
+	for _, a := range l.GetAdditionalAddresses() {
+		addrs = append(addrs, a.GetAddress())
+	}
+	for _, a := range addrs {
+		if a == nil {
+			continue
+		}
+		ap, err := addrPort(a)
+		if err != nil {
+			return Route{}, fmt.Errorf("listener %q: %w", l.GetName(), err)
+		}
+		r.VIPs = append(r.VIPs, ap)
+	}
+	return r, nil
+}
+
+func keyOf(name string) (discovery.Key, error) {
+	host, port, err := net.SplitHostPort(name)
+	if err != nil {
+		return discovery.Key{}, err
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return discovery.Key{}, fmt.Errorf("bad port %q", port)
+	}
+	return discovery.Key{Host: host, Port: uint16(n)}, nil
+}
+
+func addrPort(a *corev3.Address) (netip.AddrPort, error) {
+	sa := a.GetSocketAddress()
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("address %q: %w", sa.GetAddress(), err)
+	}
+	if sa.GetPortValue() == 0 || sa.GetPortValue() > 65535 {
+		return netip.AddrPort{}, fmt.Errorf("address %s: bad port %d", ip, sa.GetPortValue())
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue())), nil
+}
+
+// DecodeCluster reads a Cluster's settings into a service without
+// endpoints.
+func DecodeCluster(c *clusterv3.Cluster) (discovery.Service, error) {
+	key, err := keyOf(c.GetName())
+	if err != nil {
+		return discovery.Service{}, fmt.Errorf("cluster %q: %w", c.GetName(), err)
+	}
+	f := meshFields(c.GetMetadata())
+	s := discovery.Service{Name: key.Host, Port: key.Port, Opaque: f["opaque"].GetBoolValue()}
+	s.LoadBalancer = discovery.LoadBalancer(f["balancer"].GetStringValue())
+	if s.LoadBalancer == "" { // a cluster from another control plane
+		switch c.GetLbPolicy() {
+		case clusterv3.Cluster_RING_HASH:
+			s.LoadBalancer = discovery.RingHash
+		case clusterv3.Cluster_MAGLEV:
+			s.LoadBalancer = discovery.Maglev
+		case clusterv3.Cluster_RANDOM:
+			s.LoadBalancer = discovery.Random
+		case clusterv3.Cluster_LEAST_REQUEST:
+			s.LoadBalancer = discovery.LeastRequest
+		default:
+			s.LoadBalancer = discovery.RoundRobin
+		}
+	}
+	if !s.LoadBalancer.Valid() {
+		return discovery.Service{}, fmt.Errorf("cluster %q: unknown balancer %q", c.GetName(), s.LoadBalancer)
+	}
+	s.HashKey = discovery.HashKey{Header: f["hashHeader"].GetStringValue(), Cookie: f["hashCookie"].GetStringValue(), SourceIP: f["hashSourceIP"].GetBoolValue()}
+	if s.LoadBalancer.Hashing() && s.HashKey.IsZero() {
+		s.HashKey.SourceIP = true
+	}
+	if t := f["requestTimeout"].GetStringValue(); t != "" {
+		if s.Timeouts.Request, err = time.ParseDuration(t); err != nil {
+			return discovery.Service{}, fmt.Errorf("cluster %q: requestTimeout: %w", c.GetName(), err)
+		}
+	}
+	return s, nil
+}
+
+// DecodeEndpoints reads a ClusterLoadAssignment.
+func DecodeEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]discovery.Endpoint, error) {
+	var out []discovery.Endpoint
+	for _, loc := range cla.GetEndpoints() {
+		for _, lbe := range loc.GetLbEndpoints() {
+			switch lbe.GetHealthStatus() {
+			case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
+				continue
+			}
+			ap, err := addrPort(lbe.GetEndpoint().GetAddress())
+			if err != nil {
+				return nil, fmt.Errorf("endpoints of %q: %w", cla.GetClusterName(), err)
+			}
+			out = append(out, discovery.Endpoint{
+				Address:  ap,
+				Weight:   max(lbe.GetLoadBalancingWeight().GetValue(), 1),
+				Identity: meshFields(lbe.GetMetadata())["identity"].GetStringValue(),
+				Zone:     loc.GetLocality().GetZone(),
+			})
+		}
+	}
+	return out, nil
+}

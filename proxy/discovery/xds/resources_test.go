@@ -1,0 +1,104 @@
+package xds
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/meshproj/mesh/proxy/discovery"
+)
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	in := discovery.Service{
+		Name: "web.shop.svc.cluster.local", Port: 80,
+		LoadBalancer: discovery.RingHash, HashKey: discovery.HashKey{Header: "x-user"},
+		Addresses: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::10")},
+		Timeouts:  discovery.Timeouts{Request: 1500 * time.Millisecond},
+		Endpoints: []discovery.Endpoint{
+			{Address: netip.MustParseAddrPort("10.0.0.1:8080"), Weight: 1, Identity: "spiffe://cluster.local/ns/shop/sa/web", Zone: "a"},
+			{Address: netip.MustParseAddrPort("10.0.0.2:8080"), Weight: 3, Zone: "b"},
+			{Address: netip.MustParseAddrPort("10.0.0.3:8080"), Weight: 1, Zone: "a"},
+		},
+	}
+	r, err := Encode(&in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Listener.GetName() != "web.shop.svc.cluster.local:80" || r.Cluster.GetName() != r.Listener.GetName() || r.Endpoints.GetClusterName() != r.Listener.GetName() {
+		t.Fatalf("names: %s %s %s", r.Listener.GetName(), r.Cluster.GetName(), r.Endpoints.GetClusterName())
+	}
+	route, err := DecodeListener(r.Listener)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRoute := Route{Key: in.Key(), Cluster: r.Cluster.GetName(), VIPs: []netip.AddrPort{
+		netip.MustParseAddrPort("10.96.0.10:80"), netip.MustParseAddrPort("[fd00::10]:80")}}
+	if diff := cmp.Diff(wantRoute, route, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		t.Errorf("route (-want +got):\n%s", diff)
+	}
+	out, err := DecodeCluster(r.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Endpoints, err = DecodeEndpoints(r.Endpoints); err != nil {
+		t.Fatal(err)
+	}
+	out.Addresses = in.Addresses
+	// Endpoints come back grouped by zone.
+	want := in
+	want.Endpoints = []discovery.Endpoint{in.Endpoints[0], in.Endpoints[2], in.Endpoints[1]}
+	if diff := cmp.Diff(want, out, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("service (-want +got):\n%s", diff)
+	}
+	// gRPC clients read the route from the API listener and drop localities
+	// without weight.
+	var hcm hcmv3.HttpConnectionManager
+	if err := r.Listener.GetApiListener().GetApiListener().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	ra := hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()[0].GetRoute()
+	if ra.GetCluster() != r.Cluster.GetName() || ra.GetHashPolicy()[0].GetHeader().GetHeaderName() != "x-user" {
+		t.Errorf("route action %v", ra)
+	}
+	for _, loc := range r.Endpoints.GetEndpoints() {
+		if loc.GetLoadBalancingWeight().GetValue() == 0 {
+			t.Errorf("locality %v has no weight", loc.GetLocality())
+		}
+	}
+}
+
+func TestDecodeRefusesWhatItCannotUse(t *testing.T) {
+	r, err := Encode(&discovery.Service{Name: "api.shop.svc.cluster.local", Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := DecodeCluster(r.Cluster); err != nil || s.LoadBalancer != discovery.PeakEWMA {
+		t.Fatalf("default balancer: %v %v", s.LoadBalancer, err)
+	}
+	r.Cluster.Name = "no-port"
+	if _, err := DecodeCluster(r.Cluster); err == nil {
+		t.Error("a cluster name without a port was accepted")
+	}
+	r.Listener.Metadata = nil
+	if _, err := DecodeListener(r.Listener); err == nil {
+		t.Error("a listener without its cluster was accepted")
+	}
+}
+
+func TestCandidates(t *testing.T) {
+	b := &Backend{Namespace: "shop", ClusterDomain: "cluster.local"}
+	for host, want := range map[string]string{
+		"web":                         "web.shop.svc.cluster.local",
+		"web.other":                   "web.other.svc.cluster.local",
+		"web.other.svc":               "web.other.svc.cluster.local",
+		"web.other.svc.cluster.local": "web.other.svc.cluster.local",
+		"example.com.with.many.dots":  "example.com.with.many.dots",
+	} {
+		if got := b.candidates(host); got[0] != want {
+			t.Errorf("%s: %v, want %s first", host, got, want)
+		}
+	}
+}
