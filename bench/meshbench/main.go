@@ -183,6 +183,7 @@ type result struct {
 	maxErr   int
 	cpu      []float64 // seconds per proxy process, whole scenario
 	rss      []float64 // peak RSS (MB) per proxy after the fixed-rate runs
+	anon     []float64 // private (anonymous) RSS (MB) per proxy then
 }
 
 func measure(ctx context.Context, c *config, s scenario, proto string, b backends, tf tlsFiles, id *identityEnv) (result, error) {
@@ -205,7 +206,7 @@ func measure(ctx context.Context, c *config, s scenario, proto string, b backend
 		}
 		r.at = append(r.at, l)
 		if i == 0 {
-			r.rss = procs.peakRSS() // the target is RSS at the first (lowest) rate
+			r.rss, r.anon = procs.memory() // the target is RSS at the first (lowest) rate
 		}
 	}
 	profiled := procs.profile(c, s, proto)
@@ -335,7 +336,7 @@ func report(w io.Writer, c *config, results []result) {
 	for _, r := range c.rates {
 		fmt.Fprintf(tw, "p50@%d\tp90@%d\tp99@%d\tp99.9@%d\t", r, r, r, r)
 	}
-	fmt.Fprint(tw, "max rps\terrors\tCPU s\tpeak RSS MB\t\n")
+	fmt.Fprint(tw, "max rps\terrors\tCPU s\tpeak RSS MB\tprivate MB\t\n")
 	byName := map[string]result{}
 	for _, r := range results {
 		byName[r.scenario.name+"/"+r.proto] = r
@@ -345,10 +346,10 @@ func report(w io.Writer, c *config, results []result) {
 			fmt.Fprintf(tw, "%.0f\t%.0f\t%.0f\t%.0f\t", l.p50, l.p90, l.p99, l.p999)
 			errs += l.errors
 		}
-		fmt.Fprintf(tw, "%.0f\t%d\t%s\t%s\t\n", r.maxRPS, errs, joinF(r.cpu, "%.1f"), joinF(r.rss, "%.1f"))
+		fmt.Fprintf(tw, "%.0f\t%d\t%s\t%s\t%s\t\n", r.maxRPS, errs, joinF(r.cpu, "%.1f"), joinF(r.rss, "%.1f"), joinF(r.anon, "%.1f"))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nlatencies in µs; CPU seconds over the whole scenario and peak RSS after the %d rps run, per proxy process (client side first)\n", c.rates[0])
+	fmt.Fprintf(w, "\nlatencies in µs; CPU seconds over the whole scenario; peak RSS (VmHWM) and private RSS (RssAnon, the part not shared with other processes running the same binary) after the %d rps run, per proxy process (client side first)\n", c.rates[0])
 
 	direct, ok := byName["direct/http"]
 	if !ok || len(direct.at) == 0 {

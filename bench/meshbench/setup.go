@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -119,28 +118,28 @@ func (ps procSet) cpu() []float64 {
 	return out
 }
 
-// peakRSS returns the peak resident set (VmHWM) of each measured process, MB.
-func (ps procSet) peakRSS() []float64 {
-	var out []float64
+// memory returns, per measured process in MB, the peak resident set
+// (VmHWM) and the private part of the current one (RssAnon): the rest is
+// pages of the binary, shared by every process running it.
+func (ps procSet) memory() (peak, private []float64) {
 	for _, p := range ps {
 		if !p.measured {
 			continue
 		}
-		f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-		if err != nil {
-			out = append(out, 0)
-			continue
-		}
-		s := bufio.NewScanner(f)
-		for s.Scan() {
-			if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
-				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-				out = append(out, kb/1024)
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+		field := func(name string) float64 {
+			for line := range strings.SplitSeq(string(data), "\n") {
+				if rest, ok := strings.CutPrefix(line, name+":"); ok {
+					kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+					return kb / 1024
+				}
 			}
+			return 0
 		}
-		f.Close()
+		peak = append(peak, field("VmHWM"))
+		private = append(private, field("RssAnon"))
 	}
-	return out
+	return peak, private
 }
 
 type tlsFiles struct {
