@@ -186,6 +186,7 @@ func runController(ctx context.Context, c controllerConfig) error {
 	}
 	grpcSrv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcSrv, server.NewServer(gctx, dest.Cache(), dest.Callbacks()))
+	xdsLn = controller.MixedTLSListener(xdsLn, idTLS)
 	g.Go(func() error {
 		select {
 		case <-dest.Synced():

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,7 +30,9 @@ type proxyOptions struct {
 	podName       string
 	podNamespace  string
 	clusterDomain string
-	log           *slog.Logger
+	// controlPlaneTLS secures xDS once the proxy has trust anchors.
+	controlPlaneTLS *tls.Config
+	log             *slog.Logger
 }
 
 func newProxyCommand(s Streams) *cobra.Command {
@@ -171,6 +174,7 @@ func (o *proxyOptions) completeIdentity(v *viper.Viper) error {
 		return err
 	}
 	o.cfg.Identity, o.cfg.TrustAnchors = agent, pool
+	o.controlPlaneTLS = identity.ControlPlaneTLS(pool, id.TrustDomain)
 	return nil
 }
 
@@ -231,7 +235,7 @@ func (o *proxyOptions) run(ctx context.Context) error {
 			node, _ = os.Hostname()
 		}
 		o.cfg.Discovery = &xds.Backend{Addr: o.discoveryAddr, NodeID: node + "." + o.podNamespace,
-			Namespace: o.podNamespace, ClusterDomain: o.clusterDomain, Log: o.log}
+			Namespace: o.podNamespace, ClusterDomain: o.clusterDomain, TLS: o.controlPlaneTLS, Log: o.log}
 	} else {
 		// Refuse an invalid discovery file before binding anything.
 		if _, _, err := file.Load(o.discoveryFile); err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -86,11 +87,11 @@ func (c *kubeController) start(t *testing.T) {
 }
 
 // xdsProxy runs a proxy with discovery from the controller, as a pod in ns.
-func xdsProxy(t *testing.T, controller, ns string) *meshProxy {
+func xdsProxy(t *testing.T, controller, ns string, extra ...string) *meshProxy {
 	t.Helper()
 	mp := &meshProxy{outbound: freeAddr(t), inbound: freeAddr(t), admin: freeAddr(t)}
-	mp.process = startMesh(t, "proxy", "--log-level", "debug", "--outbound-addr", mp.outbound, "--inbound-addr", mp.inbound,
-		"--admin-addr", mp.admin, "--discovery-addr", controller, "--pod-name", "client", "--pod-namespace", ns)
+	mp.process = startMesh(t, append([]string{"proxy", "--log-level", "debug", "--outbound-addr", mp.outbound, "--inbound-addr", mp.inbound,
+		"--admin-addr", mp.admin, "--discovery-addr", controller, "--pod-name", "client", "--pod-namespace", ns}, extra...)...)
 	mp.waitReady(t)
 	return mp
 }
@@ -351,6 +352,29 @@ func TestControllerDiscoveryOverXDS(t *testing.T) {
 	}
 	if len(peers) != 2 {
 		t.Errorf("gRPC calls went to %v; want both backends", peers)
+	}
+
+	// A proxy as injected: its certificate from the controller for a
+	// TokenRequest token, and discovery over TLS that checks the
+	// controller's identity against the trust anchors (the gRPC client
+	// above used plaintext on the same port).
+	if _, err := client.CoreV1().ServiceAccounts("shop").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "client"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	exp := int64(3600)
+	tr, err := client.CoreV1().ServiceAccounts("shop").CreateToken(ctx, "client", &authv1.TokenRequest{
+		Spec: authv1.TokenRequestSpec{Audiences: []string{"identity.mesh.io"}, ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "token"), tr.Status.Token)
+	writeFile(t, filepath.Join(dir, "anchors.pem"), string(pki.EncodeCerts(ctrl.root.Cert)))
+	meshed := xdsProxy(t, ctrl.xds, "shop", "--identity", "spiffe://cluster.local/ns/shop/sa/client", "--identity-addr", ctrl.identity,
+		"--identity-trust-anchors", filepath.Join(dir, "anchors.pem"), "--identity-token-file", filepath.Join(dir, "token"))
+	hitsAfter(t, newClient(meshed.outbound), "web", 10, bs, "x-user", "dave")
+	if !strings.Contains(meshed.out.String(), "xDS connected") {
+		t.Errorf("the meshed proxy did not report its xDS connection:\n%s", meshed.out.String())
 	}
 }
 

@@ -30,30 +30,37 @@ type Client struct {
 // NewClient makes a client for the identity service at addr (host:port).
 func NewClient(addr string, anchors *x509.CertPool, trustDomain string) *Client {
 	c := &Client{URL: "https://" + addr, Anchors: anchors, TrustDomain: trustDomain}
-	want := ServerID(trustDomain)
 	c.http = &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{
-			MinVersion: tls.VersionTLS13,
-			// The name check is the SPIFFE ID below, not a DNS name.
-			InsecureSkipVerify: true,
-			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-				chain, err := parseRaw(raw)
-				if err != nil {
-					return err
-				}
-				id, err := pki.Verify(chain, anchors, time.Now())
-				if err != nil {
-					return fmt.Errorf("identity service: %w", err)
-				}
-				if id != want {
-					return fmt.Errorf("identity service presented %s, want %s", id, want)
-				}
-				return nil
-			},
-		}},
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: ControlPlaneTLS(anchors, trustDomain)},
 	}
 	return c
+}
+
+// ControlPlaneTLS is the client side of TLS to the control plane (the
+// identity service, xDS): the server must present a chain to one of the
+// anchors for the control plane's SPIFFE ID.
+func ControlPlaneTLS(anchors *x509.CertPool, trustDomain string) *tls.Config {
+	want := ServerID(trustDomain)
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// The name check is the SPIFFE ID below, not a DNS name.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			chain, err := parseRaw(raw)
+			if err != nil {
+				return err
+			}
+			id, err := pki.Verify(chain, anchors, time.Now())
+			if err != nil {
+				return fmt.Errorf("control plane: %w", err)
+			}
+			if id != want {
+				return fmt.Errorf("control plane presented %s, want %s", id, want)
+			}
+			return nil
+		},
+	}
 }
 
 func parseRaw(raw [][]byte) ([]*x509.Certificate, error) {

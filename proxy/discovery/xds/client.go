@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -43,7 +45,11 @@ type Backend struct {
 	// Namespace and ClusterDomain complete short names: "web" from a pod in
 	// "shop" is web.shop.svc.cluster.local.
 	Namespace, ClusterDomain string
-	Log                      *slog.Logger
+	// TLS, when set, secures the stream and checks the controller's
+	// identity: discovery says which identity each endpoint must present,
+	// so whoever could forge it could redirect traffic.
+	TLS *tls.Config
+	Log *slog.Logger
 
 	mu        sync.Mutex
 	update    func(discovery.State)
@@ -126,7 +132,11 @@ func (b *Backend) Run(ctx context.Context, update func(discovery.State)) error {
 type typeState struct{ version, nonce string }
 
 func (b *Backend) stream(ctx context.Context) error {
-	conn, err := grpc.NewClient(b.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if b.TLS != nil {
+		creds = credentials.NewTLS(b.TLS)
+	}
+	conn, err := grpc.NewClient(b.Addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
