@@ -373,8 +373,13 @@ func TestControllerDiscoveryOverXDS(t *testing.T) {
 	meshed := xdsProxy(t, ctrl.xds, "shop", "--identity", "spiffe://cluster.local/ns/shop/sa/client", "--identity-addr", ctrl.identity,
 		"--identity-trust-anchors", filepath.Join(dir, "anchors.pem"), "--identity-token-file", filepath.Join(dir, "token"))
 	hitsAfter(t, newClient(meshed.outbound), "web", 10, bs, "x-user", "dave")
-	if !strings.Contains(meshed.out.String(), "xDS connected") {
-		t.Errorf("the meshed proxy did not report its xDS connection:\n%s", meshed.out.String())
+	if b := meshed.dump(t).Discovery.Backend; !b.Connected || !b.TLS {
+		t.Errorf("the meshed proxy's xDS connection: %+v", b)
+	}
+	// Each proxy holds the endpoints of what it used, not of the cluster
+	// (which has three service ports: kubernetes, web and greeter).
+	if b := mp.dump(t).Discovery.Backend; b.Known != 3 || len(b.Subscribed) != 1 || b.Subscribed[0] != "web.shop.svc.cluster.local:80" || b.TLS {
+		t.Errorf("the first proxy's xDS state: %+v", b)
 	}
 }
 

@@ -213,6 +213,12 @@ func (mp *meshProxy) writeDiscovery(t testing.TB, contents string, wantEndpoints
 type configDump struct {
 	Discovery struct {
 		Revision string `json:"revision"`
+		Backend  struct {
+			Connected  bool     `json:"connected"`
+			TLS        bool     `json:"tls"`
+			Known      int      `json:"known"`
+			Subscribed []string `json:"subscribed"`
+		} `json:"backend"`
 	} `json:"discovery"`
 	Services []struct {
 		Authority string `json:"authority"`

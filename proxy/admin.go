@@ -111,6 +111,8 @@ type DiscoveryDump struct {
 	Source   string    `json:"source"`
 	Revision string    `json:"revision"`
 	Updated  time.Time `json:"updated"`
+	// Backend is the backend's own account (the xDS connection).
+	Backend any `json:"backend,omitempty"`
 }
 
 // ListenerDump lists the bound addresses.
@@ -171,6 +173,9 @@ func (p *Proxy) Dump() ConfigDump {
 	}
 	if s := p.discState.Load(); s != nil {
 		d.Discovery = DiscoveryDump{Source: s.Source, Revision: s.Revision, Updated: s.Updated}
+	}
+	if r, ok := p.cfg.Discovery.(discovery.StatusReporter); ok {
+		d.Discovery.Backend = r.Status()
 	}
 	d.Listeners = ListenerDump{
 		Outbound: p.outboundLn.Addr().String(), Inbound: p.inboundLn.Addr().String(), Admin: p.adminLn.Addr().String(),

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -62,11 +63,14 @@ func (p *Proxy) lookup(ctx context.Context, key discovery.Key) (*service, error)
 	}
 	if od, ok := p.cfg.Discovery.(discovery.OnDemand); ok {
 		ctx, cancel := context.WithTimeout(ctx, onDemandWait)
-		found := od.Want(ctx, key)
+		err := od.Want(ctx, key)
 		cancel()
 		t = p.services.Load()
-		if s, ok := t.byKey[key]; ok && found {
+		if s, ok := t.byKey[key]; ok && err == nil {
 			return s, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("unknown service %s: %w", key, err)
 		}
 	}
 	if ports := t.portsOf(key.Host); len(ports) > 0 {
@@ -88,8 +92,11 @@ func (p *Proxy) vip(ctx context.Context, dst netip.AddrPort) *service {
 	if od, ok := p.cfg.Discovery.(discovery.OnDemand); ok && dst.IsValid() {
 		ctx, cancel := context.WithTimeout(ctx, onDemandWait)
 		defer cancel()
-		if od.WantAddr(ctx, dst) {
+		if err := od.WantAddr(ctx, dst); err == nil {
 			return p.services.Load().byVIP[dst]
+		} else if !errors.Is(err, discovery.ErrNotFound) {
+			p.log.Warn("no discovery answer for an intercepted destination; forwarding it as addressed",
+				slog.String("destination", dst.String()), slog.Any("error", err))
 		}
 	}
 	return nil

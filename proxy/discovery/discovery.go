@@ -9,6 +9,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -198,14 +199,24 @@ type State struct {
 }
 
 // OnDemand is a Backend that learns of a service only once the proxy asks
-// for it. Both methods report whether the service exists; when it does
-// they return after a state that includes it was delivered, so a lookup
-// that follows finds it. They give up when ctx ends.
+// for it. Both methods return nil once a state that includes the service
+// has been delivered, so a lookup that follows finds it; an error wrapping
+// ErrNotFound when the backend knows there is no such service; and another
+// error, saying why, when no answer came before ctx ended.
 type OnDemand interface {
 	// Want asks for the service an authority names.
-	Want(ctx context.Context, key Key) bool
+	Want(ctx context.Context, key Key) error
 	// WantAddr asks for the service with a virtual IP and port.
-	WantAddr(ctx context.Context, addr netip.AddrPort) bool
+	WantAddr(ctx context.Context, addr netip.AddrPort) error
+}
+
+// ErrNotFound says a backend knows of no such service.
+var ErrNotFound = errors.New("no such service")
+
+// StatusReporter is a Backend that can describe its connection, for the
+// proxy's config dump.
+type StatusReporter interface {
+	Status() any
 }
 
 // Backend is a source of discovery state.

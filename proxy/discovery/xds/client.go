@@ -60,6 +60,8 @@ type Backend struct {
 	revision  int
 	resend    chan struct{}
 	connected bool
+	lastErr   string
+	since     time.Time // of the current connection state
 }
 
 type subscription struct {
@@ -109,7 +111,11 @@ func (b *Backend) Run(ctx context.Context, update func(discovery.State)) error {
 			return nil
 		}
 		b.mu.Lock()
+		if b.connected {
+			b.since = time.Now()
+		}
 		b.connected = false
+		b.lastErr = fmt.Sprint(err)
 		b.mu.Unlock()
 		if time.Since(start) > 10*time.Second {
 			backoff = 100 * time.Millisecond
@@ -275,7 +281,7 @@ func (b *Backend) apply(resp *discoveryv3.DiscoveryResponse) error {
 		defer b.mu.Unlock()
 		b.routes, b.byVIP = routes, byVIP
 		if !b.connected {
-			b.connected = true
+			b.connected, b.lastErr, b.since = true, "", time.Now()
 			b.Log.Info("xDS connected", slog.String("controller", b.Addr), slog.Int("services", len(routes)))
 		}
 		select {
@@ -385,61 +391,96 @@ func (b *Backend) candidates(host string) []string {
 	return []string{host}
 }
 
-func (b *Backend) routesKnown(ctx context.Context) bool {
+func (b *Backend) routesKnown(ctx context.Context) error {
 	b.init()
 	select {
 	case <-b.routesIn:
-		return true
+		return nil
 	case <-ctx.Done():
-		return false
+		return b.noAnswer()
 	}
 }
 
+// noAnswer explains a wait that ran out.
+func (b *Backend) noAnswer() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.connected && b.lastErr != "" {
+		return fmt.Errorf("no answer from the controller at %s (not connected: %s)", b.Addr, b.lastErr)
+	}
+	return fmt.Errorf("no answer from the controller at %s in time", b.Addr)
+}
+
 // Want implements discovery.OnDemand.
-func (b *Backend) Want(ctx context.Context, key discovery.Key) bool {
-	if !b.routesKnown(ctx) {
-		return false
+func (b *Backend) Want(ctx context.Context, key discovery.Key) error {
+	if err := b.routesKnown(ctx); err != nil {
+		return err
 	}
 	b.mu.Lock()
 	var cluster string
-	for _, host := range b.candidates(key.Host) {
+	candidates := b.candidates(key.Host)
+	for _, host := range candidates {
 		if r, ok := b.routes[discovery.Key{Host: host, Port: key.Port}]; ok {
 			cluster = r.Cluster
 			break
 		}
 	}
 	if cluster == "" {
+		n := len(b.routes)
 		b.mu.Unlock()
-		return false
+		return fmt.Errorf("%w: the controller at %s knows no %s among its %d service ports",
+			discovery.ErrNotFound, b.Addr, Name(discovery.Key{Host: candidates[0], Port: key.Port}), n)
 	}
 	ch := b.subscribeLocked(cluster, key.Host)
 	b.mu.Unlock()
-	return wait(ctx, ch)
+	return b.wait(ctx, ch)
 }
 
 // WantAddr implements discovery.OnDemand.
-func (b *Backend) WantAddr(ctx context.Context, addr netip.AddrPort) bool {
-	if !b.routesKnown(ctx) {
-		return false
+func (b *Backend) WantAddr(ctx context.Context, addr netip.AddrPort) error {
+	if err := b.routesKnown(ctx); err != nil {
+		return err
 	}
 	b.mu.Lock()
 	cluster, ok := b.byVIP[addr]
 	if !ok {
 		b.mu.Unlock()
-		return false
+		return fmt.Errorf("%w: %s is no service's virtual IP", discovery.ErrNotFound, addr)
 	}
 	ch := b.subscribeLocked(cluster, "")
 	b.mu.Unlock()
-	return wait(ctx, ch)
+	return b.wait(ctx, ch)
 }
 
-func wait(ctx context.Context, ch <-chan struct{}) bool {
+func (b *Backend) wait(ctx context.Context, ch <-chan struct{}) error {
 	select {
 	case <-ch:
-		return true
+		return nil
 	case <-ctx.Done():
-		return false
+		return b.noAnswer()
 	}
+}
+
+// Status is the connection as the config dump shows it.
+type Status struct {
+	Controller string    `json:"controller"`
+	TLS        bool      `json:"tls"`
+	Connected  bool      `json:"connected"`
+	LastError  string    `json:"lastError,omitempty"`
+	Since      time.Time `json:"since,omitzero"`
+	// Known is how many service ports the controller has; Subscribed are
+	// the ones this proxy asked for.
+	Known      int      `json:"known"`
+	Subscribed []string `json:"subscribed"`
+}
+
+// Status implements discovery.StatusReporter.
+func (b *Backend) Status() any {
+	b.init()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Status{Controller: b.Addr, TLS: b.TLS != nil, Connected: b.connected, LastError: b.lastErr, Since: b.since,
+		Known: len(b.routes), Subscribed: slices.Sorted(maps.Keys(b.clusters))}
 }
 
 func (b *Backend) subscribeLocked(cluster, alias string) <-chan struct{} {

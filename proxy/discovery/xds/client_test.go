@@ -2,9 +2,11 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,7 +151,7 @@ func TestOnDemandSubscription(t *testing.T) {
 	cp := startControlPlane(t, "", web, api)
 	b, st := startBackend(t, cp.addr)
 
-	if !b.Want(within(5*time.Second), discovery.Key{Host: "web", Port: 80}) {
+	if err := b.Want(within(5*time.Second), discovery.Key{Host: "web", Port: 80}); err != nil {
 		t.Fatal("web:80 not found")
 	}
 	got := st.service("web.shop.svc.cluster.local")
@@ -161,21 +163,27 @@ func TestOnDemandSubscription(t *testing.T) {
 	}
 	// Unknown names and ports fail at once, without waiting out ctx.
 	start := time.Now()
-	if b.Want(within(5*time.Second), discovery.Key{Host: "nope", Port: 80}) || b.Want(within(5*time.Second), discovery.Key{Host: "web", Port: 81}) {
-		t.Fatal("unknown service reported found")
+	for _, k := range []discovery.Key{{Host: "nope", Port: 80}, {Host: "web", Port: 81}} {
+		err := b.Want(within(5*time.Second), k)
+		if !errors.Is(err, discovery.ErrNotFound) || !strings.Contains(err.Error(), "knows no "+k.Host) {
+			t.Errorf("%s: %v", k, err)
+		}
 	}
 	if time.Since(start) > 2*time.Second {
 		t.Errorf("unknown names took %s", time.Since(start))
 	}
 	// By virtual IP, as intercepted traffic asks.
-	if !b.WantAddr(within(5*time.Second), netip.MustParseAddrPort("10.96.0.11:8080")) {
+	if err := b.WantAddr(within(5*time.Second), netip.MustParseAddrPort("10.96.0.11:8080")); err != nil {
 		t.Fatal("api's VIP not found")
 	}
 	if got := st.service("api.shop.svc.cluster.local"); got == nil || len(got.Endpoints) != 2 {
 		t.Fatalf("api delivered as %+v", got)
 	}
-	if b.WantAddr(within(time.Second), netip.MustParseAddrPort("10.96.0.99:80")) {
-		t.Fatal("an address that is no service was found")
+	if err := b.WantAddr(within(time.Second), netip.MustParseAddrPort("10.96.0.99:80")); !errors.Is(err, discovery.ErrNotFound) {
+		t.Fatalf("an address that is no service: %v", err)
+	}
+	if st := b.Status().(Status); !st.Connected || st.Known != 2 || len(st.Subscribed) != 2 {
+		t.Errorf("status %+v", st)
 	}
 
 	// Endpoint changes reach the proxy; so does a deletion.
@@ -210,9 +218,10 @@ func TestOnDemandSubscription(t *testing.T) {
 
 func TestControlPlaneRestartKeepsState(t *testing.T) {
 	api := svc("api.shop.svc.cluster.local", 8080, "", "127.0.0.1:9091", "127.0.0.1:9092")
-	cp := startControlPlane(t, "", api)
+	web := svc("web.shop.svc.cluster.local", 80, "", "127.0.0.1:8081")
+	cp := startControlPlane(t, "", api, web)
 	b, st := startBackend(t, cp.addr)
-	if !b.Want(within(5*time.Second), discovery.Key{Host: "api.shop", Port: 8080}) {
+	if err := b.Want(within(5*time.Second), discovery.Key{Host: "api.shop", Port: 8080}); err != nil {
 		t.Fatal("api not found")
 	}
 	cp.srv.Stop()
@@ -220,9 +229,17 @@ func TestControlPlaneRestartKeepsState(t *testing.T) {
 	if s := st.service("api.shop.svc.cluster.local"); s == nil || len(s.Endpoints) != 2 {
 		t.Fatalf("with the control plane gone api is %+v", s)
 	}
+	if status := b.Status().(Status); status.Connected || status.LastError == "" {
+		t.Errorf("with the control plane gone the status is %+v", status)
+	}
+	// A service not asked for before cannot be had now, and the error
+	// says why.
+	if err := b.Want(within(300*time.Millisecond), discovery.Key{Host: "web.shop", Port: 80}); err == nil || errors.Is(err, discovery.ErrNotFound) || !strings.Contains(err.Error(), "not connected") {
+		t.Errorf("asking with the control plane gone: %v", err)
+	}
 	// A new control plane on the same address, with a third endpoint.
 	api.Endpoints = append(api.Endpoints, discovery.Endpoint{Address: netip.MustParseAddrPort("127.0.0.1:9093"), Weight: 1})
-	startControlPlane(t, cp.addr, api)
+	startControlPlane(t, cp.addr, api, web)
 	st.waitFor(t, "the new control plane's endpoints", func() bool {
 		s := st.service("api.shop.svc.cluster.local")
 		return s != nil && len(s.Endpoints) == 3 && len(s.Aliases) == 1
