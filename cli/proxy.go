@@ -53,7 +53,8 @@ POST /shutdown.
 Discovery comes from a watched file (--discovery-file, local mode) or from
 the controller over xDS (--discovery-addr, on Kubernetes): the proxy then asks
 for a service the first time the app uses it, by name or by virtual IP, and
-keeps what it knows if the controller goes away.
+reports ready only once the controller has answered, and keeps what it knows
+if the controller goes away.
 
 On SIGTERM the proxy stops accepting connections, lets requests in flight
 finish for up to --shutdown-grace, and exits.`,

@@ -92,8 +92,11 @@ func (b *Backend) init() {
 	}
 }
 
-// Run implements discovery.Backend. The first state is empty and comes at
-// once: services arrive as they are asked for.
+// Run implements discovery.Backend. The first state comes with the first
+// answer from the controller (the directory of services, none of them
+// subscribed yet), so the proxy is not ready before it can tell a
+// service's name or virtual IP from any other; services arrive as they
+// are asked for. Until then Run keeps trying.
 func (b *Backend) Run(ctx context.Context, update func(discovery.State)) error {
 	if b.Addr == "" {
 		return errors.New("no xDS address")
@@ -101,7 +104,6 @@ func (b *Backend) Run(ctx context.Context, update func(discovery.State)) error {
 	b.init()
 	b.mu.Lock()
 	b.update = update
-	b.deliverLocked()
 	b.mu.Unlock()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {

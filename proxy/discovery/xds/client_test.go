@@ -245,3 +245,26 @@ func TestControlPlaneRestartKeepsState(t *testing.T) {
 		return s != nil && len(s.Endpoints) == 3 && len(s.Aliases) == 1
 	})
 }
+
+func TestNoStateBeforeTheControllerAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, st := startBackend(t, addr)
+	time.Sleep(300 * time.Millisecond)
+	st.mu.Lock()
+	n := st.n
+	st.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d states delivered with no controller: the proxy would be ready without knowing any service", n)
+	}
+	startControlPlane(t, addr, svc("web.shop.svc.cluster.local", 80, "", "127.0.0.1:8081"))
+	st.waitFor(t, "the first state", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.n > 0
+	})
+}
