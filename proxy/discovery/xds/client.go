@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -144,7 +145,10 @@ func (b *Backend) stream(ctx context.Context) error {
 	if b.TLS != nil {
 		creds = credentials.NewTLS(b.TLS)
 	}
-	conn, err := grpc.NewClient(b.Addr, grpc.WithTransportCredentials(creds))
+	// Keepalives notice a controller that vanished without closing the
+	// connection (its node died), so the proxy moves to another replica.
+	conn, err := grpc.NewClient(b.Addr, grpc.WithTransportCredentials(creds),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}))
 	if err != nil {
 		return err
 	}
