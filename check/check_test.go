@@ -3,6 +3,10 @@ package check
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +62,26 @@ func TestCertificateFreshness(t *testing.T) {
 	st, detail := certificateFresh(context.Background(), "127.0.0.1:1", time.Now())
 	if st != Fail || detail == "" {
 		t.Fatalf("%v %q", st, detail)
+	}
+}
+
+func TestDiscoveryFreshOnXDS(t *testing.T) {
+	for _, tc := range []struct {
+		backend string
+		want    Status
+		detail  string
+	}{
+		{`{"controller":"10.0.0.1:8086","connected":true}`, OK, ""},
+		{`{"controller":"10.0.0.1:8086","connected":false,"lastError":"connection refused"}`, Fail, "not connected to the controller at 10.0.0.1:8086 (connection refused)"},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, `{"discovery":{"source":"xds 10.0.0.1:8086","backend":%s}}`, tc.backend)
+		}))
+		st, detail := discoveryFresh(context.Background(), strings.TrimPrefix(srv.URL, "http://"), "")
+		srv.Close()
+		if st != tc.want || !strings.Contains(detail, tc.detail) {
+			t.Errorf("%s: %v %q", tc.backend, st, detail)
+		}
 	}
 }
 

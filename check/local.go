@@ -74,7 +74,7 @@ func Local(m *inventory.Mesh, proxyOnly bool) []Check {
 				},
 				Check{
 					Category: DataPlane, Description: "proxy of " + name + " has the current discovery state",
-					Hint: "the proxy refused the latest discovery file or does not see it; look for 'discovery file rejected' in its log",
+					Hint: "the proxy refused the latest discovery file or does not see it (look for 'discovery file rejected' in its log), or on xDS cannot reach the controller (its /config_dump says why)",
 					Run: func(ctx context.Context) (Status, string) {
 						return discoveryFresh(ctx, admin, cp.DiscoveryFile)
 					},
@@ -170,6 +170,13 @@ func discoveryFresh(ctx context.Context, admin, path string) (Status, string) {
 	d, err := dump(ctx, admin)
 	if err != nil {
 		return Fail, err.Error()
+	}
+	// A proxy on xDS has no file to compare with: it must be connected.
+	if b, ok := d.Discovery.Backend.(map[string]any); ok && b["controller"] != nil {
+		if connected, _ := b["connected"].(bool); !connected {
+			return Fail, fmt.Sprintf("proxy is not connected to the controller at %v (%v); it serves from its last state", b["controller"], b["lastError"])
+		}
+		return OK, ""
 	}
 	state, _, err := file.Load(path)
 	if err != nil {
