@@ -4,8 +4,9 @@ import (
 	"bufio"
 	"crypto/tls"
 	"net"
-	"sync"
 	"time"
+
+	"github.com/meshproj/mesh/internal/chanlistener"
 )
 
 // MixedTLSListener accepts TLS and plaintext on one port, telling them
@@ -16,22 +17,19 @@ import (
 func MixedTLSListener(ln net.Listener, cfg *tls.Config) net.Listener {
 	cfg = cfg.Clone()
 	cfg.NextProtos = []string{"h2"} // gRPC clients insist on it
-	m := &mixedListener{Listener: ln, cfg: cfg, conns: make(chan net.Conn), done: make(chan struct{})}
-	go m.loop()
+	m := &mixedListener{Listener: chanlistener.New(ln.Addr()), ln: ln}
+	go m.loop(cfg)
 	return m
 }
 
 type mixedListener struct {
-	net.Listener
-	cfg   *tls.Config
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
+	*chanlistener.Listener
+	ln net.Listener
 }
 
-func (m *mixedListener) loop() {
+func (m *mixedListener) loop(cfg *tls.Config) {
 	for {
-		c, err := m.Listener.Accept()
+		c, err := m.ln.Accept()
 		if err != nil {
 			m.Close()
 			return
@@ -48,29 +46,17 @@ func (m *mixedListener) loop() {
 			}
 			var out net.Conn = &peekedConn{Conn: c, r: br}
 			if first[0] == 0x16 {
-				out = tls.Server(out, m.cfg)
+				out = tls.Server(out, cfg)
 			}
-			select {
-			case m.conns <- out:
-			case <-m.done:
-				c.Close()
-			}
+			m.Push(out)
 		}()
 	}
 }
 
-func (m *mixedListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-m.conns:
-		return c, nil
-	case <-m.done:
-		return nil, net.ErrClosed
-	}
-}
-
+// Close stops accepting on the port too.
 func (m *mixedListener) Close() error {
-	m.once.Do(func() { close(m.done) })
-	return m.Listener.Close()
+	m.Listener.Close()
+	return m.ln.Close()
 }
 
 type peekedConn struct {

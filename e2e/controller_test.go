@@ -13,7 +13,6 @@ import (
 	"math/big"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,10 +75,6 @@ func forgeExpiredToken(t *testing.T, env *kubetest.Env, ns, sa string) string {
 
 func TestControllerIdentityAndWebhookAgainstARealAPIServer(t *testing.T) {
 	env := kubetest.Start(t, kubetest.Options{})
-	kc, err := env.Kubeconfig()
-	if err != nil {
-		t.Fatal(err)
-	}
 	client := kubernetes.NewForConfigOrDie(env.Config)
 	ctx := t.Context()
 	mustCreate := func(err error) {
@@ -88,10 +83,12 @@ func TestControllerIdentityAndWebhookAgainstARealAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	ctrl := newKubeController(t, env, client)
+	root, idAddr, admin, whAddr, whCA := ctrl.root, ctrl.identity, ctrl.admin, ctrl.webhook, ctrl.webhookCA
 	for _, ns := range []struct {
 		name   string
 		labels map[string]string
-	}{{"mesh-system", nil}, {"shop", nil}, {"meshed", map[string]string{"mesh.io/inject": "enabled"}}, {"plain", nil}} {
+	}{{"shop", nil}, {"meshed", map[string]string{"mesh.io/inject": "enabled"}}, {"plain", nil}} {
 		_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns.name, Labels: ns.labels}}, metav1.CreateOptions{})
 		mustCreate(err)
 	}
@@ -99,29 +96,7 @@ func TestControllerIdentityAndWebhookAgainstARealAPIServer(t *testing.T) {
 		_, err := client.CoreV1().ServiceAccounts(sa[0]).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa[1]}}, metav1.CreateOptions{})
 		mustCreate(err)
 	}
-	root, _ := pki.NewRoot("e2e anchor", 24*time.Hour, time.Now())
-	_, err = client.CoreV1().Secrets("mesh-system").Create(ctx, issuerSecret(t, root, "issuer one"), metav1.CreateOptions{})
-	mustCreate(err)
-
-	// The webhook's serving certificate, for 127.0.0.1.
-	whCA, _ := pki.NewRoot("e2e webhook CA", 24*time.Hour, time.Now())
-	whCert, whKey, _ := whCA.SignServer("webhook", []string{"127.0.0.1"}, 24*time.Hour, time.Now())
-	dir := t.TempDir()
-	whKeyPEM, _ := pki.EncodeKey(whKey)
-	writeFile(t, filepath.Join(dir, "wh.crt"), string(pki.EncodeCerts(whCert)))
-	writeFile(t, filepath.Join(dir, "wh.key"), string(whKeyPEM))
-
-	idAddr, whAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
-	ctrl := startMesh(t, "controller", "--kubeconfig", kc, "--identity-addr", idAddr, "--webhook-addr", whAddr, "--admin-addr", admin,
-		"--webhook-cert-file", filepath.Join(dir, "wh.crt"), "--webhook-key-file", filepath.Join(dir, "wh.key"), "--log-level", "debug")
-	waitFor(t, "the controller to be ready", func() bool {
-		resp, err := http.Get("http://" + admin + "/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	ctrl.start(t)
 
 	// Identity: a token from the TokenRequest API gets a certificate for its
 	// own identity and nothing else.
@@ -229,5 +204,4 @@ func TestControllerIdentityAndWebhookAgainstARealAPIServer(t *testing.T) {
 	if len(plain.Spec.InitContainers) != 0 || len(plain.Spec.Containers) != 1 {
 		t.Errorf("pod in an unlabelled namespace was changed: %v %v", names(plain.Spec.InitContainers), names(plain.Spec.Containers))
 	}
-	_ = ctrl
 }

@@ -38,10 +38,10 @@ import (
 // kubeController runs `mesh controller` against the test's API server,
 // on the same addresses each time it is (re)started.
 type kubeController struct {
-	args                 []string
-	xds, identity, admin string
-	root                 *pki.CA
-	proc                 *process
+	args                          []string
+	xds, identity, admin, webhook string
+	root, webhookCA               *pki.CA
+	proc                          *process
 }
 
 // newKubeController prepares what the controller needs in the cluster
@@ -66,9 +66,9 @@ func newKubeController(t *testing.T, env *kubetest.Env, client kubernetes.Interf
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &kubeController{xds: freeAddr(t), identity: freeAddr(t), admin: freeAddr(t), root: root}
+	c := &kubeController{xds: freeAddr(t), identity: freeAddr(t), admin: freeAddr(t), webhook: freeAddr(t), root: root, webhookCA: whCA}
 	c.args = []string{"controller", "--kubeconfig", kc, "--xds-addr", c.xds, "--identity-addr", c.identity,
-		"--webhook-addr", freeAddr(t), "--admin-addr", c.admin, "--log-level", "debug",
+		"--webhook-addr", c.webhook, "--admin-addr", c.admin, "--log-level", "debug",
 		"--webhook-cert-file", filepath.Join(dir, "wh.crt"), "--webhook-key-file", filepath.Join(dir, "wh.key")}
 	return c
 }

@@ -7,10 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproj/mesh/internal/chanlistener"
 	"github.com/meshproj/mesh/proxy/detect"
 	"github.com/meshproj/mesh/proxy/origdst"
 )
@@ -187,11 +187,11 @@ func (p *Proxy) detect(c net.Conn) (detect.Protocol, net.Conn, bool) {
 type httpEntry struct {
 	direction direction
 	server    *http.Server
-	ln        *chanListener
+	ln        *chanlistener.Listener
 }
 
 func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
-	e := &httpEntry{direction: d, ln: newChanListener()}
+	e := &httpEntry{direction: d, ln: chanlistener.New(nil)}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -240,7 +240,7 @@ func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort) {
 	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		hc.info.source = ra.AddrPort()
 	}
-	e.ln.push(hc)
+	e.ln.Push(hc)
 }
 
 // handedConn carries connection facts to ConnContext and counts bytes for
@@ -262,40 +262,3 @@ func (c *handedConn) Write(b []byte) (int, error) {
 	c.written.Add(int64(n))
 	return n, err
 }
-
-// chanListener is a net.Listener whose connections come from push.
-type chanListener struct {
-	ch     chan net.Conn
-	done   chan struct{}
-	closed sync.Once
-}
-
-func newChanListener() *chanListener {
-	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// push blocks until the server accepts c, so a connection is never lost in
-// a buffer when the server shuts down.
-func (l *chanListener) push(c net.Conn) {
-	select {
-	case l.ch <- c:
-	case <-l.done:
-		c.Close()
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.closed.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }

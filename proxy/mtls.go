@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshproj/mesh/internal/chanlistener"
 	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/proxy/detect"
 )
@@ -198,12 +199,12 @@ func remoteAddrPort(c net.Conn) netip.AddrPort {
 // connection wait in a map until ConnContext picks them up.
 type meshHTTP struct {
 	server *http.Server
-	ln     *chanListener
+	ln     *chanlistener.Listener
 	infos  sync.Map // *tls.Conn -> *connInfo
 }
 
 func (p *Proxy) newMeshHTTP() *meshHTTP {
-	m := &meshHTTP{ln: newChanListener()}
+	m := &meshHTTP{ln: chanlistener.New(nil)}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
@@ -234,7 +235,7 @@ func (p *Proxy) newMeshHTTP() *meshHTTP {
 
 func (m *meshHTTP) serveTLS(tc *tls.Conn, ci connInfo) {
 	m.infos.Store(tc, &ci)
-	m.ln.push(tc)
+	m.ln.Push(tc)
 }
 
 // inboundMeshTLS decides whether a TLS connection to the inbound listener
