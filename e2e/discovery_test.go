@@ -38,7 +38,7 @@ import (
 // kubeController runs `mesh controller` against the test's API server,
 // on the same addresses each time it is (re)started.
 type kubeController struct {
-	args                          []string
+	kubeconfig, dir               string
 	xds, identity, admin, webhook string
 	root, webhookCA               *pki.CA
 	proc                          *process
@@ -66,16 +66,15 @@ func newKubeController(t *testing.T, env *kubetest.Env, client kubernetes.Interf
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &kubeController{xds: freeAddr(t), identity: freeAddr(t), admin: freeAddr(t), webhook: freeAddr(t), root: root, webhookCA: whCA}
-	c.args = []string{"controller", "--kubeconfig", kc, "--xds-addr", c.xds, "--identity-addr", c.identity,
-		"--webhook-addr", c.webhook, "--admin-addr", c.admin, "--log-level", "debug",
-		"--webhook-cert-file", filepath.Join(dir, "wh.crt"), "--webhook-key-file", filepath.Join(dir, "wh.key")}
-	return c
+	return &kubeController{kubeconfig: kc, dir: dir, xds: freeAddr(t), identity: freeAddr(t), admin: freeAddr(t), webhook: freeAddr(t), root: root, webhookCA: whCA}
 }
 
+// start runs the controller on the addresses in c (the same each time).
 func (c *kubeController) start(t *testing.T) {
 	t.Helper()
-	c.proc = startMesh(t, c.args...)
+	c.proc = startMesh(t, "controller", "--kubeconfig", c.kubeconfig, "--xds-addr", c.xds, "--identity-addr", c.identity,
+		"--webhook-addr", c.webhook, "--admin-addr", c.admin, "--log-level", "debug",
+		"--webhook-cert-file", filepath.Join(c.dir, "wh.crt"), "--webhook-key-file", filepath.Join(c.dir, "wh.key"))
 	waitFor(t, "the controller to be ready", func() bool {
 		resp, err := http.Get("http://" + c.admin + "/ready")
 		if err != nil {
@@ -396,4 +395,100 @@ func (pn *podNetwork) grpcBackends(t *testing.T, n, port int) []string {
 		ips = append(ips, ip)
 	}
 	return ips
+}
+
+// TestInterceptedTrafficToAClusterIPThroughXDS is a pod on a cluster, as
+// far as this machine allows: a client pod (a network namespace with `mesh
+// init`'s rules and a proxy on xDS) calls a Service's ClusterIP knowing
+// nothing of the mesh; its proxy asks the controller for the service by
+// that address and balances over pods in another namespace.
+func TestInterceptedTrafficToAClusterIPThroughXDS(t *testing.T) {
+	for _, tool := range []string{"setpriv", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipped: %s is not installed", tool)
+		}
+	}
+	pods := newPodNetwork(t)
+	env := kubetest.Start(t, kubetest.Options{})
+	client := kubernetes.NewForConfigOrDie(env.Config)
+	ctx := t.Context()
+
+	// The client pod: a veth to this namespace (to reach the controller)
+	// and one to the pods' namespace (to reach the pods).
+	id := os.Getpid() % 10000
+	c := netns{fmt.Sprintf("mesh-e2e-client-%d", id)}
+	toHost, toPods := fmt.Sprintf("10.235.%d", id%250), fmt.Sprintf("10.236.%d", id%250)
+	ipCmd(t, "netns", "add", c.name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", c.name).Run() })
+	hostEnd, clientEnd := fmt.Sprintf("mch%d", id), fmt.Sprintf("mcc%d", id)
+	ipCmd(t, "link", "add", hostEnd, "type", "veth", "peer", "name", clientEnd)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", hostEnd).Run() })
+	ipCmd(t, "link", "set", clientEnd, "netns", c.name)
+	ipCmd(t, "addr", "add", toHost+".1/24", "dev", hostEnd)
+	ipCmd(t, "link", "set", hostEnd, "up")
+	ipCmd(t, "-n", c.name, "addr", "add", toHost+".2/24", "dev", clientEnd)
+	clientSide, podsSide := fmt.Sprintf("mcp%d", id), fmt.Sprintf("mpc%d", id)
+	ipCmd(t, "link", "add", clientSide, "type", "veth", "peer", "name", podsSide)
+	ipCmd(t, "link", "set", clientSide, "netns", c.name)
+	ipCmd(t, "link", "set", podsSide, "netns", pods.ns)
+	ipCmd(t, "-n", c.name, "addr", "add", toPods+".1/24", "dev", clientSide)
+	ipCmd(t, "-n", pods.ns, "addr", "add", toPods+".2/24", "dev", podsSide)
+	for _, dev := range []string{"lo", clientEnd, clientSide} {
+		ipCmd(t, "-n", c.name, "link", "set", dev, "up")
+	}
+	ipCmd(t, "-n", pods.ns, "link", "set", podsSide, "up")
+	ipCmd(t, "-n", c.name, "route", "add", pods.subnet+".0/24", "dev", clientSide)
+	ipCmd(t, "-n", c.name, "route", "add", "default", "via", toHost+".1")
+
+	ips, bs := pods.backends(t, 2, 8080)
+	ctrl := newKubeController(t, env, client)
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	ctrl.xds = toHost + ".1:" + port
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "hello", Annotations: map[string]string{"mesh.io/load-balancer": "round-robin"}},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.DiscoveryV1().EndpointSlices("shop").Create(ctx, endpointSlice("shop", "hello-1", "hello", "http", 8080, ips...), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctrl.start(t)
+
+	if out, err := c.in(t, meshBin, "init", "--skip-inbound-ports", "4191"); err != nil {
+		if strings.Contains(out, "not supported") || strings.Contains(out, "no such file") {
+			t.Skipf("skipped: this kernel lacks nftables NAT: %s", out)
+		}
+		t.Fatalf("mesh init in the client pod: %v\n%s", err, out)
+	}
+	startCmd(t, "ip", c.cmd("setpriv", "--reuid=2102", "--regid=2102", "--clear-groups",
+		meshBin, "proxy", "--log-level", "debug", "--discovery-addr", ctrl.xds, "--pod-namespace", "shop",
+		"--inbound-addr", "0.0.0.0:4143", "--outbound-addr", "127.0.0.1:4140", "--admin-addr", "0.0.0.0:4191")...)
+	waitFor(t, "the client pod's proxy", func() bool {
+		out, err := c.in(t, "curl", "-sf", "http://127.0.0.1:4191/ready")
+		return err == nil && strings.HasPrefix(out, "ready")
+	})
+
+	// The app calls the ClusterIP; nothing answers there but the mesh.
+	for i := range 10 {
+		out, err := c.in(t, "curl", "-sS", "--max-time", "10", "http://"+svc.Spec.ClusterIP+"/")
+		if err != nil || !strings.HasPrefix(out, "hello from "+pods.subnet) {
+			t.Fatalf("request %d to the ClusterIP %s: %v %q", i, svc.Spec.ClusterIP, err, out)
+		}
+	}
+	if bs[0].hits.Load() != 5 || bs[1].hits.Load() != 5 {
+		t.Errorf("round-robin over two pods gave %d and %d", bs[0].hits.Load(), bs[1].hits.Load())
+	}
+	out, err := c.in(t, "curl", "-sf", "http://127.0.0.1:4191/config_dump")
+	var d configDump
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &d)
+	}
+	if b := d.Discovery.Backend; err != nil || len(b.Subscribed) != 1 || b.Subscribed[0] != "hello.shop.svc.cluster.local:80" {
+		t.Errorf("the proxy's discovery: %v %+v", err, b)
+	}
 }
