@@ -43,6 +43,9 @@ func TestExitCodes(t *testing.T) {
 	if code, _, errOut := run(t, "proxy", "--discovery-file", "d.yaml", "--discovery-addr", "c:8086"); code != 2 || !strings.Contains(errOut, "exclude each other") {
 		t.Errorf("two discovery sources: exit %d, %q", code, errOut)
 	}
+	if code, _, errOut := run(t, "proxy", "--discovery-addr", "c:8086", "--cores", "-1"); code != 2 || !strings.Contains(errOut, "--cores must not be negative") {
+		t.Errorf("negative cores: exit %d, %q", code, errOut)
+	}
 	if code, _, errOut := run(t, "proxy", "--discovery-addr", "controller"); code != 2 || !strings.Contains(errOut, `--discovery-addr "controller": want host:port`) {
 		t.Errorf("bad discovery address: exit %d, %q", code, errOut)
 	}
