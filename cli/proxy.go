@@ -56,10 +56,10 @@ forwards traffic for the app to --inbound-forward. The admin listener serves
 POST /shutdown.
 
 Discovery comes from a watched file (--discovery-file, local mode) or from
-the controller over xDS (--discovery-addr, on Kubernetes): the proxy then asks
-for a service the first time the app uses it, by name or by virtual IP, and
-reports ready only once the controller has answered, and keeps what it knows
-if the controller goes away.
+the controller over xDS (--discovery-addr, on Kubernetes). On xDS the proxy
+asks for a service the first time the app uses it (by name or by virtual IP),
+is ready only once the controller has answered, and keeps what it knows if
+the controller goes away.
 
 On SIGTERM the proxy stops accepting connections, lets requests in flight
 finish for up to --shutdown-grace, and exits.`,
