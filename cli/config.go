@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -66,6 +67,27 @@ func listOf(v *viper.Viper, key string) []string {
 }
 
 // newLogger builds the logger the settings ask for.
+// settingsAndLogger is settings and newLogger, for the long-running
+// commands that log.
+func settingsAndLogger(cmd *cobra.Command, w io.Writer) (*viper.Viper, *slog.Logger, error) {
+	v, err := settings(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := newLogger(v, w)
+	return v, log, err
+}
+
+// outputFormat reads --output and refuses a value not among formats ("" is
+// a format of its own where a command allows it); hint says what to use.
+func outputFormat(v *viper.Viper, hint string, formats ...string) (string, error) {
+	format := v.GetString("output")
+	if !slices.Contains(formats, format) {
+		return "", usagef("--output %q: use %s", format, hint)
+	}
+	return format, nil
+}
+
 func newLogger(v *viper.Viper, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(v.GetString("log-level"))); err != nil {

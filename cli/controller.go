@@ -40,11 +40,7 @@ admission webhook that injects the proxy into pods of annotated namespaces. The 
 reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := settings(cmd)
-			if err != nil {
-				return err
-			}
-			log, err := newLogger(v, s.ErrOut)
+			v, log, err := settingsAndLogger(cmd, s.ErrOut)
 			if err != nil {
 				return err
 			}

@@ -44,11 +44,7 @@ mesh check. Ctrl-C (or --duration) stops it and removes every process and file
 it made.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := settings(cmd)
-			if err != nil {
-				return err
-			}
-			log, err := newLogger(v, s.ErrOut)
+			v, log, err := settingsAndLogger(cmd, s.ErrOut)
 			if err != nil {
 				return err
 			}
@@ -101,9 +97,9 @@ without one, every workload. --to and --from show one edge instead.`,
 			if (o.From != "" || o.To != "") && o.Resource == "" {
 				return usagef("--from and --to need a RESOURCE: mesh stat deploy/web --to deploy/api")
 			}
-			format := v.GetString("output")
-			if format != "table" && format != "wide" && format != "json" {
-				return usagef("--output %q: use table, wide or json", format)
+			format, err := outputFormat(v, "table, wide or json", "table", "wide", "json")
+			if err != nil {
+				return err
 			}
 			rows, err := stat.Collect(cmd.Context(), m, o, stat.HTTPFetcher)
 			if err != nil {
@@ -156,9 +152,9 @@ which pay nothing while nobody taps.`,
 				}
 				f.Authority, f.Direction = dst[0].Service, "outbound"
 			}
-			format := v.GetString("output")
-			if format != "" && format != "json" {
-				return usagef("--output %q: use json, or nothing for lines", format)
+			format, err := outputFormat(v, "json, or nothing for lines", "", "json")
+			if err != nil {
+				return err
 			}
 			enc := json.NewEncoder(s.Out)
 			return tap.Stream(cmd.Context(), ws, f, v.GetInt("max"), func(e tap.Event) error {
@@ -191,9 +187,9 @@ func newCheckCommand(s Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			format := v.GetString("output")
-			if format != "table" && format != "json" {
-				return usagef("--output %q: use table or json", format)
+			format, err := outputFormat(v, "table or json", "table", "json")
+			if err != nil {
+				return err
 			}
 			m, err := meshFrom(cmd.Context(), cmd)
 			if err != nil {

@@ -61,11 +61,7 @@ func newIdentityServeCommand(s Streams) *cobra.Command {
 		Short: "Serve the identity API over HTTPS",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := settings(cmd)
-			if err != nil {
-				return err
-			}
-			log, err := newLogger(v, s.ErrOut)
+			v, log, err := settingsAndLogger(cmd, s.ErrOut)
 			if err != nil {
 				return err
 			}

@@ -112,11 +112,7 @@ finish for up to --shutdown-grace, and exits.`,
 }
 
 func completeProxy(cmd *cobra.Command, s Streams) (*proxyOptions, error) {
-	v, err := settings(cmd)
-	if err != nil {
-		return nil, err
-	}
-	log, err := newLogger(v, s.ErrOut)
+	v, log, err := settingsAndLogger(cmd, s.ErrOut)
 	if err != nil {
 		return nil, err
 	}
