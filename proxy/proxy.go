@@ -124,8 +124,11 @@ type Proxy struct {
 
 	services  atomic.Pointer[serviceTable]
 	discState atomic.Pointer[discovery.State]
-	ready     atomic.Bool
-	draining  atomic.Bool
+	// onDemand is the discovery backend when it learns services as they
+	// are asked for (xDS); nil for one that knows them all (the file).
+	onDemand discovery.OnDemand
+	ready    atomic.Bool
+	draining atomic.Bool
 
 	outboundLn, inboundLn, adminLn net.Listener
 	tcpLns                         []tcpListener
@@ -179,12 +182,14 @@ func New(cfg Config) (*Proxy, error) {
 			return nil, fmt.Errorf("inbound forward address %q must be IP:port: %w", cfg.InboundForward, err)
 		}
 	}
+	onDemand, _ := cfg.Discovery.(discovery.OnDemand)
 	p := &Proxy{
-		cfg:     cfg,
-		log:     cfg.Log,
-		metrics: metrics.New(cfg.Labels),
-		opaque:  map[uint16]bool{},
-		stop:    make(chan struct{}),
+		onDemand: onDemand,
+		cfg:      cfg,
+		log:      cfg.Log,
+		metrics:  metrics.New(cfg.Labels),
+		opaque:   map[uint16]bool{},
+		stop:     make(chan struct{}),
 	}
 	for _, port := range cfg.OpaquePorts {
 		p.opaque[port] = true

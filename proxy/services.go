@@ -61,9 +61,9 @@ func (p *Proxy) lookup(ctx context.Context, key discovery.Key) (*service, error)
 	if s, ok := t.byKey[key]; ok {
 		return s, nil
 	}
-	if od, ok := p.cfg.Discovery.(discovery.OnDemand); ok {
+	if p.onDemand != nil {
 		ctx, cancel := context.WithTimeout(ctx, onDemandWait)
-		err := od.Want(ctx, key)
+		err := p.onDemand.Want(ctx, key)
 		cancel()
 		t = p.services.Load()
 		if s, ok := t.byKey[key]; ok && err == nil {
@@ -89,10 +89,10 @@ func (p *Proxy) vip(ctx context.Context, dst netip.AddrPort) *service {
 	if s := p.services.Load().byVIP[dst]; s != nil {
 		return s
 	}
-	if od, ok := p.cfg.Discovery.(discovery.OnDemand); ok && dst.IsValid() {
+	if p.onDemand != nil && dst.IsValid() {
 		ctx, cancel := context.WithTimeout(ctx, onDemandWait)
 		defer cancel()
-		if err := od.WantAddr(ctx, dst); err == nil {
+		if err := p.onDemand.WantAddr(ctx, dst); err == nil {
 			return p.services.Load().byVIP[dst]
 		} else if !errors.Is(err, discovery.ErrNotFound) {
 			p.log.Warn("no discovery answer for an intercepted destination; forwarding it as addressed",

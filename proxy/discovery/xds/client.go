@@ -52,6 +52,7 @@ type Backend struct {
 	TLS *tls.Config
 	Log *slog.Logger
 
+	once      sync.Once
 	mu        sync.Mutex
 	update    func(discovery.State)
 	routes    map[discovery.Key]Route
@@ -78,9 +79,7 @@ type subscription struct {
 var _ discovery.OnDemand = (*Backend)(nil)
 
 func (b *Backend) init() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.routesIn == nil {
+	b.once.Do(func() {
 		b.routesIn = make(chan struct{})
 		b.clusters = map[string]*subscription{}
 		b.resend = make(chan struct{}, 1)
@@ -90,7 +89,7 @@ func (b *Backend) init() {
 		if b.ClusterDomain == "" {
 			b.ClusterDomain = "cluster.local"
 		}
-	}
+	})
 }
 
 // Run implements discovery.Backend. The first state comes with the first
