@@ -211,6 +211,7 @@ func (mp *meshProxy) writeDiscovery(t testing.TB, contents string, wantEndpoints
 }
 
 type configDump struct {
+	Cores     int `json:"cores"`
 	Discovery struct {
 		Revision string `json:"revision"`
 		Backend  struct {

@@ -182,3 +182,18 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 		t.Errorf("proxy exit code after drain = %d, want 0", code)
 	}
 }
+
+func TestProxyRunsOnOneCoreUnlessTold(t *testing.T) {
+	b := startBackend(t, "a")
+	disc := discoveryFile(service("web", 80, "", "", b.addr))
+	if n := startProxy(t, proxyOpts{discovery: disc}).dump(t).Cores; n != 1 {
+		t.Errorf("default: %d cores, want 1", n)
+	}
+	if n := startProxy(t, proxyOpts{discovery: disc, args: []string{"--cores", "2"}}).dump(t).Cores; n != 2 {
+		t.Errorf("--cores 2: %d cores", n)
+	}
+	t.Setenv("GOMAXPROCS", "3") // inherited by the proxy started next
+	if n := startProxy(t, proxyOpts{discovery: disc}).dump(t).Cores; n != 3 {
+		t.Errorf("GOMAXPROCS=3 and no --cores: %d cores", n)
+	}
+}

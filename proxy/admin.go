@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -89,8 +90,10 @@ func (p *Proxy) serveStats(w http.ResponseWriter, r *http.Request) {
 
 // ConfigDump is the proxy's state as /config_dump shows it.
 type ConfigDump struct {
-	Ready     bool          `json:"ready"`
-	Draining  bool          `json:"draining"`
+	Ready    bool `json:"ready"`
+	Draining bool `json:"draining"`
+	// Cores is GOMAXPROCS: how many cores the proxy can use at once.
+	Cores     int           `json:"cores"`
 	Identity  *IdentityDump `json:"identity,omitempty"`
 	Discovery DiscoveryDump `json:"discovery"`
 	Listeners ListenerDump  `json:"listeners"`
@@ -164,7 +167,7 @@ type EndpointDump struct {
 
 // Dump returns the proxy's current state.
 func (p *Proxy) Dump() ConfigDump {
-	d := ConfigDump{Ready: p.ready.Load(), Draining: p.draining.Load(), Services: []ServiceDump{}}
+	d := ConfigDump{Ready: p.ready.Load(), Draining: p.draining.Load(), Cores: runtime.GOMAXPROCS(0), Services: []ServiceDump{}}
 	if id := p.cfg.Identity; id != nil {
 		d.Identity = &IdentityDump{ID: id.ID.String(), NotAfter: id.Expiry(), Renewals: id.Renewals.Load(), Failures: id.Failures.Load()}
 		if c := id.Certificate(); c != nil {
