@@ -257,24 +257,38 @@ func TestControllerDiscoveryOverXDS(t *testing.T) {
 	// Scaling up and down while traffic flows: no failed request, and
 	// traffic follows the endpoints.
 	l := startLoad(t, c, "web.shop:80", 2, 20000, 60*time.Second)
-	setSlice := func(ips ...string) {
+	// setSlice makes the slice list ips, the first notReady of them not
+	// ready (as a terminating pod is).
+	setSliceNotReady := func(notReady int, ips ...string) {
 		t.Helper()
 		es, err := slices.Get(ctx, "web-1", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		es.Endpoints = endpointSlice("shop", "web-1", "web", "http", port, ips...).Endpoints
+		unready := false
+		for i := range notReady {
+			es.Endpoints[i].Conditions.Ready = &unready
+		}
 		if _, err := slices.Update(ctx, es, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	setSlice := func(ips ...string) { t.Helper(); setSliceNotReady(0, ips...) }
 	setSlice(ips[0], ips[1], ips[2])
 	waitFor(t, "traffic to reach all three endpoints", func() bool {
 		return bs[1].hits.Load() > 0 && bs[2].hits.Load() > 0
 	})
+	// Scaling down as Kubernetes does: the pod is first not ready, then
+	// gone. Each change reaches the proxy within a second. (The load runs
+	// on: count what lands where, not how much.)
+	setSliceNotReady(1, ips[0], ips[1], ips[2])
+	time.Sleep(time.Second)
+	if got := hitsAfter(t, c, "web", 30, bs); got[0] != 0 || got[1]+got[2] < 30 {
+		t.Errorf("a second after the first pod became not ready: %v", got)
+	}
 	setSlice(ips[1], ips[2])
-	time.Sleep(time.Second) // the change reaches the proxy within a second
-	// (The load runs on: count what lands where, not how much.)
+	time.Sleep(time.Second)
 	if got := hitsAfter(t, c, "web", 30, bs); got[0] != 0 || got[1]+got[2] < 30 {
 		t.Errorf("a second after scaling down to two: %v", got)
 	}
@@ -375,9 +389,55 @@ func TestControllerDiscoveryOverXDS(t *testing.T) {
 	if b := meshed.dump(t).Discovery.Backend; !b.Connected || !b.TLS {
 		t.Errorf("the meshed proxy's xDS connection: %+v", b)
 	}
-	// Each proxy holds the endpoints of what it used, not of the cluster
-	// (which has three service ports: kubernetes, web and greeter).
-	if b := mp.dump(t).Discovery.Backend; b.Known != 3 || len(b.Subscribed) != 1 || b.Subscribed[0] != "web.shop.svc.cluster.local:80" || b.TLS {
+	// Endpoints of meshed pods carry the identity their proxy must
+	// present; a pod's weight annotation and zone come along.
+	if _, err := client.CoreV1().ServiceAccounts("shop").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "db"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dbIPs := []string{pods.pod(t), pods.pod(t)} // nothing listens: only discovery matters here
+	for i, ann := range []map[string]string{{"mesh.io/injected-by": "mesh", "mesh.io/weight": "3"}, nil} {
+		if _, err := client.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("db-%d", i), Annotations: ann},
+			Spec:       corev1.PodSpec{ServiceAccountName: "db", Containers: []corev1.Container{{Name: "db", Image: "shop/db:1"}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "db"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dbSlice := endpointSlice("shop", "db-1", "db", "http", 8080, dbIPs...)
+	zone := "zone-a"
+	for i := range dbSlice.Endpoints {
+		dbSlice.Endpoints[i].TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: "shop", Name: fmt.Sprintf("db-%d", i)}
+		dbSlice.Endpoints[i].Zone = &zone
+	}
+	if _, err := slices.Create(ctx, dbSlice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "db's endpoints in the proxy", func() bool {
+		c.get("db", "/") // subscribes; the answer does not matter
+		for _, s := range mp.dump(t).Services {
+			if s.Authority != "db.shop.svc.cluster.local:80" || len(s.Endpoints) != 2 {
+				continue
+			}
+			byAddr := map[string]int{}
+			for i, e := range s.Endpoints {
+				byAddr[e.Address] = i
+			}
+			meshed, plain := s.Endpoints[byAddr[dbIPs[0]+":8080"]], s.Endpoints[byAddr[dbIPs[1]+":8080"]]
+			return meshed.Identity == "spiffe://cluster.local/ns/shop/sa/db" && meshed.Weight == 3 && meshed.Zone == "zone-a" &&
+				plain.Identity == "" && plain.Weight == 1
+		}
+		return false
+	})
+
+	// Each proxy holds the endpoints of what it used (web and db), not of
+	// the cluster (four service ports: kubernetes, web, greeter and db).
+	if b := mp.dump(t).Discovery.Backend; b.Known != 4 || len(b.Subscribed) != 2 || b.Subscribed[1] != "web.shop.svc.cluster.local:80" || b.TLS {
 		t.Errorf("the first proxy's xDS state: %+v", b)
 	}
 }

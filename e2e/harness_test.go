@@ -226,6 +226,9 @@ type configDump struct {
 		Balancer  string `json:"loadBalancer"`
 		Endpoints []struct {
 			Address   string `json:"address"`
+			Identity  string `json:"identity"`
+			Weight    int    `json:"weight"`
+			Zone      string `json:"zone"`
 			State     string `json:"state"`
 			Ejections int    `json:"ejections"`
 		} `json:"endpoints"`
