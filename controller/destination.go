@@ -88,8 +88,9 @@ func (d *Destination) init() {
 			Meta: func(s *kubeapi.EndpointSlice) *kubeapi.ObjectMeta { return &s.Metadata }}
 		d.pods = &kubeapi.Informer[kubeapi.Pod]{Client: d.Client, Path: "/api/v1/pods", Log: d.Log, OnChange: poke,
 			Meta: func(p *kubeapi.Pod) *kubeapi.ObjectMeta { return &p.Metadata }}
-		// Versions differ from any earlier controller's, so a proxy that
-		// reconnects after a restart is always sent the current state.
+		// Each replica and each restart counts versions from zero: the
+		// prefix names this process, so that a version a proxy got from
+		// another one never reads as current here.
 		prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 		d.caches = map[string]*cache.LinearCache{}
 		for _, t := range []string{xds.ListenerType, xds.ClusterType, xds.EndpointType} {
