@@ -28,10 +28,11 @@ import (
 const ErrorHeader = "mesh-error"
 
 // transports are the connection pools to endpoints: one for HTTP/1.1 and
-// one for HTTP/2 without TLS (h2c, for gRPC). http.Transport pools per
-// address, so each endpoint gets its own pool with keep-alive reuse.
+// one for HTTP/2 without TLS (h2c, for gRPC). Both pool per address, so
+// each endpoint gets its own pool with keep-alive reuse.
 type transports struct {
-	h1, h2 *http.Transport
+	h1 *h1Client
+	h2 *http.Transport
 }
 
 // maxIdlePerEndpoint bounds the idle connections kept per endpoint.
@@ -55,7 +56,7 @@ func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) tran
 	var p1, p2 http.Protocols
 	p1.SetHTTP1(true)
 	p2.SetUnencryptedHTTP2(true)
-	return transports{h1: base(&p1), h2: base(&p2)}
+	return transports{h1: newH1Client(dialer, idleTimeout, maxConns, base(&p1)), h2: base(&p2)}
 }
 
 func (t transports) closeIdle() {
@@ -65,7 +66,7 @@ func (t transports) closeIdle() {
 
 // pick chooses the transport that keeps the client's protocol: HTTP/2
 // requests (gRPC among them) go out as HTTP/2, the rest as HTTP/1.1.
-func (t transports) pick(r *http.Request) *http.Transport {
+func (t transports) pick(r *http.Request) http.RoundTripper {
 	if r.ProtoMajor == 2 {
 		return t.h2
 	}
@@ -166,7 +167,7 @@ func (t inboundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	target := ci.dst.String()
 	req.URL.Host = target
 	req.URL.Scheme = "http"
-	tr := t.p.transports.h1
+	var tr http.RoundTripper = t.p.transports.h1
 	if req.Header.Get(origProtoHeader) != "" {
 		// An HTTP/1 request that crossed the mesh as HTTP/2: restore it.
 		req.Header.Del(origProtoHeader)
