@@ -159,7 +159,8 @@ func (p *Proxy) meshTransport(req *http.Request) http.RoundTripper {
 // serveMeshInbound terminates mesh TLS from a client proxy and serves what
 // it carries.
 func (p *Proxy) serveMeshInbound(c net.Conn, target netip.AddrPort) {
-	tc := tls.Server(c, p.serverTLS())
+	cc := cork(c)
+	tc := tls.Server(cc, p.serverTLS())
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -183,6 +184,11 @@ func (p *Proxy) serveMeshInbound(c net.Conn, target netip.AddrPort) {
 		t := target.String()
 		p.pipe(tc, server, inbound, t, t, pr)
 	default: // h2 or http/1.1
+		if cs.NegotiatedProtocol == "h2" {
+			// The HTTP/2 server flushes every frame; corked, a response's
+			// frames leave in one write (see corkedConn).
+			cc.start()
+		}
 		p.meshInbound.serveTLS(tc, connInfo{dst: target, source: remoteAddrPort(c), peer: pr})
 	}
 }
