@@ -109,7 +109,7 @@ func (p *Proxy) handleOutbound(c net.Conn) {
 	}
 	switch proto {
 	case detect.HTTP1, detect.HTTP2:
-		p.outboundH.serve(pc, dst)
+		p.outboundH.serve(pc, dst, proto)
 	default:
 		if !dst.IsValid() {
 			// Without interception an opaque connection names no service:
@@ -153,7 +153,7 @@ func (p *Proxy) handleInbound(c net.Conn) {
 	}
 	switch proto {
 	case detect.HTTP1, detect.HTTP2:
-		p.inboundH.serve(pc, target)
+		p.inboundH.serve(pc, target, proto)
 	default:
 		p.forwardInboundTCP(pc, target)
 	}
@@ -234,8 +234,15 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 }
 
 // serve hands a detected connection to the HTTP server.
-func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort) {
+func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort, proto detect.Protocol) {
 	hc := &handedConn{Conn: c}
+	if proto == detect.HTTP2 {
+		// The HTTP/2 server flushes every frame; corked, a response's
+		// frames leave in one write (see corkedConn).
+		cc := cork(c)
+		cc.start()
+		hc.Conn = cc
+	}
 	hc.info.dst = dst
 	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		hc.info.source = ra.AddrPort()

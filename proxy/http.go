@@ -56,7 +56,19 @@ func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) tran
 	var p1, p2 http.Protocols
 	p1.SetHTTP1(true)
 	p2.SetUnencryptedHTTP2(true)
-	return transports{h1: newH1Client(dialer, idleTimeout, maxConns, base(&p1)), h2: base(&p2)}
+	h2 := base(&p2)
+	h2.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		// HTTP/2 writes a request's HEADERS and DATA apart; corked they
+		// leave together (see corkedConn).
+		cc := cork(c)
+		cc.start()
+		return cc, nil
+	}
+	return transports{h1: newH1Client(dialer, idleTimeout, maxConns, base(&p1)), h2: h2}
 }
 
 func (t transports) closeIdle() {

@@ -100,7 +100,8 @@ func (p *Proxy) dialMesh(ctx context.Context, addr string, protos []string) (*tl
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(raw, p.clientTLS(addr, want.(string), protos))
+	cc := cork(raw)
+	tc := tls.Client(cc, p.clientTLS(addr, want.(string), protos))
 	hctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
@@ -111,6 +112,9 @@ func (p *Proxy) dialMesh(ctx context.Context, addr string, protos []string) (*tl
 			return nil, ie
 		}
 		return nil, &tlsError{addr: addr, err: err}
+	}
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		cc.start() // see serveMeshInbound
 	}
 	return tc, nil
 }
