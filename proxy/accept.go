@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
@@ -238,10 +239,12 @@ func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort, proto detect.Protocol)
 	hc := &handedConn{Conn: c}
 	if proto == detect.HTTP2 {
 		// The HTTP/2 server flushes every frame; corked, a response's
-		// frames leave in one write (see corkedConn).
+		// frames leave in one write (see corkedConn). It also reads each
+		// frame's header and payload with a read apiece, straight from
+		// the connection: a buffer takes whatever has arrived at once.
 		cc := cork(c)
 		cc.start()
-		hc.Conn = cc
+		hc.Conn = &bufferedConn{Conn: cc, r: bufio.NewReaderSize(c, 4<<10)}
 	}
 	hc.info.dst = dst
 	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
@@ -249,6 +252,14 @@ func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort, proto detect.Protocol)
 	}
 	e.ln.Push(hc)
 }
+
+// bufferedConn reads through a buffer.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // handedConn carries connection facts to ConnContext and counts bytes for
 // the connection metrics.
