@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -229,11 +230,11 @@ type h1Body struct {
 	stop  func() bool
 	wrote chan error
 	reuse bool
-	done  bool
+	done  atomic.Bool
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
-	if b.done {
+	if b.done.Load() {
 		return 0, io.EOF
 	}
 	n, err := b.rc.Read(p)
@@ -256,11 +257,12 @@ func (b *h1Body) Close() error {
 }
 
 func (b *h1Body) finish(complete bool) {
-	if b.done {
+	if b.done.Swap(true) {
 		return
 	}
-	b.done = true
-	reuse := complete && b.reuse && b.stop()
+	// Bytes after the end of the response are a broken server's: the
+	// next response would start in the middle of them.
+	reuse := complete && b.reuse && b.pc.br.Buffered() == 0 && b.stop()
 	if b.wrote != nil {
 		select {
 		case err := <-b.wrote:

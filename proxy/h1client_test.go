@@ -217,3 +217,39 @@ func TestH1ClientStopsWhenTheRequestIsCancelled(t *testing.T) {
 		}
 	}
 }
+
+func TestH1ClientDropsAConnectionWithBytesAfterTheResponse(t *testing.T) {
+	// A broken server sends more than its Content-Length says; the extra
+	// bytes must not be read as the next response.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 500 Bogus\r\nContent-Length: 0\r\n\r\n")
+				}
+			}()
+		}
+	}()
+	c := testH1Client(0)
+	defer c.CloseIdleConnections()
+	for i := range 3 {
+		resp, body, err := get(t, c, "GET", "http://"+ln.Addr().String()+"/", nil)
+		if err != nil || resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %v %v %q", i, resp, err, body)
+		}
+	}
+}
