@@ -112,29 +112,47 @@ func (c *corkedConn) fail(err error) {
 	c.Conn.Close()
 }
 
+// closeFlushTimeout bounds how long a close waits to send what waits on
+// a peer that does not read.
+var closeFlushTimeout = 5 * time.Second
+
 // Close sends what waits, then closes.
 func (c *corkedConn) Close() error {
+	c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 	c.flush()
 	return c.Conn.Close()
 }
 
 // CloseWrite sends what waits, then shuts the sending side.
 func (c *corkedConn) CloseWrite() error {
+	c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 	c.flush()
+	c.Conn.SetWriteDeadline(time.Time{})
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil
 }
 
-// A deadline applies to writes made after it is set: what waits goes out
-// first (tls.Conn sets an immediate deadline after its close_notify).
+// A deadline applies to writes made after it is set. What waits goes out
+// under the later of the old and the new deadline: tls.Conn, closing, sets
+// a deadline in five seconds, writes its close_notify, then sets one in
+// the past.
 func (c *corkedConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() || t.After(time.Now()) {
+		if err := c.Conn.SetWriteDeadline(t); err != nil {
+			return err
+		}
+		c.flush()
+		return nil
+	}
 	c.flush()
 	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *corkedConn) SetDeadline(t time.Time) error {
-	c.flush()
-	return c.Conn.SetDeadline(t)
+	if err := c.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetReadDeadline(t)
 }

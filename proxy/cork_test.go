@@ -29,7 +29,8 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.data.Write(p)
 }
 
-func (c *countingConn) Close() error { return nil }
+func (c *countingConn) Close() error                     { return nil }
+func (c *countingConn) SetWriteDeadline(time.Time) error { return nil }
 
 func (c *countingConn) snapshot() (int, string) {
 	c.mu.Lock()
@@ -115,4 +116,49 @@ func TestCorkSendsWhatWaitsBeforeADeadlineOrHalfClose(t *testing.T) {
 	if got := <-done; string(got) != "alert" {
 		t.Fatalf("peer got %q", got)
 	}
+}
+
+func TestCorkCloseDoesNotHangOnAPeerThatDoesNotRead(t *testing.T) {
+	defer func(d time.Duration) { closeFlushTimeout = d }(closeFlushTimeout)
+	closeFlushTimeout = 300 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c // and never read from it
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	defer peer.Close()
+	c := cork(raw)
+	c.start()
+	// Fill the socket buffers so that the flusher blocks mid-write.
+	chunk := make([]byte, corkLimit)
+	filled := make(chan struct{})
+	go func() {
+		defer close(filled)
+		for range 200 {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(closeFlushTimeout + 5*time.Second):
+		t.Fatal("Close hung on a peer that does not read")
+	}
+	<-filled
 }
