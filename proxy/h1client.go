@@ -59,7 +59,8 @@ const maxResponseHeaderBytes = 1 << 20
 // staleAfter is how long a connection may sit idle before the client
 // checks, with one non-blocking peek, that the server has not closed it.
 // Servers close idle connections after seconds (Node.js after 5), so a
-// connection reused sooner needs no check.
+// connection reused sooner needs no check for a request that can be sent
+// again if it does fail; any other request checks every time.
 const staleAfter = 500 * time.Millisecond
 
 func newH1Client(dialer *net.Dialer, idleTimeout time.Duration, maxConns int, fallback http.RoundTripper) *h1Client {
@@ -85,8 +86,9 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, ctx.Err()
 		}
 	}
+	resend := resendable(req)
 	for {
-		pc, err := t.conn(ctx, h, req.URL.Host)
+		pc, err := t.conn(ctx, h, req.URL.Host, !resend)
 		if err != nil {
 			t.release(h)
 			return nil, err
@@ -116,6 +118,15 @@ func retryableOnFresh(req *http.Request, err error) bool {
 	}
 	var ne *noResponseError
 	if !errors.As(err, &ne) && !errors.Is(err, syscall.ECONNRESET) {
+		return false
+	}
+	return resendable(req)
+}
+
+// resendable says whether sending req twice is harmless and possible: no
+// body, and an idempotent method or an idempotency key.
+func resendable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody {
 		return false
 	}
 	switch req.Method {
@@ -311,8 +322,9 @@ func (t *h1Client) release(h *h1Host) {
 }
 
 // conn takes the most recently used idle connection that is still open,
-// or dials a new one.
-func (t *h1Client) conn(ctx context.Context, h *h1Host, addr string) (*h1Conn, error) {
+// or dials a new one. check says to peek at any idle connection first,
+// however briefly it idled.
+func (t *h1Client) conn(ctx context.Context, h *h1Host, addr string, check bool) (*h1Conn, error) {
 	now := time.Now()
 	for {
 		t.mu.Lock()
@@ -326,7 +338,7 @@ func (t *h1Client) conn(ctx context.Context, h *h1Host, addr string) (*h1Conn, e
 		h.idle = h.idle[:n-1]
 		t.nidle--
 		t.mu.Unlock()
-		if now.Sub(pc.idleAt) < staleAfter || pc.open() {
+		if (!check && now.Sub(pc.idleAt) < staleAfter) || pc.open() {
 			pc.reused = true
 			return pc, nil
 		}
