@@ -80,9 +80,7 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		select {
 		case h.sem <- struct{}{}:
 		case <-ctx.Done():
-			t.mu.Lock()
-			h.users--
-			t.mu.Unlock()
+			t.leave(h, nil, false)
 			return nil, ctx.Err()
 		}
 	}
@@ -90,7 +88,7 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	for {
 		pc, err := t.conn(ctx, h, req.URL.Host, !resend)
 		if err != nil {
-			t.release(h)
+			t.leave(h, nil, true)
 			return nil, err
 		}
 		resp, err := t.exchange(ctx, h, pc, req)
@@ -100,7 +98,7 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		if pc.reused && ctx.Err() == nil && retryableOnFresh(req, err) {
 			continue // a kept-alive connection the server had closed
 		}
-		t.release(h)
+		t.leave(h, nil, true)
 		return nil, err
 	}
 }
@@ -289,12 +287,12 @@ func (b *h1Body) finish(complete bool) {
 		}
 	}
 	b.stop()
-	if reuse {
-		b.t.putIdle(b.h, b.pc)
-	} else {
+	if !reuse {
 		b.pc.c.Close()
+		b.t.leave(b.h, nil, true)
+		return
 	}
-	b.t.release(b.h)
+	b.t.leave(b.h, b.pc, true)
 }
 
 func (t *h1Client) host(addr string) *h1Host {
@@ -312,11 +310,16 @@ func (t *h1Client) host(addr string) *h1Host {
 	return h
 }
 
-func (t *h1Client) release(h *h1Host) {
+// leave ends a request's use of h: pc, when not nil, goes back to the
+// pool, and the request's slot under maxConns, when held, is freed.
+func (t *h1Client) leave(h *h1Host, pc *h1Conn, held bool) {
 	t.mu.Lock()
 	h.users--
+	if pc != nil {
+		t.putIdleLocked(h, pc)
+	}
 	t.mu.Unlock()
-	if h.sem != nil {
+	if held && h.sem != nil {
 		<-h.sem
 	}
 }
@@ -379,10 +382,9 @@ func (pc *h1Conn) open() bool {
 	return err == nil && alive
 }
 
-func (t *h1Client) putIdle(h *h1Host, pc *h1Conn) {
+// putIdleLocked pools pc; t.mu is held.
+func (t *h1Client) putIdleLocked(h *h1Host, pc *h1Conn) {
 	pc.idleAt = time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if len(h.idle) >= maxIdlePerEndpoint {
 		pc.c.Close()
 		return
