@@ -242,9 +242,7 @@ func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort, proto detect.Protocol)
 		// frames leave in one write (see corkedConn). It also reads each
 		// frame's header and payload with a read apiece, straight from
 		// the connection: a buffer takes whatever has arrived at once.
-		cc := cork(c)
-		cc.start()
-		hc.Conn = &bufferedConn{Conn: cc, r: bufio.NewReaderSize(c, 4<<10)}
+		hc.Conn = &bufferedConn{Conn: corkNow(c), r: bufio.NewReaderSize(c, 4<<10)}
 	}
 	hc.info.dst = dst
 	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {

@@ -37,6 +37,10 @@ const corkKeep = 16 << 10
 // cork wraps c; writes go straight through until start.
 func cork(c net.Conn) *corkedConn { return &corkedConn{Conn: c} }
 
+// corkNow wraps c corked from the start, for connections already known to
+// speak HTTP/2.
+func corkNow(c net.Conn) *corkedConn { return &corkedConn{Conn: c, on: true} }
+
 // start begins corking.
 func (c *corkedConn) start() {
 	c.mu.Lock()

@@ -40,8 +40,7 @@ func (c *countingConn) snapshot() (int, string) {
 
 func TestCorkGathersWritesUntilTheWriterGivesWay(t *testing.T) {
 	under := &countingConn{}
-	c := cork(under)
-	c.start()
+	c := corkNow(under)
 	c.Write([]byte("HEADERS "))
 	c.Write([]byte("DATA "))
 	c.Write([]byte("END"))
@@ -56,8 +55,7 @@ func TestCorkGathersWritesUntilTheWriterGivesWay(t *testing.T) {
 
 func TestCorkWritesLargeWritesThroughInOrder(t *testing.T) {
 	under := &countingConn{}
-	c := cork(under)
-	c.start()
+	c := corkNow(under)
 	c.Write([]byte("small|"))
 	big := bytes.Repeat([]byte("b"), corkLimit)
 	if n, err := c.Write(big); n != len(big) || err != nil {
@@ -74,8 +72,7 @@ func TestCorkWritesLargeWritesThroughInOrder(t *testing.T) {
 func TestCorkReportsAFailedFlushToLaterWrites(t *testing.T) {
 	broken := errors.New("broken pipe")
 	under := &countingConn{err: broken}
-	c := cork(under)
-	c.start()
+	c := corkNow(under)
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatal(err) // taken, not yet sent
 	}
@@ -87,8 +84,7 @@ func TestCorkReportsAFailedFlushToLaterWrites(t *testing.T) {
 
 func TestCorkOverARealConnection(t *testing.T) {
 	a, b := net.Pipe()
-	c := cork(a)
-	c.start()
+	c := corkNow(a)
 	go func() {
 		for range 100 {
 			c.Write([]byte("0123456789"))
@@ -103,8 +99,7 @@ func TestCorkOverARealConnection(t *testing.T) {
 
 func TestCorkSendsWhatWaitsBeforeADeadlineOrHalfClose(t *testing.T) {
 	a, b := net.Pipe()
-	c := cork(a)
-	c.start()
+	c := corkNow(a)
 	done := make(chan []byte)
 	go func() { got, _ := io.ReadAll(b); done <- got }()
 	c.Write([]byte("alert"))
@@ -139,8 +134,7 @@ func TestCorkCloseDoesNotHangOnAPeerThatDoesNotRead(t *testing.T) {
 	}
 	peer := <-accepted
 	defer peer.Close()
-	c := cork(raw)
-	c.start()
+	c := corkNow(raw)
 	// Fill the socket buffers so that the flusher blocks mid-write.
 	chunk := make([]byte, corkLimit)
 	filled := make(chan struct{})

@@ -64,9 +64,7 @@ func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) tran
 		}
 		// HTTP/2 writes a request's HEADERS and DATA apart; corked they
 		// leave together (see corkedConn).
-		cc := cork(c)
-		cc.start()
-		return cc, nil
+		return corkNow(c), nil
 	}
 	return transports{h1: newH1Client(dialer, idleTimeout, maxConns, base(&p1)), h2: h2}
 }
