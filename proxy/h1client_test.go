@@ -41,6 +41,31 @@ func countingServer(t *testing.T, h http.Handler) (addr string, conns *atomic.In
 	return ln.Addr().String(), conns, open
 }
 
+// rawServer hands each connection on loopback to serve, which speaks
+// HTTP/1.1 by hand to misbehave as real servers do; the connection closes
+// when serve returns.
+func rawServer(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 func get(t *testing.T, c http.RoundTripper, method, url string, body io.Reader) (*http.Response, string, error) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, body)
@@ -81,31 +106,17 @@ func TestH1ClientSurvivesServerClosingIdleConnections(t *testing.T) {
 	// The server closes every connection after one response without
 	// saying so (no Connection: close), as a server whose keep-alive
 	// timeout ran out does.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var served atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				served.Add(1)
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
+	addr := rawServer(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
 		}
-	}()
+		served.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
 	c := testH1Client(0)
 	defer c.CloseIdleConnections()
-	url := "http://" + ln.Addr().String() + "/"
+	url := "http://" + addr + "/"
 	// Reused at once: the request fails on the closed connection and is
 	// sent again on a new one. Reused after a pause: the peek finds the
 	// connection closed before using it.
@@ -209,8 +220,15 @@ func TestH1ClientStopsWhenTheRequestIsCancelled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/", nil)
-	if _, err := c.RoundTrip(req); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want the context's", err)
+	errc := make(chan error, 1)
+	go func() { _, err := c.RoundTrip(req); errc <- err }()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the context's", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request outlived its context")
 	}
 	// The connection is closed, not pooled with a response still due.
 	for deadline := time.Now().Add(5 * time.Second); open.Load() != 0; time.Sleep(10 * time.Millisecond) {
@@ -223,33 +241,19 @@ func TestH1ClientStopsWhenTheRequestIsCancelled(t *testing.T) {
 func TestH1ClientDropsAConnectionWithBytesAfterTheResponse(t *testing.T) {
 	// A broken server sends more than its Content-Length says; the extra
 	// bytes must not be read as the next response.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	addr := rawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := http.ReadRequest(br); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 500 Bogus\r\nContent-Length: 0\r\n\r\n")
-				}
-			}()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 500 Bogus\r\nContent-Length: 0\r\n\r\n")
 		}
-	}()
+	})
 	c := testH1Client(0)
 	defer c.CloseIdleConnections()
 	for i := range 3 {
-		resp, body, err := get(t, c, "GET", "http://"+ln.Addr().String()+"/", nil)
+		resp, body, err := get(t, c, "GET", "http://"+addr+"/", nil)
 		if err != nil || resp.StatusCode != 200 || body != "ok" {
 			t.Fatalf("request %d: %v %v %q", i, resp, err, body)
 		}
