@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/meshproj/mesh/identity"
+	"github.com/meshproj/mesh/internal/freeport"
 	"github.com/meshproj/mesh/inventory"
 )
 
@@ -72,12 +73,7 @@ func (p *ports) take() (string, error) {
 		ln.Close()
 		return a, nil
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return freeport.Loopback()
 }
 
 // Run starts the demo and blocks until it ends, then cleans up.

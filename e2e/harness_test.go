@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshproj/mesh/internal/freeport"
 )
 
 // meshBin is the binary under test, built once by TestMain.
@@ -47,12 +49,11 @@ func TestMain(m *testing.M) {
 // freeAddr returns a loopback address with a port nobody listens on now.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return a
 }
 
 // syncBuffer collects a process's output safely.
