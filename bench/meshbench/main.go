@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/meshproj/mesh/internal/freeport"
 )
 
 type config struct {
@@ -34,6 +36,7 @@ type config struct {
 	work                  string
 	only                  string
 	profile               string
+	threads               int
 }
 
 func main() {
@@ -49,6 +52,7 @@ func main() {
 	flag.IntVar(&c.size, "size", 100, "response body size in bytes")
 	flag.BoolVar(&c.grpc, "grpc", true, "also measure gRPC on the two-hop TLS scenarios")
 	flag.StringVar(&c.only, "only", "", "run only scenarios whose name contains this")
+	flag.IntVar(&c.threads, "threads", 1, "threads each proxy runs on: HAProxy's nbthread, mesh's --cores (the same for both, so that neither gets more of the machine)")
 	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of mesh proxies during the max-throughput run to this directory")
 	flag.Parse()
 	if *smoke {
@@ -60,6 +64,9 @@ func main() {
 			fail("--rates: %q is not a rate", r)
 		}
 		c.rates = append(c.rates, n)
+	}
+	if c.threads <= 0 {
+		fail("--threads must be at least 1")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -293,12 +300,12 @@ func repoRoot() string {
 }
 
 func freePort() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Loopback()
 	if err != nil {
 		fail("no free port: %v", err)
 	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	_, port, _ := net.SplitHostPort(a)
+	return port
 }
 
 func waitHTTP(url string) error {
@@ -330,7 +337,7 @@ func waitTCP(addr string) error {
 }
 
 func report(w io.Writer, c *config, results []result) {
-	fmt.Fprintf(w, "mesh proxy vs HAProxy vs direct on 127.0.0.1: %d connections, %d-byte responses, %s per measurement\n\n", c.conns, c.size, c.duration)
+	fmt.Fprintf(w, "mesh proxy vs HAProxy vs direct on 127.0.0.1: %d connections, %d-byte responses, %s per measurement, %d thread(s) per proxy\n\n", c.conns, c.size, c.duration, c.threads)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "scenario\tproto\t")
 	for _, r := range c.rates {

@@ -266,7 +266,7 @@ func setUpHAProxy(ctx context.Context, c *config, s scenario, proto, backend str
 		if h2 {
 			server += " proto h2"
 		}
-		configs = append(configs, haproxyConfig(bind, server))
+		configs = append(configs, haproxyConfig(c.threads, bind, server))
 		next = mid
 	}
 	bind := front
@@ -282,7 +282,7 @@ func setUpHAProxy(ctx context.Context, c *config, s scenario, proto, backend str
 	case h2:
 		server += " proto h2"
 	}
-	configs = append([]string{haproxyConfig(bind, server)}, configs...)
+	configs = append([]string{haproxyConfig(c.threads, bind, server)}, configs...)
 	for i, cfg := range configs {
 		path := filepath.Join(c.work, fmt.Sprintf("haproxy-%d.cfg", i))
 		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
@@ -301,9 +301,11 @@ func setUpHAProxy(ctx context.Context, c *config, s scenario, proto, backend str
 }
 
 // haproxyConfig is one HAProxy hop: maxconn well below the machine's
-// open-file limit, connection reuse to the next hop.
-func haproxyConfig(bind, server string) string {
+// open-file limit, connection reuse to the next hop, as many threads as a
+// mesh proxy gets cores (HAProxy's default is one per CPU).
+func haproxyConfig(threads int, bind, server string) string {
 	return fmt.Sprintf(`global
+  nbthread %d
   maxconn 4096
   log stderr format raw local0 err
 defaults
@@ -317,17 +319,19 @@ frontend in
   default_backend out
 backend out
   server next %s
-`, bind, server)
+`, threads, bind, server)
 }
 
 func setUpMesh(ctx context.Context, c *config, s scenario, backend string, id *identityEnv, procs *procSet) (string, error) {
 	front := "127.0.0.1:" + freePort()
 	endpoint := "      - address: " + backend + "\n"
 	var serverArgs []string
+	var serverAdmin string
 	if s.hops == 2 {
+		serverAdmin = "127.0.0.1:" + freePort()
 		inbound := "127.0.0.1:" + freePort()
-		serverArgs = []string{"proxy", "--log-level", "warn", "--outbound-addr", "127.0.0.1:" + freePort(),
-			"--inbound-addr", inbound, "--admin-addr", "127.0.0.1:" + freePort(), "--inbound-forward", backend,
+		serverArgs = []string{"proxy", "--log-level", "warn", "--cores", strconv.Itoa(c.threads), "--outbound-addr", "127.0.0.1:" + freePort(),
+			"--inbound-addr", inbound, "--admin-addr", serverAdmin, "--inbound-forward", backend,
 			"--discovery-file", writeDiscovery(c, "server", "")}
 		endpoint = "      - address: " + inbound + "\n"
 		if s.tls {
@@ -339,7 +343,7 @@ func setUpMesh(ctx context.Context, c *config, s scenario, backend string, id *i
 	// fortio names the target by address, so the service is named that way.
 	disc := writeDiscovery(c, "client", "services:\n  - name: 127.0.0.1\n    port: "+port+"\n    endpoints:\n"+endpoint)
 	admin := "127.0.0.1:" + freePort()
-	clientArgs := []string{"proxy", "--log-level", "warn", "--outbound-addr", front, "--inbound-addr", "127.0.0.1:" + freePort(),
+	clientArgs := []string{"proxy", "--log-level", "warn", "--cores", strconv.Itoa(c.threads), "--outbound-addr", front, "--inbound-addr", "127.0.0.1:" + freePort(),
 		"--admin-addr", admin, "--discovery-file", disc}
 	if s.tls {
 		clientArgs = append(clientArgs, identityArgs(id, "client", id.clientTok)...)
@@ -354,7 +358,7 @@ func setUpMesh(ctx context.Context, c *config, s scenario, backend string, id *i
 		if err != nil {
 			return "", err
 		}
-		p.measured, p.admin = true, serverArgs[8]
+		p.measured, p.admin = true, serverAdmin
 		if err := waitHTTP("http://" + p.admin + "/ready"); err != nil {
 			return "", err
 		}
