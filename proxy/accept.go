@@ -183,18 +183,37 @@ func (p *Proxy) detect(c net.Conn) (detect.Protocol, net.Conn, bool) {
 	return proto, pc, true
 }
 
-// httpEntry is one listener's HTTP server. Detected HTTP connections are
-// handed to it through a listener fed by a channel.
+// httpEntry is one listener's HTTP servers. HTTP/1 connections are served
+// by h1 on the goroutine that detected them; HTTP/2 ones are handed to
+// net/http's server through a listener fed by a channel.
 type httpEntry struct {
 	direction direction
+	h1        *h1Server
 	server    *http.Server
 	ln        *chanlistener.Listener
 }
 
 func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 	e := &httpEntry{direction: d, ln: chanlistener.New(nil)}
+	connState := func(hc *handedConn, state http.ConnState) {
+		labels := []string{d.String(), "", "", "false", "", ""}
+		switch state {
+		case http.StateNew:
+			p.window.open[d].Add(1)
+			p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
+			p.metrics.TCPOpenConnections.WithLabelValues(labels...).Inc()
+		case http.StateClosed, http.StateHijacked:
+			p.window.open[d].Add(-1)
+			// A hijacked connection (an upgrade) is counted closed when
+			// the server lets go of it; its later bytes are the tunnel's.
+			p.metrics.TCPCloseTotal.WithLabelValues(labels...).Inc()
+			p.metrics.TCPOpenConnections.WithLabelValues(labels...).Dec()
+			p.metrics.TCPReadBytes.WithLabelValues(labels...).Add(float64(hc.read.Load()))
+			p.metrics.TCPWriteBytes.WithLabelValues(labels...).Add(float64(hc.written.Load()))
+		}
+	}
+	e.h1 = newH1Server(h, p.log, connState)
 	var protocols http.Protocols
-	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	e.server = &http.Server{
 		Handler:           h,
@@ -204,24 +223,8 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 		// net/http reports handler panics and broken clients here.
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ConnState: func(c net.Conn, state http.ConnState) {
-			hc, ok := c.(*handedConn)
-			if !ok {
-				return
-			}
-			labels := []string{d.String(), "", "", "false", "", ""}
-			switch state {
-			case http.StateNew:
-				p.window.open[d].Add(1)
-				p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
-				p.metrics.TCPOpenConnections.WithLabelValues(labels...).Inc()
-			case http.StateClosed, http.StateHijacked:
-				p.window.open[d].Add(-1)
-				// A hijacked connection (an upgrade) is counted closed when
-				// the server lets go of it; its later bytes are the tunnel's.
-				p.metrics.TCPCloseTotal.WithLabelValues(labels...).Inc()
-				p.metrics.TCPOpenConnections.WithLabelValues(labels...).Dec()
-				p.metrics.TCPReadBytes.WithLabelValues(labels...).Add(float64(hc.read.Load()))
-				p.metrics.TCPWriteBytes.WithLabelValues(labels...).Add(float64(hc.written.Load()))
+			if hc, ok := c.(*handedConn); ok {
+				connState(hc, state)
 			}
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -234,21 +237,37 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 	return e
 }
 
-// serve hands a detected connection to the HTTP server.
+// serve serves a detected connection; HTTP/1 on the calling goroutine.
 func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort, proto detect.Protocol) {
 	hc := &handedConn{Conn: c}
-	if proto == detect.HTTP2 {
-		// The HTTP/2 server flushes every frame; corked, a response's
-		// frames leave in one write (see corkedConn). It also reads each
-		// frame's header and payload with a read apiece, straight from
-		// the connection: a buffer takes whatever has arrived at once.
-		hc.Conn = &bufferedConn{Conn: corkNow(c), r: bufio.NewReaderSize(c, 4<<10)}
-	}
 	hc.info.dst = dst
 	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		hc.info.source = ra.AddrPort()
 	}
+	if proto != detect.HTTP2 {
+		e.h1.serve(hc)
+		return
+	}
+	// The HTTP/2 server flushes every frame; corked, a response's frames
+	// leave in one write (see corkedConn). It also reads each frame's
+	// header and payload with a read apiece, straight from the connection:
+	// a buffer takes whatever has arrived at once.
+	hc.Conn = &bufferedConn{Conn: corkNow(c), r: bufio.NewReaderSize(c, 4<<10)}
 	e.ln.Push(hc)
+}
+
+// shutdown lets both servers finish their requests; false: ctx ended first
+// and what was left has been closed.
+func (e *httpEntry) shutdown(ctx context.Context) bool {
+	done := make(chan bool, 1)
+	go func() { done <- e.h1.Shutdown(ctx) == nil }()
+	ok := e.server.Shutdown(ctx) == nil
+	if !<-done || !ok {
+		e.server.Close()
+		e.h1.Close()
+		return false
+	}
+	return true
 }
 
 // bufferedConn reads through a buffer.

@@ -243,6 +243,16 @@ func (p *Proxy) newMeshHTTP() *meshHTTP {
 	return m
 }
 
+// shutdown lets the server finish its requests; false: ctx ended first and
+// what was left has been closed.
+func (m *meshHTTP) shutdown(ctx context.Context) bool {
+	if m.server.Shutdown(ctx) != nil {
+		m.server.Close()
+		return false
+	}
+	return true
+}
+
 func (m *meshHTTP) serveTLS(tc *tls.Conn, ci connInfo) {
 	m.infos.Store(tc, &ci)
 	m.ln.Push(tc)

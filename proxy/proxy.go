@@ -391,13 +391,12 @@ func (p *Proxy) drain() {
 	// the detect timeout; after that no new connection reaches the servers.
 	p.detecting.Wait()
 	var wg sync.WaitGroup
-	for _, s := range []*http.Server{p.outboundH.server, p.inboundH.server, p.meshInbound.server} {
+	for _, shutdown := range []func(context.Context) bool{p.outboundH.shutdown, p.inboundH.shutdown, p.meshInbound.shutdown} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.Shutdown(ctx); err != nil {
+			if !shutdown(ctx) {
 				p.log.Warn("grace period over; closing HTTP connections")
-				s.Close()
 			}
 		}()
 	}
