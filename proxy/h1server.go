@@ -215,16 +215,20 @@ func (s *h1Server) Close() {
 func (c *h1ServerConn) loop() error {
 	s := c.s
 	for {
-		// Wait for the next request.
+		// Wait for the next request. The idle deadline is set under the
+		// lock that Shutdown takes to expire it, so one cannot undo the other.
+		waiting := !c.src.hasByte && c.br.Buffered() == 0
 		c.mu.Lock()
 		c.idle = true
 		closing := c.closing
+		if waiting && !closing {
+			c.hc.SetReadDeadline(time.Now().Add(s.idleTimeout))
+		}
 		c.mu.Unlock()
 		if closing {
 			return nil
 		}
-		if !c.src.hasByte && c.br.Buffered() == 0 {
-			c.hc.SetReadDeadline(time.Now().Add(s.idleTimeout))
+		if waiting {
 			if _, err := c.br.Peek(1); err != nil {
 				return err
 			}
