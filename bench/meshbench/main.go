@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,6 +38,7 @@ type config struct {
 	only                  string
 	profile               string
 	threads               int
+	rounds                int
 }
 
 func main() {
@@ -53,10 +55,15 @@ func main() {
 	flag.BoolVar(&c.grpc, "grpc", true, "also measure gRPC on the two-hop TLS scenarios")
 	flag.StringVar(&c.only, "only", "", "run only scenarios whose name contains this")
 	flag.IntVar(&c.threads, "threads", 1, "threads each proxy runs on: HAProxy's nbthread, mesh's --cores (the same for both, so that neither gets more of the machine)")
+	flag.IntVar(&c.rounds, "rounds", 1, "run every scenario this many times, interleaved, and report medians (and the spread of the mesh/HAProxy ratios)")
 	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of mesh proxies during the max-throughput run to this directory")
 	flag.Parse()
 	if *smoke {
 		c.duration = time.Second
+		c.rounds = 1
+	}
+	if c.rounds <= 0 {
+		fail("--rounds must be at least 1")
 	}
 	for _, r := range strings.Split(rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
@@ -133,28 +140,94 @@ func run(ctx context.Context, c *config) error {
 		{name: "haproxy 2 hops TLS", kind: haproxyKind, hops: 2, tls: true},
 		{name: "mesh 2 hops mTLS", kind: meshKind, hops: 2, tls: true},
 	}
-	var results []result
-	for _, s := range scenarios {
-		if c.only != "" && !strings.Contains(s.name, c.only) && s.name != "direct" {
-			continue
-		}
-		for _, proto := range []string{"http", "grpc"} {
-			if proto == "grpc" && (!c.grpc || (s.hops != 0 && !s.tls)) {
+	// Rounds interleave the scenarios, so that a slow minute of this
+	// shared machine lands on all of them rather than on one.
+	var rounds [][]result
+	for round := range c.rounds {
+		var results []result
+		for _, s := range scenarios {
+			if c.only != "" && !strings.Contains(s.name, c.only) && s.name != "direct" {
 				continue
 			}
-			if ctx.Err() != nil {
-				return ctx.Err()
+			for _, proto := range []string{"http", "grpc"} {
+				if proto == "grpc" && (!c.grpc || (s.hops != 0 && !s.tls)) {
+					continue
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r, err := measure(ctx, c, s, proto, backends, tlsFiles, ident)
+				if err != nil {
+					return fmt.Errorf("%s (%s): %w", s.name, proto, err)
+				}
+				results = append(results, r)
+				fmt.Fprintf(os.Stderr, "done: round %d/%d: %s %s\n", round+1, c.rounds, s.name, proto)
 			}
-			r, err := measure(ctx, c, s, proto, backends, tlsFiles, ident)
-			if err != nil {
-				return fmt.Errorf("%s (%s): %w", s.name, proto, err)
-			}
-			results = append(results, r)
-			fmt.Fprintf(os.Stderr, "done: %s %s\n", s.name, proto)
 		}
+		rounds = append(rounds, results)
 	}
-	report(os.Stdout, c, results)
+	report(os.Stdout, c, medians(rounds), rounds)
 	return nil
+}
+
+// medians combines rounds (the same scenarios in the same order) into one
+// result per scenario: the median of every figure, the sum of errors.
+func medians(rounds [][]result) []result {
+	out := make([]result, len(rounds[0]))
+	for i := range out {
+		pick := func(f func(result) float64) float64 {
+			v := make([]float64, len(rounds))
+			for k, rs := range rounds {
+				v[k] = f(rs[i])
+			}
+			return median(v)
+		}
+		r := rounds[0][i]
+		r.at = append([]latency(nil), r.at...)
+		for j := range r.at {
+			r.at[j].p50 = pick(func(x result) float64 { return x.at[j].p50 })
+			r.at[j].p90 = pick(func(x result) float64 { return x.at[j].p90 })
+			r.at[j].p99 = pick(func(x result) float64 { return x.at[j].p99 })
+			r.at[j].p999 = pick(func(x result) float64 { return x.at[j].p999 })
+			r.at[j].actual = pick(func(x result) float64 { return x.at[j].actual })
+			r.at[j].errors = 0
+			for _, rs := range rounds {
+				r.at[j].errors += rs[i].at[j].errors
+			}
+		}
+		r.maxRPS = pick(func(x result) float64 { return x.maxRPS })
+		r.maxErr = 0
+		for _, rs := range rounds {
+			r.maxErr += rs[i].maxErr
+		}
+		perProcess := func(f func(result) []float64) []float64 {
+			v := make([]float64, len(f(r)))
+			for p := range v {
+				v[p] = pick(func(x result) float64 {
+					if xs := f(x); p < len(xs) {
+						return xs[p]
+					}
+					return 0
+				})
+			}
+			return v
+		}
+		r.cpu = perProcess(func(x result) []float64 { return x.cpu })
+		r.rss = perProcess(func(x result) []float64 { return x.rss })
+		r.anon = perProcess(func(x result) []float64 { return x.anon })
+		out[i] = r
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 type kind int
@@ -336,8 +409,12 @@ func waitTCP(addr string) error {
 	return fmt.Errorf("nothing listening on %s", addr)
 }
 
-func report(w io.Writer, c *config, results []result) {
-	fmt.Fprintf(w, "mesh proxy vs HAProxy vs direct on 127.0.0.1: %d connections, %d-byte responses, %s per measurement, %d thread(s) per proxy\n\n", c.conns, c.size, c.duration, c.threads)
+func report(w io.Writer, c *config, results []result, rounds [][]result) {
+	fmt.Fprintf(w, "mesh proxy vs HAProxy vs direct on 127.0.0.1: %d connections, %d-byte responses, %s per measurement, %d thread(s) per proxy", c.conns, c.size, c.duration, c.threads)
+	if len(rounds) > 1 {
+		fmt.Fprintf(w, "; medians of %d interleaved rounds (errors summed)", len(rounds))
+	}
+	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "scenario\tproto\t")
 	for _, r := range c.rates {
@@ -384,8 +461,27 @@ func report(w io.Writer, c *config, results []result) {
 			addM, addH := m.at[0].p99-d.at[0].p99, h.at[0].p99-d.at[0].p99
 			fmt.Fprintf(w, "  %-18s %-4s added p99 at %d rps: mesh %.0f µs, HAProxy %.0f µs (%.2f×); throughput %.2f× HAProxy's; peak RSS mesh %s MB vs HAProxy %s MB\n",
 				pair[0], proto, c.rates[0], addM, addH, safeDiv(addM, addH), safeDiv(m.maxRPS, h.maxRPS), joinF(m.rss, "%.1f"), joinF(h.rss, "%.1f"))
+			if len(rounds) > 1 {
+				var p99s, tputs []float64
+				for _, rs := range rounds {
+					m, h, d := find(rs, pair[0], proto), find(rs, pair[1], proto), find(rs, "direct", proto)
+					p99s = append(p99s, safeDiv(m.at[0].p99-d.at[0].p99, h.at[0].p99-d.at[0].p99))
+					tputs = append(tputs, safeDiv(m.maxRPS, h.maxRPS))
+				}
+				fmt.Fprintf(w, "  %-18s %-4s round by round: added p99 %s×; throughput %s×\n", "", "", joinSep(p99s, "%.2f", " "), joinSep(tputs, "%.2f", " "))
+			}
 		}
 	}
+}
+
+// find is a round's result for one scenario (all rounds hold the same ones).
+func find(rs []result, name, proto string) result {
+	for _, r := range rs {
+		if r.scenario.name == name && r.proto == proto {
+			return r
+		}
+	}
+	return result{}
 }
 
 func safeDiv(a, b float64) float64 {
@@ -395,7 +491,10 @@ func safeDiv(a, b float64) float64 {
 	return a / b
 }
 
-func joinF(v []float64, format string) string {
+// joinF joins per-process figures: "12.1+11.9".
+func joinF(v []float64, format string) string { return joinSep(v, format, "+") }
+
+func joinSep(v []float64, format, sep string) string {
 	if len(v) == 0 {
 		return "-"
 	}
@@ -403,5 +502,5 @@ func joinF(v []float64, format string) string {
 	for i, x := range v {
 		parts[i] = fmt.Sprintf(format, x)
 	}
-	return strings.Join(parts, "+")
+	return strings.Join(parts, sep)
 }
