@@ -142,6 +142,10 @@ func (p *Proxy) newForwarder(d direction, rt http.RoundTripper) *httputil.Revers
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
+			// ReverseProxy re-encodes the query for Rewrite, dropping
+			// parameters with a semicolon and adding "=" to bare keys;
+			// a sidecar passes it on as the client wrote it.
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 			// The server fills in request trailers only when the body has
 			// been read, long after the clone: share the map so that the
 			// transport sends them.

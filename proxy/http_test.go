@@ -1,0 +1,23 @@
+package proxy
+
+import (
+	"net/http"
+	"testing"
+)
+
+func TestProxyPassesTheQueryUntouched(t *testing.T) {
+	seen := make(chan string, 1)
+	backend := startBackend(t, func(w http.ResponseWriter, r *http.Request) { seen <- r.URL.RawQuery })
+	out := startInProcess(t, backend)
+	const query = "a=1;b=2&c=%3B&d"
+	req, _ := http.NewRequest("GET", "http://"+out+"/search?"+query, nil)
+	req.Host = "web"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := <-seen; got != query {
+		t.Errorf("backend saw query %q; want %q as the client sent it", got, query)
+	}
+}
