@@ -34,14 +34,15 @@ func startMeshPair(t *testing.T, mi *meshIdentity, app string, expectedIdentity 
 func TestMTLSBetweenProxiesEncryptsAndReportsPeerIdentities(t *testing.T) {
 	mi := startIdentity(t, "24h")
 	app := startBackend(t, "app")
-	var gotBody, gotTrailer string
+	var gotBody, gotTrailer, gotQuery string
 	var gotProto int
 	var gotChunked bool
 	app.handler = func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		gotBody, gotTrailer, gotProto = string(b), r.Trailer.Get("X-Checksum"), r.ProtoMajor
+		gotBody, gotTrailer, gotProto, gotQuery = string(b), r.Trailer.Get("X-Checksum"), r.ProtoMajor, r.URL.RawQuery
 		gotChunked = len(r.TransferEncoding) > 0 && r.TransferEncoding[0] == "chunked"
 		w.Header().Set("X-App", "yes")
+		w.Header()["Content-Type"] = nil // the app sends none; neither proxy may add one
 		fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path)
 	}
 	mp := startMeshPair(t, mi, app.addr, spiffe("server"))
@@ -54,7 +55,7 @@ func TestMTLSBetweenProxiesEncryptsAndReportsPeerIdentities(t *testing.T) {
 		pw.Write([]byte("part two"))
 		pw.Close()
 	}()
-	req, _ := http.NewRequest("POST", "http://"+mp.client.outbound+"/secret-path-4711", pr)
+	req, _ := http.NewRequest("POST", "http://"+mp.client.outbound+"/secret-path-4711?a=1;b=2&c", pr)
 	req.Host = "web"
 	req.Trailer = http.Header{"X-Checksum": {"abc123"}}
 	resp, err := http.DefaultClient.Do(req)
@@ -65,6 +66,9 @@ func TestMTLSBetweenProxiesEncryptsAndReportsPeerIdentities(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(body) != "POST /secret-path-4711" || resp.Header.Get("X-App") != "yes" {
 		t.Fatalf("through the mesh: %s %q (mesh-error %q)", resp.Status, body, resp.Header.Get("mesh-error"))
+	}
+	if ct, ok := resp.Header["Content-Type"]; ok || gotQuery != "a=1;b=2&c" {
+		t.Errorf("through the mesh the response gained Content-Type %q (present %v) and the app saw query %q; want neither changed", ct, ok, gotQuery)
 	}
 	if gotBody != "part one, part two" || gotTrailer != "abc123" || gotProto != 1 || !gotChunked {
 		t.Errorf("app saw body %q trailer %q HTTP/%d chunked=%v; want the client's HTTP/1.1 chunked request with its trailer", gotBody, gotTrailer, gotProto, gotChunked)

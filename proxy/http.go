@@ -138,8 +138,8 @@ var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Hos
 // newForwarder builds the HTTP forwarder for one direction and transport.
 // httputil.ReverseProxy brings hop-by-hop header handling (RFC 9110 7.6.1),
 // trailers, streaming and protocol upgrades.
-func (p *Proxy) newForwarder(d direction, rt http.RoundTripper) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
+func (p *Proxy) newForwarder(d direction, rt http.RoundTripper) http.Handler {
+	return forwarder{&httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
 			// ReverseProxy re-encodes the query for Rewrite, dropping
@@ -167,7 +167,20 @@ func (p *Proxy) newForwarder(d direction, rt http.RoundTripper) *httputil.Revers
 			p.upstreamFailed(w, r, d, err)
 		},
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}}
+}
+
+// forwarder is a ReverseProxy that keeps responses as the app sent them.
+type forwarder struct{ rp *httputil.ReverseProxy }
+
+func (f forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// net/http's servers guess a Content-Type from the body when a response
+	// has none, unless the field is present and empty: a response the app
+	// sent without one must not gain one on the way.
+	if h := w.Header(); h["Content-Type"] == nil {
+		h["Content-Type"] = nil
 	}
+	f.rp.ServeHTTP(w, r)
 }
 
 // inboundTransport sends requests to the local app.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"slices"
 	"sort"
@@ -28,7 +27,7 @@ type service struct {
 	policy    atomic.Pointer[policy]
 	authority string
 	balancer  *balance.Balancer
-	forward   *httputil.ReverseProxy
+	forward   http.Handler
 }
 
 // serviceTable is an immutable view of all services, swapped whole on each
