@@ -39,6 +39,11 @@ type h1Server struct {
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 	maxHeaderBytes    int
+	// described is what requests find under http.ServerContextKey:
+	// httputil.ReverseProxy aborts a response whose upstream fails midway
+	// (so that the client sees an error, not a short body) only when it
+	// finds a server there.
+	described *http.Server
 	// connState reports a connection's life as http.Server's ConnState
 	// does: StateNew, then StateClosed or StateHijacked.
 	connState func(*handedConn, http.ConnState)
@@ -65,8 +70,11 @@ var errHijacked = errors.New("connection hijacked")
 var aLongTimeAgo = time.Unix(1, 0)
 
 func newH1Server(h http.Handler, log *slog.Logger, connState func(*handedConn, http.ConnState)) *h1Server {
-	return &h1Server{handler: h, log: log, connState: connState, readHeaderTimeout: 30 * time.Second,
+	s := &h1Server{handler: h, log: log, connState: connState, readHeaderTimeout: 30 * time.Second,
 		idleTimeout: 90 * time.Second, maxHeaderBytes: http.DefaultMaxHeaderBytes, conns: map[*h1ServerConn]struct{}{}}
+	s.described = &http.Server{Handler: h, ReadHeaderTimeout: s.readHeaderTimeout, IdleTimeout: s.idleTimeout,
+		MaxHeaderBytes: s.maxHeaderBytes}
+	return s
 }
 
 // h1ServerConn is one client connection and the state of its current request.
@@ -128,7 +136,8 @@ func (s *h1Source) Read(p []byte) (int, error) {
 
 // serve serves a connection on the calling goroutine until it closes.
 func (s *h1Server) serve(hc *handedConn) {
-	c := &h1ServerConn{s: s, hc: hc, ctx: context.WithValue(context.Background(), connInfoKey{}, &hc.info)}
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.described)
+	c := &h1ServerConn{s: s, hc: hc, ctx: context.WithValue(ctx, connInfoKey{}, &hc.info)}
 	c.src.c = c
 	c.src.limit = -1
 	c.addr = hc.RemoteAddr().String()

@@ -570,3 +570,29 @@ func TestProxyCarriesLargeBodiesStreamsAndContinueThroughItsHTTP1Server(t *testi
 		t.Errorf("rest %q", rest)
 	}
 }
+
+func TestProxyAbortsAResponseTheBackendCutShort(t *testing.T) {
+	backend := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		// A chunked body that stops in the middle: no last chunk.
+		brw.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		brw.Flush()
+	})
+	out := startInProcess(t, backend)
+	req, _ := http.NewRequest("GET", "http://"+out+"/", nil)
+	req.Host = "web"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Errorf("client read %q and a clean end; a cut-short response must end in an error", b)
+	}
+}
