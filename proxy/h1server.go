@@ -330,13 +330,13 @@ func (c *h1ServerConn) serveRequest(req *http.Request) (err error) {
 	w := &h1Response{c: c, req: req, status: http.StatusOK, contentLength: -1,
 		expectContinue: req.ProtoAtLeast(1, 1) && strings.EqualFold(req.Header.Get("Expect"), "100-continue")}
 	w.header = make(http.Header, 8)
-	body := &h1RequestBody{w: w, r: req.Body}
-	req.Body = body
-	if req.ContentLength == 0 && !isChunked(req) {
-		body.eof = true
+	var body *h1RequestBody // nil: the request has none (req.Body is http.NoBody)
+	if req.ContentLength != 0 || isChunked(req) {
+		body = &h1RequestBody{w: w, r: req.Body}
+		req.Body = body
 	}
 	c.mu.Lock()
-	c.handling, c.bodyDone, c.watchDue, c.cancel = true, body.eof, false, cancel
+	c.handling, c.bodyDone, c.watchDue, c.cancel = true, body == nil, false, cancel
 	c.mu.Unlock()
 	c.timer.Reset(clientWatchDelay)
 
@@ -358,7 +358,7 @@ func (c *h1ServerConn) serveRequest(req *http.Request) (err error) {
 		return errHijacked
 	}
 	c.stopWatch()
-	keep := w.finish() && body.finish()
+	keep := w.finish() && (body == nil || body.finish())
 	cancel()
 	if !keep {
 		return errors.New("connection closes after this response")
