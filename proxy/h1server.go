@@ -63,6 +63,10 @@ const clientWatchDelay = 5 * time.Millisecond
 // is drained to keep the connection; beyond it the connection is closed.
 const maxPostHandlerRead = 256 << 10
 
+// lingerTime bounds how long a closing connection reads what the client
+// still sends after its answer (see h1Server.serve).
+const lingerTime = 500 * time.Millisecond
+
 // errHijacked ends the serving loop of a connection taken over by the handler.
 var errHijacked = errors.New("connection hijacked")
 
@@ -83,9 +87,12 @@ type h1ServerConn struct {
 	hc   *handedConn
 	ctx  context.Context // carries the connInfo
 	addr string          // the client's, for Request.RemoteAddr
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	src  h1Source
+	// linger: the client may still be sending when the connection closes
+	// (a rejected request, a body left unread).
+	linger bool
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	src    h1Source
 
 	// mu guards what the client watch shares with the serving goroutine.
 	mu        sync.Mutex
@@ -158,6 +165,14 @@ func (s *h1Server) serve(hc *handedConn) {
 	if err == errHijacked {
 		s.connState(hc, http.StateHijacked)
 		return
+	}
+	if c.linger {
+		// Closing with bytes from the client unread resets the connection,
+		// which can destroy the answer before the client reads it: close
+		// our side for writing and take what else comes for a moment.
+		closeWrite(hc.Conn)
+		hc.SetReadDeadline(time.Now().Add(lingerTime))
+		io.CopyN(io.Discard, hc, maxPostHandlerRead)
 	}
 	hc.Close()
 	s.connState(hc, http.StateClosed)
@@ -311,6 +326,7 @@ func (c *h1ServerConn) badRequest(err error, hitLimit bool) {
 // reject answers a request the server will not hand to the handler, and the
 // connection closes after it. An answer to HEAD has no body.
 func (c *h1ServerConn) reject(status int, msg string, head bool) {
+	c.linger = true
 	c.hc.SetWriteDeadline(time.Now().Add(time.Second))
 	body := fmt.Sprintf("%d %s: %s\n", status, http.StatusText(status), msg)
 	fmt.Fprintf(c.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
@@ -358,7 +374,10 @@ func (c *h1ServerConn) serveRequest(req *http.Request) (err error) {
 		return errHijacked
 	}
 	c.stopWatch()
-	keep := w.finish() && (body == nil || body.finish())
+	keep := w.finish()
+	if body != nil && !body.finish() {
+		keep, c.linger = false, true
+	}
 	cancel()
 	if !keep {
 		return errors.New("connection closes after this response")
