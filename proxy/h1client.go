@@ -151,7 +151,7 @@ func (e *writeError) Unwrap() error { return e.err }
 func (t *h1Client) exchange(ctx context.Context, h *h1Host, pc *h1Conn, req *http.Request) (*http.Response, error) {
 	// Cancelling the request (the client went away, a timeout) unblocks
 	// whatever the connection is doing.
-	stop := context.AfterFunc(ctx, func() { pc.c.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { pc.c.SetDeadline(aLongTimeAgo) })
 	var wrote chan error
 	fail := func(err error) (*http.Response, error) {
 		stop()

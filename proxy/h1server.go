@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,9 @@ type h1Server struct {
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 	maxHeaderBytes    int
+	// lingerFor bounds how long a closing connection reads what the
+	// client still sends after its answer (see serve).
+	lingerFor time.Duration
 	// described is what requests find under http.ServerContextKey:
 	// httputil.ReverseProxy aborts a response whose upstream fails midway
 	// (so that the client sees an error, not a short body) only when it
@@ -63,10 +67,6 @@ const clientWatchDelay = 5 * time.Millisecond
 // is drained to keep the connection; beyond it the connection is closed.
 const maxPostHandlerRead = 256 << 10
 
-// lingerTime bounds how long a closing connection reads what the client
-// still sends after its answer (see h1Server.serve).
-const lingerTime = 500 * time.Millisecond
-
 // errHijacked ends the serving loop of a connection taken over by the handler.
 var errHijacked = errors.New("connection hijacked")
 
@@ -75,7 +75,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 func newH1Server(h http.Handler, log *slog.Logger, connState func(*handedConn, http.ConnState)) *h1Server {
 	s := &h1Server{handler: h, log: log, connState: connState, readHeaderTimeout: 30 * time.Second,
-		idleTimeout: 90 * time.Second, maxHeaderBytes: http.DefaultMaxHeaderBytes, conns: map[*h1ServerConn]struct{}{}}
+		idleTimeout: 90 * time.Second, maxHeaderBytes: http.DefaultMaxHeaderBytes, lingerFor: 500 * time.Millisecond, conns: map[*h1ServerConn]struct{}{}}
 	s.described = &http.Server{Handler: h, ReadHeaderTimeout: s.readHeaderTimeout, IdleTimeout: s.idleTimeout,
 		MaxHeaderBytes: s.maxHeaderBytes}
 	return s
@@ -153,14 +153,12 @@ func (s *h1Server) serve(hc *handedConn) {
 		return
 	}
 	s.connState(hc, http.StateNew)
-	c.br = getReader(&c.src)
-	c.bw = getWriter(hc)
+	c.br = bufio.NewReaderSize(&c.src, 4<<10)
+	c.bw = bufio.NewWriterSize(hc, 4<<10)
 	c.timer = time.AfterFunc(time.Hour, c.watchDelayPassed)
 	c.timer.Stop()
 	err := c.loop()
 	c.timer.Stop()
-	putReader(c.br)
-	putWriter(c.bw)
 	s.track(c, false)
 	if err == errHijacked {
 		s.connState(hc, http.StateHijacked)
@@ -171,7 +169,7 @@ func (s *h1Server) serve(hc *handedConn) {
 		// which can destroy the answer before the client reads it: close
 		// our side for writing and take what else comes for a moment.
 		closeWrite(hc.Conn)
-		hc.SetReadDeadline(time.Now().Add(lingerTime))
+		hc.SetReadDeadline(time.Now().Add(s.lingerFor))
 		io.CopyN(io.Discard, hc, maxPostHandlerRead)
 	}
 	hc.Close()
@@ -634,7 +632,7 @@ func (w *h1Response) writeHead(hasBody bool) {
 		// An HTTP/1.0 client learns the end of the body from the close.
 		w.closeAfter = true
 	}
-	if headerHasToken(h["Connection"], "close") {
+	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}
 	c := w.c
@@ -788,22 +786,13 @@ func writeStatusLine(bw *bufio.Writer, code int) {
 // fields no HTTP/1 peer may receive.
 func writeHeaderFields(bw *bufio.Writer, h http.Header, trailers []string) {
 	for k, vv := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) || contains(trailers, k) {
+		if strings.HasPrefix(k, http.TrailerPrefix) || slices.Contains(trailers, k) {
 			continue
 		}
 		for _, v := range vv {
 			writeField(bw, k, v)
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 // writeField writes one field; a name that is not a token is dropped and
@@ -819,18 +808,6 @@ func writeField(bw *bufio.Writer, name, value string) {
 	}
 	bw.WriteString(strings.TrimSpace(value))
 	bw.WriteString("\r\n")
-}
-
-// headerHasToken says whether a comma-separated header holds token.
-func headerHasToken(values []string, token string) bool {
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // httpDate is the Date header value, formatted once a second.
@@ -850,30 +827,3 @@ type dateText struct {
 }
 
 var cachedDate atomic.Pointer[dateText]
-
-var (
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
-	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
-)
-
-func getReader(r io.Reader) *bufio.Reader {
-	br := readers.Get().(*bufio.Reader)
-	br.Reset(r)
-	return br
-}
-
-func putReader(br *bufio.Reader) {
-	br.Reset(nil)
-	readers.Put(br)
-}
-
-func getWriter(w io.Writer) *bufio.Writer {
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(w)
-	return bw
-}
-
-func putWriter(bw *bufio.Writer) {
-	bw.Reset(nil)
-	writers.Put(bw)
-}
