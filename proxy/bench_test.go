@@ -55,17 +55,30 @@ func startInProcess(tb testing.TB, addr string) string {
 	return p.OutboundAddr().String()
 }
 
-func startHelloBackend(tb testing.TB) string {
+// startBackend serves h on loopback with net/http, as an app would.
+func startBackend(tb testing.TB, h http.HandlerFunc) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	body := make([]byte, 100)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(body) })}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	tb.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// startHelloBackend answers every request with 100 bytes.
+func startHelloBackend(tb testing.TB) string {
+	body := make([]byte, 100)
+	return startBackend(tb, func(w http.ResponseWriter, _ *http.Request) { w.Write(body) })
+}
+
+// toWeb is a request for the in-process proxy's service "web".
+func toWeb(out, method, path string, body io.Reader) *http.Request {
+	req, _ := http.NewRequest(method, "http://"+out+path, body)
+	req.Host = "web"
+	return req
 }
 
 func benchmarkGET(b *testing.B, addr, host string) {
@@ -105,9 +118,7 @@ func BenchmarkRequest(b *testing.B) {
 
 func TestInProcessProxyForwards(t *testing.T) {
 	out := startInProcess(t, startHelloBackend(t))
-	req, _ := http.NewRequest("GET", "http://"+out+"/", nil)
-	req.Host = "web"
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(toWeb(out, "GET", "/", nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -293,6 +293,35 @@ func TestH1ServerRejectsBadRequestsWithClearStatuses(t *testing.T) {
 	}
 }
 
+func TestH1ServerRejectsWithAnAnswerTheClientCanRead(t *testing.T) {
+	s, addr := startH1Server(t, echoPath)
+	s.lingerFor = time.Minute // the client's end must come from the half-close, not the linger
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	// A broken head followed by more bytes that the server never reads.
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n"+strings.Repeat("x", 64<<10))
+	raw, err := io.ReadAll(c)
+	if err != nil || !strings.HasPrefix(string(raw), "HTTP/1.1 400") {
+		t.Errorf("got %q, %v; want the 400 and then the end of the connection", firstLineOf(string(raw)), err)
+	}
+}
+
+func TestH1ServerDiscardsABodyWrittenForHEAD(t *testing.T) {
+	werr := make(chan error, 1)
+	_, addr := startH1Server(t, func(w http.ResponseWriter, r *http.Request) {
+		_, err := w.Write([]byte("not sent"))
+		werr <- err
+	})
+	raw := exchange(t, addr, "HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	if err := <-werr; err != nil || strings.Contains(raw, "not sent") {
+		t.Errorf("write for HEAD: %v, answer %q; want it accepted and discarded", err, raw)
+	}
+}
+
 func TestH1ServerChunkedBodyWinsOverContentLength(t *testing.T) {
 	// A request with both framings is read as chunked (RFC 9112 6.3), so
 	// nothing after its body can pass as a request of its own.
@@ -485,19 +514,6 @@ func FuzzH1Server(f *testing.F) {
 	})
 }
 
-// startBackend serves h on loopback with net/http, as an app would.
-func startBackend(t *testing.T, h http.HandlerFunc) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
-}
-
 func TestProxyCarriesLargeBodiesStreamsAndContinueThroughItsHTTP1Server(t *testing.T) {
 	release := make(chan struct{})
 	backend := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -524,8 +540,7 @@ func TestProxyCarriesLargeBodiesStreamsAndContinueThroughItsHTTP1Server(t *testi
 	defer client.CloseIdleConnections()
 	send := func(method, path string, body io.Reader, header http.Header) (*http.Response, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+out+path, body)
-		req.Host = "web"
+		req := toWeb(out, method, path, body)
 		for k, v := range header {
 			req.Header[k] = v
 		}
@@ -554,9 +569,7 @@ func TestProxyCarriesLargeBodiesStreamsAndContinueThroughItsHTTP1Server(t *testi
 	}
 
 	// A streamed response reaches the client before the backend ends it.
-	req, _ := http.NewRequest("GET", "http://"+out+"/stream", nil)
-	req.Host = "web"
-	resp, err := client.Do(req)
+	resp, err := client.Do(toWeb(out, "GET", "/stream", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,9 +597,7 @@ func TestProxyAbortsAResponseTheBackendCutShort(t *testing.T) {
 		brw.Flush()
 	})
 	out := startInProcess(t, backend)
-	req, _ := http.NewRequest("GET", "http://"+out+"/", nil)
-	req.Host = "web"
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(toWeb(out, "GET", "/", nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,9 +10,7 @@ func TestProxyPassesTheQueryUntouched(t *testing.T) {
 	backend := startBackend(t, func(w http.ResponseWriter, r *http.Request) { seen <- r.URL.RawQuery })
 	out := startInProcess(t, backend)
 	const query = "a=1;b=2&c=%3B&d"
-	req, _ := http.NewRequest("GET", "http://"+out+"/search?"+query, nil)
-	req.Host = "web"
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(toWeb(out, "GET", "/search?"+query, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
