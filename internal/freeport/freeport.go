@@ -13,24 +13,34 @@ import (
 
 var (
 	mu    sync.Mutex
-	given = map[int]bool{}
+	given = map[string]bool{}
 )
 
 // Loopback returns an address "127.0.0.1:port" whose port was free a moment
 // ago and has not been returned before by this process.
-func Loopback() (string, error) {
+func Loopback() (string, error) { return pick(probe) }
+
+// probe asks the kernel for a free port.
+func probe() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func pick(probe func() (string, error)) (string, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		a, err := probe()
 		if err != nil {
 			return "", err
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !given[port] {
-			given[port] = true
-			return ln.Addr().String(), nil
+		if !given[a] {
+			given[a] = true
+			return a, nil
 		}
 	}
 	return "", fmt.Errorf("no unused port on 127.0.0.1 after 100 tries")
