@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/meshproj/mesh/identity"
+	"github.com/meshproj/mesh/internal/memlimit"
 	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/proxy"
 	"github.com/meshproj/mesh/proxy/discovery/file"
@@ -97,6 +98,10 @@ finish for up to --shutdown-grace, and exits.`,
 	f.String("pod-namespace", "default", "this pod's namespace: short service names (\"web\") are looked up in it")
 	f.String("cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.Duration("detect-timeout", proxy.DefaultDetectTimeout, "how long to wait for a client's first bytes before treating it as opaque TCP")
+	f.Duration("request-head-timeout", proxy.DefaultRequestHeadTimeout, "how long a client may take to send a request head")
+	f.Duration("client-idle-timeout", proxy.DefaultClientIdleTimeout, "close a client's keep-alive connection after this long between requests")
+	f.Int("max-connections", proxy.DefaultMaxConnections, "most connections each traffic listener holds at once; at the bound a new one replaces the oldest that has sent no whole request, or is reset when every one is busy")
+	f.Int("admin-max-connections", proxy.DefaultAdminMaxConnections, "most connections the admin listener holds at once")
 	f.Duration("connect-timeout", proxy.DefaultConnectTimeout, "timeout for connecting to an endpoint")
 	f.Duration("shutdown-grace", proxy.DefaultShutdownGrace, "how long to let requests in flight finish on SIGTERM")
 	f.Duration("idle-timeout", proxy.DefaultIdleTimeout, "close pooled connections to endpoints after this long unused")
@@ -128,6 +133,10 @@ func completeProxy(cmd *cobra.Command, s Streams) (*proxyOptions, error) {
 		ConnectTimeout:      v.GetDuration("connect-timeout"),
 		ShutdownGrace:       v.GetDuration("shutdown-grace"),
 		IdleTimeout:         v.GetDuration("idle-timeout"),
+		RequestHeadTimeout:  v.GetDuration("request-head-timeout"),
+		ClientIdleTimeout:   v.GetDuration("client-idle-timeout"),
+		MaxConnections:      v.GetInt("max-connections"),
+		AdminMaxConnections: v.GetInt("admin-max-connections"),
 		MaxConnsPerEndpoint: v.GetInt("max-connections-per-endpoint"),
 		Labels:              map[string]string{},
 		Log:                 log,
@@ -227,7 +236,13 @@ func (o *proxyOptions) validate(v *viper.Viper) error {
 	if o.cfg.MaxConnsPerEndpoint < 0 {
 		return usagef("--max-connections-per-endpoint must not be negative")
 	}
-	for name, d := range map[string]time.Duration{"detect-timeout": o.cfg.DetectTimeout, "connect-timeout": o.cfg.ConnectTimeout, "shutdown-grace": o.cfg.ShutdownGrace, "idle-timeout": o.cfg.IdleTimeout} {
+	for name, n := range map[string]int{"max-connections": o.cfg.MaxConnections, "admin-max-connections": o.cfg.AdminMaxConnections} {
+		if n <= 0 {
+			return usagef("--%s must be positive, got %d", name, n)
+		}
+	}
+	for name, d := range map[string]time.Duration{"detect-timeout": o.cfg.DetectTimeout, "connect-timeout": o.cfg.ConnectTimeout, "shutdown-grace": o.cfg.ShutdownGrace, "idle-timeout": o.cfg.IdleTimeout,
+		"request-head-timeout": o.cfg.RequestHeadTimeout, "client-idle-timeout": o.cfg.ClientIdleTimeout} {
 		if d <= 0 {
 			return usagef("--%s must be positive, got %s", name, d)
 		}
@@ -243,6 +258,13 @@ func (o *proxyOptions) run(ctx context.Context) error {
 	// others.
 	if o.coresSet && o.cores > 0 {
 		runtime.GOMAXPROCS(o.cores)
+	}
+	// Under a flood of connections the heap may double what is live before
+	// a collection; near the container's limit, collect instead.
+	if soft, err := memlimit.Set("/sys/fs/cgroup"); err != nil {
+		o.log.Warn("no soft memory limit", slog.Any("error", err))
+	} else if soft > 0 {
+		o.log.Debug("soft memory limit from the container's", slog.Int64("bytes", soft))
 	}
 	if o.discoveryAddr != "" {
 		node := o.podName

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshproj/mesh/internal/chanlistener"
+	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
 	"github.com/meshproj/mesh/proxy/origdst"
 )
@@ -128,6 +129,9 @@ func (p *Proxy) handleOutbound(c net.Conn) {
 // handleInbound routes a connection meant for the local app.
 func (p *Proxy) handleInbound(c net.Conn) {
 	dst, _ := origdst.Lookup(c)
+	if p.refuseOwnPort(c, dst) {
+		return
+	}
 	target, err := p.inboundTarget(dst)
 	if err != nil {
 		p.log.Warn("inbound connection has nowhere to go", slog.String("client", c.RemoteAddr().String()), slog.Any("error", err))
@@ -198,6 +202,10 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 	connState := func(hc *handedConn, state http.ConnState) {
 		labels := []string{d.String(), "", "", "false", "", ""}
 		switch state {
+		case http.StateActive:
+			hc.slot.Busy()
+		case http.StateIdle:
+			hc.slot.Idle()
 		case http.StateNew:
 			p.window.open[d].Add(1)
 			p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
@@ -212,14 +220,14 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 			p.metrics.TCPWriteBytes.WithLabelValues(labels...).Add(float64(hc.written.Load()))
 		}
 	}
-	e.h1 = newH1Server(h, p.log, connState)
+	e.h1 = newH1Server(h, p.log, connState, p.cfg.RequestHeadTimeout, p.cfg.ClientIdleTimeout)
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
 	e.server = &http.Server{
 		Handler:           h,
 		Protocols:         &protocols,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       90 * time.Second,
+		ReadHeaderTimeout: p.cfg.RequestHeadTimeout,
+		IdleTimeout:       p.cfg.ClientIdleTimeout,
 		// net/http reports handler panics and broken clients here.
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ConnState: func(c net.Conn, state http.ConnState) {
@@ -239,7 +247,7 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 
 // serve serves a detected connection; HTTP/1 on the calling goroutine.
 func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort, proto detect.Protocol) {
-	hc := &handedConn{Conn: c}
+	hc := &handedConn{Conn: c, slot: connlimit.Of(c)}
 	hc.info.dst = dst
 	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		hc.info.source = ra.AddrPort()
@@ -278,11 +286,17 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
+// Unwrap returns the connection read from.
+func (c *bufferedConn) Unwrap() net.Conn { return c.Conn }
+
 // handedConn carries connection facts to ConnContext and counts bytes for
 // the connection metrics.
 type handedConn struct {
 	net.Conn
-	info          connInfo
+	info connInfo
+	// slot is the connection's place on its listener (nil: none), marked
+	// busy while a request is in flight and idle between requests.
+	slot          *connlimit.Conn
 	read, written atomic.Int64
 }
 
@@ -291,6 +305,9 @@ func (c *handedConn) Read(b []byte) (int, error) {
 	c.read.Add(int64(n))
 	return n, err
 }
+
+// Unwrap returns the connection beneath.
+func (c *handedConn) Unwrap() net.Conn { return c.Conn }
 
 func (c *handedConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)

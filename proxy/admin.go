@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshproj/mesh/proxy/balance"
+	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/discovery"
 	"github.com/meshproj/mesh/proxy/metrics"
 )
@@ -48,7 +49,15 @@ func (p *Proxy) newAdmin() *http.Server {
 		w.Write([]byte("shutting down\n"))
 		p.Shutdown()
 	})))
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: p.cfg.ClientIdleTimeout,
+		ConnState: func(c net.Conn, state http.ConnState) {
+			switch state {
+			case http.StateActive:
+				connlimit.Busy(c)
+			case http.StateIdle:
+				connlimit.Idle(c)
+			}
+		}}
 }
 
 // loopbackOnly refuses clients that are not on this host.

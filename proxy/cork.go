@@ -41,6 +41,9 @@ func cork(c net.Conn) *corkedConn { return &corkedConn{Conn: c} }
 // speak HTTP/2.
 func corkNow(c net.Conn) *corkedConn { return &corkedConn{Conn: c, on: true} }
 
+// Unwrap returns the connection written to.
+func (c *corkedConn) Unwrap() net.Conn { return c.Conn }
+
 // start begins corking.
 func (c *corkedConn) start() {
 	c.mu.Lock()

@@ -73,9 +73,9 @@ var errHijacked = errors.New("connection hijacked")
 // aLongTimeAgo is a deadline that has passed: setting it wakes a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
 
-func newH1Server(h http.Handler, log *slog.Logger, connState func(*handedConn, http.ConnState)) *h1Server {
-	s := &h1Server{handler: h, log: log, connState: connState, readHeaderTimeout: 30 * time.Second,
-		idleTimeout: 90 * time.Second, maxHeaderBytes: http.DefaultMaxHeaderBytes, lingerFor: 500 * time.Millisecond, conns: map[*h1ServerConn]struct{}{}}
+func newH1Server(h http.Handler, log *slog.Logger, connState func(*handedConn, http.ConnState), headTimeout, idleTimeout time.Duration) *h1Server {
+	s := &h1Server{handler: h, log: log, connState: connState, readHeaderTimeout: headTimeout,
+		idleTimeout: idleTimeout, maxHeaderBytes: http.DefaultMaxHeaderBytes, lingerFor: 500 * time.Millisecond, conns: map[*h1ServerConn]struct{}{}}
 	s.described = &http.Server{Handler: h, ReadHeaderTimeout: s.readHeaderTimeout, IdleTimeout: s.idleTimeout,
 		MaxHeaderBytes: s.maxHeaderBytes}
 	return s
@@ -91,7 +91,7 @@ type h1ServerConn struct {
 	// (a rejected request, a body left unread).
 	linger bool
 	br     *bufio.Reader
-	bw     *bufio.Writer
+	bw     *bufio.Writer // made at the first answer: a client that never sends a whole request costs none
 	src    h1Source
 
 	// mu guards what the client watch shares with the serving goroutine.
@@ -105,6 +105,14 @@ type h1ServerConn struct {
 	watchDone chan struct{}
 	cancel    context.CancelFunc // the current request's
 	timer     *time.Timer
+}
+
+// writer is the connection's response buffer, made when first needed.
+func (c *h1ServerConn) writer() *bufio.Writer {
+	if c.bw == nil {
+		c.bw = bufio.NewWriterSize(c.hc, 4<<10)
+	}
+	return c.bw
 }
 
 // h1Source is what the connection's bufio.Reader reads: the connection,
@@ -154,7 +162,6 @@ func (s *h1Server) serve(hc *handedConn) {
 	}
 	s.connState(hc, http.StateNew)
 	c.br = bufio.NewReaderSize(&c.src, 4<<10)
-	c.bw = bufio.NewWriterSize(hc, 4<<10)
 	c.timer = time.AfterFunc(time.Hour, c.watchDelayPassed)
 	c.timer.Stop()
 	err := c.loop()
@@ -255,6 +262,8 @@ func (c *h1ServerConn) loop() error {
 				return err
 			}
 		}
+		// Until its head is whole, a request (the first, or the next on a
+		// kept-alive connection) may lose its place to a new connection.
 		// A request that arrived as shutdown began is still served; its
 		// response says the connection closes.
 		c.mu.Lock()
@@ -270,6 +279,7 @@ func (c *h1ServerConn) loop() error {
 			return err
 		}
 		c.hc.SetReadDeadline(time.Time{})
+		c.hc.slot.Busy()
 		if err := checkRequest(req); err != nil {
 			c.reject(http.StatusBadRequest, err.Error(), req.Method == http.MethodHead)
 			return err
@@ -277,6 +287,7 @@ func (c *h1ServerConn) loop() error {
 		if err := c.serveRequest(req); err != nil {
 			return err
 		}
+		c.hc.slot.Idle()
 	}
 }
 
@@ -327,12 +338,12 @@ func (c *h1ServerConn) reject(status int, msg string, head bool) {
 	c.linger = true
 	c.hc.SetWriteDeadline(time.Now().Add(time.Second))
 	body := fmt.Sprintf("%d %s: %s\n", status, http.StatusText(status), msg)
-	fmt.Fprintf(c.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
+	fmt.Fprintf(c.writer(), "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
 		status, http.StatusText(status), len(body))
 	if !head {
-		c.bw.WriteString(body)
+		c.writer().WriteString(body)
 	}
-	c.bw.Flush()
+	c.writer().Flush()
 }
 
 // serveRequest runs the handler for one request and finishes its response.
@@ -558,7 +569,7 @@ func (w *h1Response) informational(code int) {
 		}
 		w.expectContinue = false
 	}
-	bw := w.c.bw
+	bw := w.c.writer()
 	writeStatusLine(bw, code)
 	writeHeaderFields(bw, w.header, nil)
 	bw.WriteString("\r\n")
@@ -573,8 +584,8 @@ func (w *h1Response) sendContinue() {
 		return
 	}
 	w.expectContinue = false
-	w.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-	w.setErr(w.c.bw.Flush())
+	w.c.writer().WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	w.setErr(w.c.writer().Flush())
 }
 
 func (w *h1Response) continuePending() bool {
@@ -651,9 +662,9 @@ func (w *h1Response) writeHead(hasBody bool) {
 	if _, ok := h["Date"]; !ok {
 		h["Date"] = []string{httpDate()}
 	}
-	writeStatusLine(c.bw, w.status)
-	writeHeaderFields(c.bw, h, w.trailers)
-	c.bw.WriteString("\r\n")
+	writeStatusLine(c.writer(), w.status)
+	writeHeaderFields(c.writer(), h, w.trailers)
+	c.writer().WriteString("\r\n")
 }
 
 func (w *h1Response) Write(p []byte) (int, error) {
@@ -682,7 +693,7 @@ func (w *h1Response) Write(p []byte) (int, error) {
 		return 0, http.ErrContentLength
 	}
 	w.written += int64(len(p))
-	bw := w.c.bw
+	bw := w.c.writer()
 	if w.chunked {
 		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
 		bw.WriteString("\r\n")
@@ -707,7 +718,7 @@ func (w *h1Response) FlushError() error {
 	if !w.wroteHead {
 		w.writeHead(true)
 	}
-	w.setErr(w.c.bw.Flush())
+	w.setErr(w.c.writer().Flush())
 	return w.err
 }
 
@@ -748,7 +759,7 @@ func (w *h1Response) finish() bool {
 	if !w.wroteHead {
 		w.writeHead(false)
 	}
-	bw := w.c.bw
+	bw := w.c.writer()
 	if w.chunked {
 		bw.WriteString("0\r\n")
 		for _, name := range w.trailers {

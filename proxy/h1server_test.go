@@ -28,7 +28,7 @@ func startH1Server(t testing.TB, h http.HandlerFunc) (*h1Server, string) {
 		mu.Lock()
 		states[st]++
 		mu.Unlock()
-	})
+	}, DefaultRequestHeadTimeout, DefaultClientIdleTimeout)
 	var wg sync.WaitGroup
 	go func() {
 		for {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshproj/mesh/internal/chanlistener"
 	"github.com/meshproj/mesh/pki"
+	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
 )
 
@@ -221,8 +222,8 @@ func (p *Proxy) newMeshHTTP() *meshHTTP {
 	m.server = &http.Server{
 		Handler:           http.HandlerFunc(p.serveInbound),
 		Protocols:         &protocols,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       90 * time.Second,
+		ReadHeaderTimeout: p.cfg.RequestHeadTimeout,
+		IdleTimeout:       p.cfg.ClientIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if ci, ok := m.infos.Load(c); ok {
@@ -232,6 +233,10 @@ func (p *Proxy) newMeshHTTP() *meshHTTP {
 		},
 		ConnState: func(c net.Conn, state http.ConnState) {
 			switch state {
+			case http.StateActive:
+				connlimit.Busy(c)
+			case http.StateIdle:
+				connlimit.Idle(c)
 			case http.StateNew:
 				p.window.open[inbound].Add(1)
 			case http.StateClosed, http.StateHijacked:

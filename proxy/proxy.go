@@ -32,6 +32,7 @@ import (
 
 	"github.com/meshproj/mesh/identity"
 
+	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/discovery"
 	"github.com/meshproj/mesh/proxy/metrics"
 )
@@ -67,6 +68,16 @@ type Config struct {
 	ShutdownGrace  time.Duration
 	// IdleTimeout closes pooled connections to endpoints unused that long.
 	IdleTimeout time.Duration
+	// MaxConnections bounds the connections each traffic listener holds at
+	// once, AdminMaxConnections the admin listener's (see package
+	// connlimit); 0: the defaults.
+	MaxConnections      int
+	AdminMaxConnections int
+	// RequestHeadTimeout bounds how long a client may take to send a
+	// request head; ClientIdleTimeout how long its keep-alive connection may
+	// sit between requests. 0: the defaults.
+	RequestHeadTimeout time.Duration
+	ClientIdleTimeout  time.Duration
 	// MaxConnsPerEndpoint bounds connections to one endpoint (0: no
 	// bound); requests beyond it wait for a connection, bounded in turn by
 	// the service's maxRequestsPerEndpoint.
@@ -132,6 +143,12 @@ type Proxy struct {
 
 	outboundLn, inboundLn, adminLn net.Listener
 	tcpLns                         []tcpListener
+	// bounded are the listeners above, each within its connection bound;
+	// registered names those whose gauges are registered.
+	bounded    []*connlimit.Listener
+	registered map[string]bool
+	// ownPorts are the ports of the listeners above.
+	ownPorts map[uint16]bool
 
 	transports transports
 	outboundH  *httpEntry
@@ -184,12 +201,13 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	onDemand, _ := cfg.Discovery.(discovery.OnDemand)
 	p := &Proxy{
-		onDemand: onDemand,
-		cfg:      cfg,
-		log:      cfg.Log,
-		metrics:  metrics.New(cfg.Labels),
-		opaque:   map[uint16]bool{},
-		stop:     make(chan struct{}),
+		onDemand:   onDemand,
+		cfg:        cfg,
+		log:        cfg.Log,
+		metrics:    metrics.New(cfg.Labels),
+		opaque:     map[uint16]bool{},
+		stop:       make(chan struct{}),
+		registered: map[string]bool{},
 	}
 	for _, port := range cfg.OpaquePorts {
 		p.opaque[port] = true
@@ -207,7 +225,7 @@ func New(cfg Config) (*Proxy, error) {
 			l.Close()
 		}
 	}
-	bind := func(name, addr string) net.Listener {
+	bind := func(name, metricName, addr string, max int) net.Listener {
 		if err != nil {
 			return nil
 		}
@@ -215,20 +233,35 @@ func New(cfg Config) (*Proxy, error) {
 		ln, err = net.Listen("tcp", addr)
 		if err != nil {
 			err = fmt.Errorf("%s listener: %w", name, err)
+			return nil
 		}
-		return ln
+		b := p.bound(ln, metricName, max)
+		p.bounded = append(p.bounded, b)
+		return b
 	}
-	p.outboundLn = bind("outbound", cfg.OutboundAddr)
-	p.inboundLn = bind("inbound", cfg.InboundAddr)
-	p.adminLn = bind("admin", cfg.AdminAddr)
+	p.outboundLn = bind("outbound", outbound.String(), cfg.OutboundAddr, cfg.MaxConnections)
+	p.inboundLn = bind("inbound", inbound.String(), cfg.InboundAddr, cfg.MaxConnections)
+	p.adminLn = bind("admin", "admin", cfg.AdminAddr, cfg.AdminMaxConnections)
 	for _, f := range cfg.OutboundTCP {
-		if ln := bind("outbound TCP "+f.Service.String(), f.Listen); ln != nil {
+		if ln := bind("outbound TCP "+f.Service.String(), "outbound_tcp", f.Listen, cfg.MaxConnections); ln != nil {
 			p.tcpLns = append(p.tcpLns, tcpListener{Listener: ln, fwd: f})
 		}
 	}
 	if err != nil {
 		closeAll()
 		return nil, err
+	}
+	all := []net.Listener{p.outboundLn, p.inboundLn, p.adminLn}
+	for _, l := range p.tcpLns {
+		all = append(all, l.Listener)
+	}
+	p.ownPorts = ownPorts(all...)
+	if cfg.InboundForward != "" {
+		fwd := netip.MustParseAddrPort(cfg.InboundForward)
+		if fwd.Addr().IsLoopback() && p.ownPorts[fwd.Port()] {
+			closeAll()
+			return nil, fmt.Errorf("inbound forward address %s is one of the proxy's own listeners; give the app's address", cfg.InboundForward)
+		}
 	}
 	p.outboundH = p.newHTTPEntry(outbound, http.HandlerFunc(p.serveOutbound))
 	p.inboundH = p.newHTTPEntry(inbound, http.HandlerFunc(p.serveInbound))
@@ -272,6 +305,18 @@ func setDefaults(cfg *Config) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.AdminMaxConnections <= 0 {
+		cfg.AdminMaxConnections = DefaultAdminMaxConnections
+	}
+	if cfg.RequestHeadTimeout <= 0 {
+		cfg.RequestHeadTimeout = DefaultRequestHeadTimeout
+	}
+	if cfg.ClientIdleTimeout <= 0 {
+		cfg.ClientIdleTimeout = DefaultClientIdleTimeout
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -304,6 +349,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	var g errgroup.Group
 	g.Go(func() error { return serveHTTP(p.admin, p.adminLn) })
+	g.Go(func() error { p.reclaimMemory(discCtx, 5*time.Second); return nil })
 	p.log.Info("admin listening", slog.String("addr", p.adminLn.Addr().String()))
 	var idReady <-chan struct{}
 	if id := p.cfg.Identity; id != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshproj/mesh/proxy/balance"
+	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
 	"github.com/meshproj/mesh/proxy/discovery"
 )
@@ -129,6 +130,7 @@ func (p *Proxy) pipe(client, server net.Conn, d direction, authority, target str
 	open.Inc()
 	p.window.open[d].Add(1)
 	defer p.window.open[d].Add(-1)
+	connlimit.Busy(client) // a stream holds its place until it ends
 	p.tcpConns.add(client)
 	defer func() {
 		p.tcpConns.remove(client)
@@ -161,9 +163,6 @@ func (p *Proxy) pipe(client, server net.Conn, d direction, authority, target str
 // splice them without passing through user space.
 func copyConn(dst, src net.Conn) int64 {
 	var n int64
-	if dc, ok := dst.(*detect.Conn); ok {
-		dst = dc.Unwrap() // peeking only affects reads
-	}
 	if dc, ok := src.(*detect.Conn); ok {
 		if pre := dc.TakePrefix(); len(pre) > 0 {
 			m, err := dst.Write(pre)
@@ -172,10 +171,24 @@ func copyConn(dst, src net.Conn) int64 {
 				return n
 			}
 		}
-		src = dc.Unwrap()
 	}
-	m, _ := io.Copy(dst, src)
+	m, _ := io.Copy(bare(dst), bare(src))
 	return n + m
+}
+
+// bare strips what only peeks at reads (its prefix already taken) or
+// counts a listener's places, so that io.Copy finds the TCP connections.
+func bare(c net.Conn) net.Conn {
+	for {
+		switch v := c.(type) {
+		case *detect.Conn:
+			c = v.Unwrap()
+		case *connlimit.Conn:
+			c = v.Unwrap()
+		default:
+			return c
+		}
+	}
 }
 
 func closeWrite(c net.Conn) {

@@ -24,6 +24,8 @@ const (
 	Error          = "error"
 	ClientID       = "client_id" // the peer's SPIFFE ID, inbound
 	ServerID       = "server_id" // the peer's SPIFFE ID, outbound
+	Listener       = "listener"  // inbound, outbound, admin, or outbound_tcp
+	Reason         = "reason"
 )
 
 // Metrics holds a proxy's metrics and the registry that serves them.
@@ -48,6 +50,9 @@ type Metrics struct {
 	EndpointEjections     *prometheus.CounterVec
 	EndpointRestorations  *prometheus.CounterVec
 	EndpointsEjectedGauge *prometheus.GaugeVec
+
+	ConnectionsRefused *prometheus.CounterVec
+	ConnectionsEvicted *prometheus.CounterVec
 
 	DiscoveryUpdates   prometheus.Counter
 	DiscoveryServices  prometheus.Gauge
@@ -111,6 +116,12 @@ func New(constLabels map[string]string) *Metrics {
 		EndpointsEjectedGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "endpoint_ejected", Help: "1 while an endpoint is ejected by failure accrual.",
 		}, []string{Authority, TargetAddr}),
+		ConnectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "listener_connections_refused_total", Help: "Accepted connections closed before anything was read from them, by reason (proxy_port: inbound to one of the proxy's own listeners; limit: every place of the listener busy).",
+		}, []string{Listener, Reason}),
+		ConnectionsEvicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "listener_connections_evicted_total", Help: "Connections closed to make room for a new one at the listener's bound, by what they were doing (fresh: no whole request yet; idle: between requests).",
+		}, []string{Listener, "state"}),
 		DiscoveryUpdates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "discovery_updates_total", Help: "Discovery states applied.",
 		}),
@@ -125,6 +136,7 @@ func New(constLabels map[string]string) *Metrics {
 		m.TCPOpenTotal, m.TCPOpenConnections, m.TCPCloseTotal, m.TCPReadBytes, m.TCPWriteBytes,
 		m.RetryTotal, m.RetryBudgetExhausted, m.RequestTimeouts, m.LoadShed,
 		m.EndpointEjections, m.EndpointRestorations, m.EndpointsEjectedGauge,
+		m.ConnectionsRefused, m.ConnectionsEvicted,
 		m.DiscoveryUpdates, m.DiscoveryServices, m.DiscoveryEndpoints)
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m

@@ -16,6 +16,15 @@ var ErrNotRedirected = errors.New("connection was not redirected")
 // Lookup returns the original destination of an accepted connection, or
 // ErrNotRedirected when it is the address the proxy listens on.
 func Lookup(c net.Conn) (netip.AddrPort, error) {
+	// Wrappers (a bounded listener's, for one) keep the TCP connection
+	// beneath them.
+	for {
+		u, ok := c.(interface{ Unwrap() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.Unwrap()
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return netip.AddrPort{}, ErrNotRedirected
