@@ -25,6 +25,9 @@ import (
 var meshBin string
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == helperArg {
+		os.Exit(runHelper(os.Args[2:]))
+	}
 	dir, err := os.MkdirTemp("", "mesh-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -33,23 +33,28 @@ func (n netns) in(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
-// TestInterceptedTrafficFlowsThroughBothProxies builds two pods as network
-// namespaces joined by a veth pair, runs `mesh init` and a proxy in each,
-// and shows that a plain client in one reaches a server in the other
-// through both proxies, while a skipped port goes around them.
-func TestInterceptedTrafficFlowsThroughBothProxies(t *testing.T) {
+// needNetns skips a test that needs network namespaces this machine cannot give.
+func needNetns(t *testing.T, tools ...string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: network namespaces need root")
 	}
-	for _, tool := range []string{"ip", "setpriv", "curl"} {
+	for _, tool := range append([]string{"ip", "setpriv"}, tools...) {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("skipped: %s is not installed", tool)
 		}
 	}
+}
+
+// twoPods makes two network namespaces joined by a veth pair, as two pods
+// on one network: a at SUBNET.1, b at SUBNET.2. tag tells the namespaces of
+// one test from another's.
+func twoPods(t *testing.T, tag byte) (a, b netns, subnet string) {
+	t.Helper()
 	id := os.Getpid() % 10000
-	subnet := fmt.Sprintf("10.231.%d", id%250)
-	a, b := netns{fmt.Sprintf("mesh-e2e-a-%d", id)}, netns{fmt.Sprintf("mesh-e2e-b-%d", id)}
-	vethA, vethB := fmt.Sprintf("vma%d", id), fmt.Sprintf("vmb%d", id)
+	subnet = fmt.Sprintf("10.%d.%d", 231+int(tag)%20, id%250)
+	a, b = netns{fmt.Sprintf("mesh-e2e-%ca-%d", tag, id)}, netns{fmt.Sprintf("mesh-e2e-%cb-%d", tag, id)}
+	vethA, vethB := fmt.Sprintf("vm%ca%d", tag, id), fmt.Sprintf("vm%cb%d", tag, id)
 	for _, n := range []netns{a, b} {
 		ipCmd(t, "netns", "add", n.name)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", n.name).Run() })
@@ -66,16 +71,32 @@ func TestInterceptedTrafficFlowsThroughBothProxies(t *testing.T) {
 		ipCmd(t, "-n", x.n.name, "link", "set", x.dev, "up")
 		ipCmd(t, "-n", x.n.name, "link", "set", "lo", "up")
 	}
-	server := subnet + ".2"
+	return a, b, subnet
+}
 
-	// The pods' init step. A kernel without nftables NAT is the one reason
-	// to skip.
-	if out, err := b.in(t, meshBin, "init", "--skip-inbound-ports", "4191,9090"); err != nil {
+// initPod programs a pod's namespace as the injected init container does;
+// a kernel without nftables NAT is the one reason to skip.
+func initPod(t *testing.T, n netns, args ...string) {
+	t.Helper()
+	if out, err := n.in(t, append([]string{meshBin, "init"}, args...)...); err != nil {
 		if strings.Contains(out, "not supported") || strings.Contains(out, "no such file") {
 			t.Skipf("skipped: this kernel lacks nftables NAT: %s", out)
 		}
-		t.Fatalf("mesh init in the server pod: %v\n%s", err, out)
+		t.Fatalf("mesh init in %s: %v\n%s", n.name, err, out)
 	}
+}
+
+// TestInterceptedTrafficFlowsThroughBothProxies builds two pods as network
+// namespaces joined by a veth pair, runs `mesh init` and a proxy in each,
+// and shows that a plain client in one reaches a server in the other
+// through both proxies, while a skipped port goes around them.
+func TestInterceptedTrafficFlowsThroughBothProxies(t *testing.T) {
+	needNetns(t, "curl")
+	a, b, subnet := twoPods(t, 'i')
+	server := subnet + ".2"
+
+	// The pods' init step.
+	initPod(t, b, "--skip-inbound-ports", "4191,9090")
 	if out, err := a.in(t, meshBin, "init", "--skip-inbound-ports", "4191", "--skip-outbound-ports", "9090"); err != nil {
 		t.Fatalf("mesh init in the client pod: %v\n%s", err, out)
 	}
