@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -119,6 +121,9 @@ func (a *Agent) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.isOurs(chain[0]); err != nil {
+		return err
+	}
 	raw := make([][]byte, len(chain))
 	for i, c := range chain {
 		raw[i] = c.Raw
@@ -128,5 +133,19 @@ func (a *Agent) renew(ctx context.Context) error {
 		close(a.ready)
 	}
 	a.Log.Info("identity: certificate issued", slog.String("identity", a.ID.String()), slog.Time("not_after", chain[0].NotAfter))
+	return nil
+}
+
+// isOurs checks that an issued certificate is for this agent's identity and
+// key: a service that answered with another workload's certificate (a bug,
+// or a lie) would otherwise have the proxy present an identity it cannot
+// prove, or speak for the wrong workload.
+func (a *Agent) isOurs(leaf *x509.Certificate) error {
+	if pub, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(a.key.Public()) {
+		return errors.New("the identity service issued a certificate for another key")
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != a.ID.String() {
+		return fmt.Errorf("the identity service issued a certificate for %v, not %s", leaf.URIs, a.ID)
+	}
 	return nil
 }

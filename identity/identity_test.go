@@ -2,6 +2,8 @@ package identity
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -132,5 +134,40 @@ func TestAgentGetsAndRenewsCertificate(t *testing.T) {
 	}
 	if time.Until(first) < 0 {
 		t.Error("renewed only after the certificate had expired")
+	}
+}
+
+func TestAgentRefusesACertificateForAnotherKeyOrIdentity(t *testing.T) {
+	root, _ := pki.NewRoot("root", time.Hour, time.Now())
+	issuer, _ := root.NewIssuer("issuer", time.Hour, time.Now())
+	web := pki.ID{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "web"}
+	a, err := NewAgent(web, nil, "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := func(key *ecdsa.PrivateKey, id pki.ID) *x509.Certificate {
+		der, err := pki.NewCSR(key, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, _, err := pki.ParseCSR(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := issuer.Sign(csr, id, time.Hour, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	other, _ := pki.NewKey()
+	if err := a.isOurs(sign(a.key, web)); err != nil {
+		t.Fatalf("refused its own certificate: %v", err)
+	}
+	if err := a.isOurs(sign(other, web)); err == nil {
+		t.Error("took a certificate for another key")
+	}
+	if err := a.isOurs(sign(a.key, pki.ID{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "admin"})); err == nil {
+		t.Error("took a certificate for another identity")
 	}
 }
