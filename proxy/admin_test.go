@@ -16,12 +16,20 @@ func TestLoopbackOnlyRefusesPodNetworkClients(t *testing.T) {
 		"[fd00::1]:5000":        403,
 		"garbage":               403,
 	} {
-		r := httptest.NewRequest("GET", "/config_dump", nil)
-		r.RemoteAddr = remote
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if w.Code != want {
-			t.Errorf("client %s: %d, want %d", remote, w.Code, want)
+		// Headers a client controls change nothing: only the TCP peer counts.
+		for _, hdr := range [][2]string{{}, {"X-Forwarded-For", "127.0.0.1"}, {"X-Real-IP", "127.0.0.1"}, {"Forwarded", "for=127.0.0.1"}, {"Host", "127.0.0.1:4191"}} {
+			r := httptest.NewRequest("GET", "/config_dump", nil)
+			r.RemoteAddr = remote
+			if hdr[0] == "Host" {
+				r.Host = hdr[1]
+			} else if hdr[0] != "" {
+				r.Header.Set(hdr[0], hdr[1])
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != want {
+				t.Errorf("client %s with %v: %d, want %d", remote, hdr, w.Code, want)
+			}
 		}
 	}
 }
