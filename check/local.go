@@ -13,7 +13,7 @@ import (
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/inventory"
 	"github.com/meshproj/mesh/pki"
-	"github.com/meshproj/mesh/proxy"
+	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/proxy/discovery/file"
 )
 
@@ -126,7 +126,7 @@ func httpOK(ctx context.Context, url string) (Status, string) {
 	return OK, ""
 }
 
-func dump(ctx context.Context, admin string) (*proxy.ConfigDump, error) {
+func dump(ctx context.Context, admin string) (*adminapi.ConfigDump, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/config_dump", nil)
 	if err != nil {
 		return nil, err
@@ -139,7 +139,7 @@ func dump(ctx context.Context, admin string) (*proxy.ConfigDump, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s/config_dump answered %s", admin, resp.Status)
 	}
-	var d proxy.ConfigDump
+	var d adminapi.ConfigDump
 	return &d, json.NewDecoder(resp.Body).Decode(&d)
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/discovery"
@@ -87,109 +88,32 @@ func (p *Proxy) serveStats(w http.ResponseWriter, r *http.Request) {
 		n = 10
 	}
 	n = min(n, windowSeconds)
-	st := Stats{WindowSeconds: n, LatencyBuckets: metrics.LatencyBucketsMS[:], Labels: p.cfg.Labels,
+	st := adminapi.Stats{WindowSeconds: n, LatencyBuckets: metrics.LatencyBucketsMS[:], Labels: p.cfg.Labels,
 		OpenConnections: map[string]int64{"inbound": p.window.open[inbound].Load(), "outbound": p.window.open[outbound].Load()},
 		Stats:           p.window.snapshot(n)}
 	if st.Stats == nil {
-		st.Stats = []WindowStat{}
+		st.Stats = []adminapi.WindowStat{}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(st)
 }
 
-// ConfigDump is the proxy's state as /config_dump shows it.
-type ConfigDump struct {
-	Ready    bool `json:"ready"`
-	Draining bool `json:"draining"`
-	// Cores is GOMAXPROCS: how many cores the proxy can use at once.
-	Cores     int           `json:"cores"`
-	Identity  *IdentityDump `json:"identity,omitempty"`
-	Discovery DiscoveryDump `json:"discovery"`
-	Listeners ListenerDump  `json:"listeners"`
-	Services  []ServiceDump `json:"services"`
-}
-
-// IdentityDump is the proxy's own identity and certificate.
-type IdentityDump struct {
-	ID        string    `json:"id"`
-	NotBefore time.Time `json:"notBefore,omitzero"`
-	NotAfter  time.Time `json:"notAfter,omitzero"`
-	Renewals  int64     `json:"renewals"`
-	Failures  int64     `json:"failures"`
-}
-
-// DiscoveryDump says where the proxy's view of the mesh comes from.
-type DiscoveryDump struct {
-	Source   string    `json:"source"`
-	Revision string    `json:"revision"`
-	Updated  time.Time `json:"updated"`
-	// Backend is the backend's own account (the xDS connection).
-	Backend any `json:"backend,omitempty"`
-}
-
-// ListenerDump lists the bound addresses.
-type ListenerDump struct {
-	Outbound       string            `json:"outbound"`
-	Inbound        string            `json:"inbound"`
-	Admin          string            `json:"admin"`
-	InboundForward string            `json:"inboundForward,omitempty"`
-	OutboundTCP    map[string]string `json:"outboundTCP,omitempty"`
-	OpaquePorts    []uint16          `json:"opaquePorts,omitempty"`
-}
-
-// ServiceDump is one service with its live endpoint state.
-type ServiceDump struct {
-	Authority    string                 `json:"authority"`
-	Opaque       bool                   `json:"opaque,omitempty"`
-	LoadBalancer discovery.LoadBalancer `json:"loadBalancer"`
-	HashKey      discovery.HashKey      `json:"hashKey,omitzero"`
-	Policy       PolicyDump             `json:"policy"`
-	Endpoints    []EndpointDump         `json:"endpoints"`
-}
-
-// PolicyDump is a service's failure handling as in force.
-type PolicyDump struct {
-	RequestTimeout         string                    `json:"requestTimeout,omitempty"`
-	QueueTimeout           string                    `json:"queueTimeout"`
-	MaxRetries             int                       `json:"maxRetries"`
-	RetryStatuses          []discovery.StatusRange   `json:"retryStatuses,omitempty"`
-	RetryGRPCCodes         []string                  `json:"retryGRPCCodes,omitempty"`
-	RetryBudget            map[string]float64        `json:"retryBudget"`
-	FailureAccrual         *discovery.FailureAccrual `json:"failureAccrual"`
-	MaxRequestsPerEndpoint int64                     `json:"maxRequestsPerEndpoint,omitempty"`
-}
-
-// EndpointDump is one endpoint's live state.
-type EndpointDump struct {
-	Address   string  `json:"address"`
-	Weight    uint32  `json:"weight"`
-	Identity  string  `json:"identity,omitempty"`
-	Zone      string  `json:"zone,omitempty"`
-	Pending   int64   `json:"pending"`
-	LatencyMS float64 `json:"ewmaLatencyMs"`
-	// State is active, ejected or probation (failure accrual).
-	State               string     `json:"state"`
-	ConsecutiveFailures int        `json:"consecutiveFailures"`
-	Ejections           int        `json:"ejections"`
-	EjectedUntil        *time.Time `json:"ejectedUntil,omitempty"`
-}
-
 // Dump returns the proxy's current state.
-func (p *Proxy) Dump() ConfigDump {
-	d := ConfigDump{Ready: p.ready.Load(), Draining: p.draining.Load(), Cores: runtime.GOMAXPROCS(0), Services: []ServiceDump{}}
+func (p *Proxy) Dump() adminapi.ConfigDump {
+	d := adminapi.ConfigDump{Ready: p.ready.Load(), Draining: p.draining.Load(), Cores: runtime.GOMAXPROCS(0), Services: []adminapi.ServiceDump{}}
 	if id := p.cfg.Identity; id != nil {
-		d.Identity = &IdentityDump{ID: id.ID.String(), NotAfter: id.Expiry(), Renewals: id.Renewals.Load(), Failures: id.Failures.Load()}
+		d.Identity = &adminapi.IdentityDump{ID: id.ID.String(), NotAfter: id.Expiry(), Renewals: id.Renewals.Load(), Failures: id.Failures.Load()}
 		if c := id.Certificate(); c != nil {
 			d.Identity.NotBefore = c.Leaf.NotBefore
 		}
 	}
 	if s := p.discState.Load(); s != nil {
-		d.Discovery = DiscoveryDump{Source: s.Source, Revision: s.Revision, Updated: s.Updated}
+		d.Discovery = adminapi.DiscoveryDump{Source: s.Source, Revision: s.Revision, Updated: s.Updated}
 	}
 	if r, ok := p.cfg.Discovery.(discovery.StatusReporter); ok {
 		d.Discovery.Backend = r.Status()
 	}
-	d.Listeners = ListenerDump{
+	d.Listeners = adminapi.ListenerDump{
 		Outbound: p.outboundLn.Addr().String(), Inbound: p.inboundLn.Addr().String(), Admin: p.adminLn.Addr().String(),
 		InboundForward: p.cfg.InboundForward, OpaquePorts: p.cfg.OpaquePorts,
 	}
@@ -204,19 +128,19 @@ func (p *Proxy) Dump() ConfigDump {
 		pol := svc.policy.Load()
 		acc := accrualOf(set)
 		bc := pol.budget.Config()
-		sd := ServiceDump{Authority: svc.authority, Opaque: set.Opaque, LoadBalancer: svc.balancer.Algorithm(), HashKey: set.HashKey,
-			Policy: PolicyDump{
+		sd := adminapi.ServiceDump{Authority: svc.authority, Opaque: set.Opaque, LoadBalancer: svc.balancer.Algorithm(), HashKey: set.HashKey,
+			Policy: adminapi.PolicyDump{
 				QueueTimeout: pol.queueTimeout.String(), MaxRetries: pol.maxRetries, RetryStatuses: pol.statuses, RetryGRPCCodes: pol.grpcCodes,
 				RetryBudget:            map[string]float64{"ratio": bc.Ratio, "minPerSecond": bc.MinPerSecond, "ttlSeconds": bc.TTL.Seconds()},
 				FailureAccrual:         &discovery.FailureAccrual{ConsecutiveFailures: acc.Failures, MinBackoff: acc.MinBackoff, MaxBackoff: acc.MaxBackoff, Jitter: acc.Jitter},
 				MaxRequestsPerEndpoint: pol.maxPerEndpoint,
 			},
-			Endpoints: []EndpointDump{}}
+			Endpoints: []adminapi.EndpointDump{}}
 		if pol.requestTimeout > 0 {
 			sd.Policy.RequestTimeout = pol.requestTimeout.String()
 		}
 		for _, e := range svc.balancer.Endpoints() {
-			ed := EndpointDump{
+			ed := adminapi.EndpointDump{
 				Address: e.Addr, Weight: e.Weight, Identity: e.Identity, Zone: e.Zone,
 				Pending: e.Pending(), LatencyMS: float64(e.Latency().Microseconds()) / 1000,
 				State: e.State().String(), ConsecutiveFailures: e.ConsecutiveFailures(),

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/discovery"
 	"github.com/meshproj/mesh/proxy/metrics"
@@ -304,7 +305,7 @@ func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, 
 	tb := &trackedBody{ReadCloser: resp.Body, resp: resp, p: p, labels: labels, ep: ep, bal: bal,
 		d: d, peer: pr, began: began, latency: latency, tapID: tapID, req: req}
 	if tapID != 0 {
-		p.tap.publish(TapEvent{Type: "response", ID: tapID, Time: time.Now(), Direction: d.String(), Source: req.RemoteAddr,
+		p.tap.publish(adminapi.TapEvent{Type: "response", ID: tapID, Time: time.Now(), Direction: d.String(), Source: req.RemoteAddr,
 			Destination: target, TLS: pr.tls, ClientID: pr.clientID, ServerID: pr.serverID, Method: req.Method,
 			Authority: req.Host, Path: req.URL.Path, Status: resp.StatusCode, LatencyMS: ms(latency)})
 	}
@@ -402,7 +403,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // tapEnd publishes the end of a tapped request.
 func (p *Proxy) tapEnd(id uint64, req *http.Request, d direction, target string, pr peer, status int, grpc string, latency, duration time.Duration, bytes int64, errMsg string) {
-	p.tap.publish(TapEvent{Type: "end", ID: id, Time: time.Now(), Direction: d.String(), Source: req.RemoteAddr,
+	p.tap.publish(adminapi.TapEvent{Type: "end", ID: id, Time: time.Now(), Direction: d.String(), Source: req.RemoteAddr,
 		Destination: target, TLS: pr.tls, ClientID: pr.clientID, ServerID: pr.serverID, Method: req.Method,
 		Authority: req.Host, Path: req.URL.Path, Status: status, GRPCStatus: grpc, LatencyMS: ms(latency),
 		DurationMS: ms(duration), Bytes: bytes, Error: errMsg})

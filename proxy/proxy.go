@@ -31,7 +31,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshproj/mesh/identity"
-
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/discovery"
 	"github.com/meshproj/mesh/proxy/metrics"

@@ -4,65 +4,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshproj/mesh/proxy/adminapi"
 )
 
 // This file is live tap: a stream of request, response and end events to
 // whoever asks /tap. While nobody taps, the request path pays one atomic
 // load.
-
-// TapEvent is one event of a tapped request.
-type TapEvent struct {
-	Type        string    `json:"type"` // request, response or end
-	ID          uint64    `json:"id"`
-	Time        time.Time `json:"time"`
-	Direction   string    `json:"direction"`
-	Source      string    `json:"source"`
-	Destination string    `json:"destination"`
-	TLS         bool      `json:"tls"`
-	ClientID    string    `json:"clientID,omitempty"`
-	ServerID    string    `json:"serverID,omitempty"`
-	Method      string    `json:"method"`
-	Authority   string    `json:"authority"`
-	Path        string    `json:"path"`
-	Status      int       `json:"status,omitempty"`
-	GRPCStatus  string    `json:"grpcStatus,omitempty"`
-	LatencyMS   float64   `json:"latencyMs,omitempty"`  // request to response headers
-	DurationMS  float64   `json:"durationMs,omitempty"` // request to end of response
-	Bytes       int64     `json:"responseBytes,omitempty"`
-	Error       string    `json:"error,omitempty"`
-}
-
-// TapFilter selects events; empty fields match everything.
-type TapFilter struct {
-	Method     string
-	PathPrefix string
-	// Authority matches the whole authority or its host.
-	Authority string
-	Direction string
-}
-
-func (f TapFilter) match(e *TapEvent) bool {
-	if f.Method != "" && !strings.EqualFold(f.Method, e.Method) {
-		return false
-	}
-	if f.PathPrefix != "" && !strings.HasPrefix(e.Path, f.PathPrefix) {
-		return false
-	}
-	if f.Direction != "" && f.Direction != e.Direction {
-		return false
-	}
-	if f.Authority != "" && f.Authority != e.Authority {
-		host, _, _ := strings.Cut(e.Authority, ":")
-		if f.Authority != host {
-			return false
-		}
-	}
-	return true
-}
 
 type tapHub struct {
 	active atomic.Int32
@@ -72,8 +23,8 @@ type tapHub struct {
 }
 
 type tapSub struct {
-	filter TapFilter
-	ch     chan TapEvent
+	filter adminapi.TapFilter
+	ch     chan adminapi.TapEvent
 }
 
 // on reports whether anyone taps; the request path checks it first.
@@ -81,11 +32,11 @@ func (h *tapHub) on() bool { return h.active.Load() > 0 }
 
 // publish hands an event to every matching subscriber that keeps up;
 // a slow one misses events rather than slowing traffic.
-func (h *tapHub) publish(e TapEvent) {
+func (h *tapHub) publish(e adminapi.TapEvent) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
-		if s.filter.match(&e) {
+		if s.filter.Match(&e) {
 			select {
 			case s.ch <- e:
 			default:
@@ -94,8 +45,8 @@ func (h *tapHub) publish(e TapEvent) {
 	}
 }
 
-func (h *tapHub) subscribe(f TapFilter) *tapSub {
-	s := &tapSub{filter: f, ch: make(chan TapEvent, 1024)}
+func (h *tapHub) subscribe(f adminapi.TapFilter) *tapSub {
+	s := &tapSub{filter: f, ch: make(chan adminapi.TapEvent, 1024)}
 	h.mu.Lock()
 	if h.subs == nil {
 		h.subs = map[*tapSub]struct{}{}
@@ -117,7 +68,7 @@ func (h *tapHub) unsubscribe(s *tapSub) {
 // max events were sent.
 func (p *Proxy) serveTap(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := TapFilter{Method: q.Get("method"), PathPrefix: q.Get("path"), Authority: q.Get("authority"), Direction: q.Get("direction")}
+	f := adminapi.TapFilter{Method: q.Get("method"), PathPrefix: q.Get("path"), Authority: q.Get("authority"), Direction: q.Get("direction")}
 	max, _ := strconv.Atoi(q.Get("max"))
 	sub := p.tap.subscribe(f)
 	defer p.tap.unsubscribe(sub)
@@ -150,7 +101,7 @@ func (p *Proxy) tapStart(r *http.Request, d direction, target string, pr peer) u
 		return 0
 	}
 	id := p.tap.ids.Add(1)
-	p.tap.publish(TapEvent{Type: "request", ID: id, Time: time.Now(), Direction: d.String(), Source: r.RemoteAddr,
+	p.tap.publish(adminapi.TapEvent{Type: "request", ID: id, Time: time.Now(), Direction: d.String(), Source: r.RemoteAddr,
 		Destination: target, TLS: pr.tls, ClientID: pr.clientID, ServerID: pr.serverID,
 		Method: r.Method, Authority: r.Host, Path: r.URL.Path})
 	return id

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/proxy/metrics"
 )
 
@@ -74,35 +75,14 @@ func (w *window) record(d direction, authority, peer string, latency time.Durati
 	c.mu.Unlock()
 }
 
-// WindowStat is one key's traffic over the last seconds, as /stats serves it.
-type WindowStat struct {
-	Direction string `json:"direction"`
-	Authority string `json:"authority"`
-	// Peer is the client's identity (inbound) or the server's (outbound);
-	// empty without mTLS.
-	Peer      string   `json:"peer,omitempty"`
-	Requests  uint64   `json:"requests"`
-	Successes uint64   `json:"successes"`
-	Latency   []uint64 `json:"latencyCounts"` // per bucket of LatencyBucketsMS, then +Inf
-}
-
-// Stats is the body of /stats.
-type Stats struct {
-	WindowSeconds   int               `json:"windowSeconds"`
-	LatencyBuckets  []float64         `json:"latencyBucketsMs"`
-	OpenConnections map[string]int64  `json:"openConnections"`
-	Labels          map[string]string `json:"labels,omitempty"`
-	Stats           []WindowStat      `json:"stats"`
-}
-
 // snapshot sums the last n complete-or-current seconds of every key.
-func (w *window) snapshot(n int) []WindowStat {
+func (w *window) snapshot(n int) []adminapi.WindowStat {
 	n = min(max(n, 1), windowSeconds)
 	now := time.Now().Unix()
-	var out []WindowStat
+	var out []adminapi.WindowStat
 	w.cells.Range(func(k, v any) bool {
 		key, c := k.(statKey), v.(*cell)
-		st := WindowStat{Direction: key.direction.String(), Authority: key.authority, Peer: key.peer,
+		st := adminapi.WindowStat{Direction: key.direction.String(), Authority: key.authority, Peer: key.peer,
 			Latency: make([]uint64, len(metrics.LatencyBucketsMS)+1)}
 		c.mu.Lock()
 		for i := range c.seconds {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/meshproj/mesh/inventory"
-	"github.com/meshproj/mesh/proxy"
+	"github.com/meshproj/mesh/proxy/adminapi"
 )
 
 // Options select what to show.
@@ -44,14 +44,14 @@ type Row struct {
 // instanceStats is what one proxy answered.
 type instanceStats struct {
 	ready bool
-	stats *proxy.Stats
+	stats *adminapi.Stats
 }
 
 // Fetcher reads a proxy's readiness and stats; tests swap in recorded data.
-type Fetcher func(ctx context.Context, admin string, seconds int) (ready bool, st *proxy.Stats, err error)
+type Fetcher func(ctx context.Context, admin string, seconds int) (ready bool, st *adminapi.Stats, err error)
 
 // HTTPFetcher asks a proxy's admin endpoint.
-func HTTPFetcher(ctx context.Context, admin string, seconds int) (bool, *proxy.Stats, error) {
+func HTTPFetcher(ctx context.Context, admin string, seconds int) (bool, *adminapi.Stats, error) {
 	c := &http.Client{Timeout: 3 * time.Second}
 	ready := false
 	if req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/ready", nil); err == nil {
@@ -72,7 +72,7 @@ func HTTPFetcher(ctx context.Context, admin string, seconds int) (bool, *proxy.S
 	if resp.StatusCode != http.StatusOK {
 		return ready, nil, fmt.Errorf("%s/stats: %s", admin, resp.Status)
 	}
-	var st proxy.Stats
+	var st adminapi.Stats
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return ready, nil, fmt.Errorf("%s/stats: %w", admin, err)
 	}
@@ -143,7 +143,7 @@ func Collect(ctx context.Context, m *inventory.Mesh, o Options, fetch Fetcher) (
 // workload's own numbers are what its inbound side served; an edge is the
 // source's outbound traffic to the target (--to) or the target's inbound
 // traffic from the source (--from).
-func include(s proxy.WindowStat, w inventory.Workload, peer *inventory.Workload, o Options) bool {
+func include(s adminapi.WindowStat, w inventory.Workload, peer *inventory.Workload, o Options) bool {
 	switch {
 	case peer == nil:
 		return s.Direction == "inbound"
@@ -184,7 +184,7 @@ type aggregate struct {
 	bounds              []float64
 }
 
-func (a *aggregate) add(s proxy.WindowStat) {
+func (a *aggregate) add(s adminapi.WindowStat) {
 	a.requests += s.Requests
 	a.successes += s.Successes
 	if a.counts == nil {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/meshproj/mesh/golden"
 	"github.com/meshproj/mesh/inventory"
-	"github.com/meshproj/mesh/proxy"
+	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/proxy/metrics"
 )
 
@@ -33,22 +33,22 @@ var mesh = &inventory.Mesh{Workloads: []inventory.Workload{
 }}
 
 // recorded is what the proxies answered, by admin address.
-func recorded(_ context.Context, admin string, seconds int) (bool, *proxy.Stats, error) {
+func recorded(_ context.Context, admin string, seconds int) (bool, *adminapi.Stats, error) {
 	web := "spiffe://cluster.local/ns/demo/sa/web"
-	st := &proxy.Stats{WindowSeconds: seconds, LatencyBuckets: metrics.LatencyBucketsMS[:], OpenConnections: map[string]int64{"inbound": 1, "outbound": 2}}
+	st := &adminapi.Stats{WindowSeconds: seconds, LatencyBuckets: metrics.LatencyBucketsMS[:], OpenConnections: map[string]int64{"inbound": 1, "outbound": 2}}
 	switch admin {
 	case "web-1":
-		st.Stats = []proxy.WindowStat{
+		st.Stats = []adminapi.WindowStat{
 			{Direction: "inbound", Authority: "web", Requests: 200, Successes: 190, Latency: buckets(10, 150, 20, 40, 50, 10)},
 			{Direction: "outbound", Authority: "api:80", Peer: "spiffe://cluster.local/ns/demo/sa/api", Requests: 190, Successes: 190, Latency: buckets(5, 180, 50, 10)},
 			{Direction: "outbound", Authority: "auth:80", Peer: "spiffe://cluster.local/ns/demo/sa/auth", Requests: 200, Successes: 190, Latency: buckets(3, 200)},
 		}
 	case "api-1":
-		st.Stats = []proxy.WindowStat{{Direction: "inbound", Authority: "api", Peer: web, Requests: 170, Successes: 170, Latency: buckets(5, 170)}}
+		st.Stats = []adminapi.WindowStat{{Direction: "inbound", Authority: "api", Peer: web, Requests: 170, Successes: 170, Latency: buckets(5, 170)}}
 	case "api-2":
-		st.Stats = []proxy.WindowStat{{Direction: "inbound", Authority: "api", Peer: web, Requests: 20, Successes: 20, Latency: buckets(50, 20)}}
+		st.Stats = []adminapi.WindowStat{{Direction: "inbound", Authority: "api", Peer: web, Requests: 20, Successes: 20, Latency: buckets(50, 20)}}
 	case "auth-1":
-		st.Stats = []proxy.WindowStat{{Direction: "inbound", Authority: "auth", Peer: web, Requests: 200, Successes: 190, Latency: buckets(3, 200)}}
+		st.Stats = []adminapi.WindowStat{{Direction: "inbound", Authority: "auth", Peer: web, Requests: 200, Successes: 190, Latency: buckets(3, 200)}}
 	case "idle-1":
 		return false, nil, errors.New("connection refused")
 	}

@@ -15,7 +15,7 @@ import (
 	"sync"
 
 	"github.com/meshproj/mesh/inventory"
-	"github.com/meshproj/mesh/proxy"
+	"github.com/meshproj/mesh/proxy/adminapi"
 )
 
 // Filter selects requests.
@@ -28,7 +28,7 @@ type Filter struct {
 
 // Event is a proxy's tap event with where it came from.
 type Event struct {
-	proxy.TapEvent
+	adminapi.TapEvent
 	Workload string `json:"workload"`
 	Instance string `json:"instance"`
 }
@@ -55,7 +55,7 @@ func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := tapOne(ctx, inst.Admin, q, func(e proxy.TapEvent) bool {
+				if err := tapOne(ctx, inst.Admin, q, func(e adminapi.TapEvent) bool {
 					select {
 					case events <- Event{TapEvent: e, Workload: w.Ref(), Instance: inst.Name}:
 						return true
@@ -87,7 +87,7 @@ func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out
 	}
 }
 
-func tapOne(ctx context.Context, admin string, q url.Values, deliver func(proxy.TapEvent) bool) error {
+func tapOne(ctx context.Context, admin string, q url.Values, deliver func(adminapi.TapEvent) bool) error {
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/tap?"+q.Encode(), nil)
 	if err != nil {
 		return err
@@ -104,7 +104,7 @@ func tapOne(ctx context.Context, admin string, q url.Values, deliver func(proxy.
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var e proxy.TapEvent
+		var e adminapi.TapEvent
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return fmt.Errorf("bad tap event: %w", err)
 		}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-
 	"unsafe"
 
 	"golang.org/x/sys/unix"
