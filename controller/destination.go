@@ -19,10 +19,10 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshproj/mesh/discovery"
+	"github.com/meshproj/mesh/discovery/xdsres"
 	"github.com/meshproj/mesh/inject"
 	"github.com/meshproj/mesh/kubeapi"
-	"github.com/meshproj/mesh/proxy/discovery"
-	"github.com/meshproj/mesh/proxy/discovery/xds"
 )
 
 // Annotations of a Service that discovery reads.
@@ -55,7 +55,7 @@ type Destination struct {
 	endpoints *kubeapi.Informer[kubeapi.EndpointSlice]
 	pods      *kubeapi.Informer[kubeapi.Pod]
 	caches    map[string]*cache.LinearCache
-	current   map[string]*xds.Resources
+	current   map[string]*xdsres.Resources
 	changed   chan struct{}
 	synced    chan struct{}
 	once      sync.Once
@@ -93,10 +93,10 @@ func (d *Destination) init() {
 		// another one never reads as current here.
 		prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 		d.caches = map[string]*cache.LinearCache{}
-		for _, t := range []string{xds.ListenerType, xds.ClusterType, xds.EndpointType} {
+		for _, t := range []string{xdsres.ListenerType, xdsres.ClusterType, xdsres.EndpointType} {
 			d.caches[t] = cache.NewLinearCache(t, cache.WithVersionPrefix(prefix))
 		}
-		d.current = map[string]*xds.Resources{}
+		d.current = map[string]*xdsres.Resources{}
 		d.warned = map[string]string{}
 	})
 }
@@ -179,26 +179,26 @@ func (d *Destination) Run(ctx context.Context) error {
 // rebuild computes every resource and updates only those that changed.
 func (d *Destination) rebuild() {
 	d.Rebuilds.Add(1)
-	want := map[string]*xds.Resources{}
+	want := map[string]*xdsres.Resources{}
 	for _, svc := range d.Build() {
-		r, err := xds.Encode(&svc)
+		r, err := xdsres.Encode(&svc)
 		if err != nil {
 			d.Log.Error("encoding a service", slog.String("service", svc.Key().String()), slog.Any("error", err))
 			continue
 		}
-		want[xds.Name(r.ServiceKey)] = r
+		want[xdsres.Name(r.ServiceKey)] = r
 	}
-	updates := map[string]map[string]types.Resource{xds.ListenerType: {}, xds.ClusterType: {}, xds.EndpointType: {}}
+	updates := map[string]map[string]types.Resource{xdsres.ListenerType: {}, xdsres.ClusterType: {}, xdsres.EndpointType: {}}
 	for name, r := range want {
 		old := d.current[name]
 		if old == nil || !proto.Equal(old.Listener, r.Listener) {
-			updates[xds.ListenerType][name] = r.Listener
+			updates[xdsres.ListenerType][name] = r.Listener
 		}
 		if old == nil || !proto.Equal(old.Cluster, r.Cluster) {
-			updates[xds.ClusterType][name] = r.Cluster
+			updates[xdsres.ClusterType][name] = r.Cluster
 		}
 		if old == nil || !proto.Equal(old.Endpoints, r.Endpoints) {
-			updates[xds.EndpointType][name] = r.Endpoints
+			updates[xdsres.EndpointType][name] = r.Endpoints
 		}
 	}
 	var gone []string
@@ -209,7 +209,7 @@ func (d *Destination) rebuild() {
 	}
 	// Endpoints first and listeners last, so that whoever follows a new
 	// name finds everything behind it.
-	for _, t := range []string{xds.EndpointType, xds.ClusterType, xds.ListenerType} {
+	for _, t := range []string{xdsres.EndpointType, xdsres.ClusterType, xdsres.ListenerType} {
 		if len(updates[t]) == 0 && len(gone) == 0 {
 			continue
 		}

@@ -18,9 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/proxy/balance"
-	"github.com/meshproj/mesh/proxy/discovery"
 	"github.com/meshproj/mesh/proxy/metrics"
 )
 

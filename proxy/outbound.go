@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/proxy/balance"
-	"github.com/meshproj/mesh/proxy/discovery"
 	"github.com/meshproj/mesh/proxy/retry"
 )
 

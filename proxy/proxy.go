@@ -30,9 +30,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/proxy/connlimit"
-	"github.com/meshproj/mesh/proxy/discovery"
 	"github.com/meshproj/mesh/proxy/metrics"
 )
 

@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/proxy/balance"
-	"github.com/meshproj/mesh/proxy/discovery"
 )
 
 // service is what the proxy keeps per service port: its settings, its

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
-	"github.com/meshproj/mesh/proxy/discovery"
 )
 
 // forwardOutboundTCP balances one opaque connection over a service's

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
 )
 
 // ConfigDump is the proxy's state as /config_dump shows it.

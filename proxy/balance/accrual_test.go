@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
 )
 
 func TestAccrualEjectsProbesAndRestores(t *testing.T) {

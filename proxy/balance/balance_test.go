@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
 )
 
 func endpoints(n int, weights ...uint32) []discovery.Endpoint {

@@ -17,7 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
 )
 
 // document is the file's schema. Field names follow Kubernetes style.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
 )
 
 const good = `# two services

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
 )
 
 // policy validates and converts one service's failure-handling settings.

@@ -1,3 +1,7 @@
+// Package xds is the proxy's discovery backend on Kubernetes: an ADS
+// client (xDS v3 over gRPC) that holds the controller's directory of
+// services and subscribes to a service's resources the first time the app
+// uses it. What the resources mean is package discovery/xdsres's.
 package xds
 
 import (
@@ -29,7 +33,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
+	"github.com/meshproj/mesh/discovery/xdsres"
 )
 
 // Backend is the proxy's xDS client: one ADS stream to the controller.
@@ -55,7 +60,7 @@ type Backend struct {
 	once      sync.Once
 	mu        sync.Mutex
 	update    func(discovery.State)
-	routes    map[discovery.Key]Route
+	routes    map[discovery.Key]xdsres.Route
 	byVIP     map[netip.AddrPort]string
 	routesIn  chan struct{} // closed by the first Listener response
 	clusters  map[string]*subscription
@@ -159,7 +164,7 @@ func (b *Backend) stream(ctx context.Context) error {
 		return err
 	}
 	node := &corev3.Node{Id: b.NodeID, Cluster: b.Namespace, UserAgentName: "mesh-proxy"}
-	states := map[string]*typeState{ListenerType: {}, ClusterType: {}, EndpointType: {}}
+	states := map[string]*typeState{xdsres.ListenerType: {}, xdsres.ClusterType: {}, xdsres.EndpointType: {}}
 	sent := map[string][]string{}
 	send := func(typeURL string, names []string, nack error) error {
 		st := states[typeURL]
@@ -171,12 +176,12 @@ func (b *Backend) stream(ctx context.Context) error {
 		return stream.Send(req)
 	}
 	// Every listener; the clusters already in use (after a reconnect).
-	if err := send(ListenerType, nil, nil); err != nil {
+	if err := send(xdsres.ListenerType, nil, nil); err != nil {
 		return err
 	}
 	subscribe := func() error {
 		names := b.clusterNames()
-		for _, t := range []string{ClusterType, EndpointType} {
+		for _, t := range []string{xdsres.ClusterType, xdsres.EndpointType} {
 			if len(names) == 0 && len(sent[t]) == 0 || slices.Equal(names, sent[t]) {
 				continue
 			}
@@ -265,15 +270,15 @@ func unpack[T proto.Message](resources []*anypb.Any, newT func() T) ([]T, error)
 // is bad.
 func (b *Backend) apply(resp *discoveryv3.DiscoveryResponse) error {
 	switch resp.GetTypeUrl() {
-	case ListenerType:
+	case xdsres.ListenerType:
 		ls, err := unpack(resp.GetResources(), func() *listenerv3.Listener { return new(listenerv3.Listener) })
 		if err != nil {
 			return err
 		}
-		routes := make(map[discovery.Key]Route, len(ls))
+		routes := make(map[discovery.Key]xdsres.Route, len(ls))
 		byVIP := map[netip.AddrPort]string{}
 		for _, l := range ls {
-			r, err := DecodeListener(l)
+			r, err := xdsres.DecodeListener(l)
 			if err != nil {
 				return err
 			}
@@ -295,14 +300,14 @@ func (b *Backend) apply(resp *discoveryv3.DiscoveryResponse) error {
 			close(b.routesIn)
 		}
 		b.deliverLocked()
-	case ClusterType:
+	case xdsres.ClusterType:
 		cs, err := unpack(resp.GetResources(), func() *clusterv3.Cluster { return new(clusterv3.Cluster) })
 		if err != nil {
 			return err
 		}
 		got := map[string]*discovery.Service{}
 		for _, c := range cs {
-			s, err := DecodeCluster(c)
+			s, err := xdsres.DecodeCluster(c)
 			if err != nil {
 				return err
 			}
@@ -320,14 +325,14 @@ func (b *Backend) apply(resp *discoveryv3.DiscoveryResponse) error {
 			}
 		}
 		b.deliverLocked()
-	case EndpointType:
+	case xdsres.EndpointType:
 		clas, err := unpack(resp.GetResources(), func() *endpointv3.ClusterLoadAssignment { return new(endpointv3.ClusterLoadAssignment) })
 		if err != nil {
 			return err
 		}
 		got := map[string][]discovery.Endpoint{}
 		for _, cla := range clas {
-			eps, err := DecodeEndpoints(cla)
+			eps, err := xdsres.DecodeEndpoints(cla)
 			if err != nil {
 				return err
 			}
@@ -434,7 +439,7 @@ func (b *Backend) Want(ctx context.Context, key discovery.Key) error {
 		n := len(b.routes)
 		b.mu.Unlock()
 		return fmt.Errorf("%w: the controller at %s knows no %s among its %d service ports",
-			discovery.ErrNotFound, b.Addr, Name(discovery.Key{Host: candidates[0], Port: key.Port}), n)
+			discovery.ErrNotFound, b.Addr, xdsres.Name(discovery.Key{Host: candidates[0], Port: key.Port}), n)
 	}
 	ch := b.subscribeLocked(cluster, key.Host)
 	b.mu.Unlock()
@@ -498,7 +503,7 @@ func (b *Backend) subscribeLocked(cluster, alias string) <-chan struct{} {
 		default:
 		}
 	}
-	if key, err := keyOf(cluster); err == nil && alias != "" && alias != key.Host && !sub.aliases[alias] {
+	if key, err := xdsres.KeyOf(cluster); err == nil && alias != "" && alias != key.Host && !sub.aliases[alias] {
 		sub.aliases[alias] = true
 		if sub.svc != nil && sub.haveEps {
 			sub.delivered = make(chan struct{})

@@ -18,7 +18,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
+	"github.com/meshproj/mesh/discovery/xdsres"
 )
 
 // controlPlane is a real go-control-plane server on loopback.
@@ -43,7 +44,7 @@ func startControlPlane(t *testing.T, addr string, services ...discovery.Service)
 	cp := &controlPlane{t: t, addr: ln.Addr().String(), srv: grpc.NewServer(), caches: map[string]*cache.LinearCache{}}
 	mux := &cache.MuxCache{Classify: func(r *cache.Request) string { return r.GetTypeUrl() }, Caches: map[string]cache.Cache{}}
 	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
-	for _, typ := range []string{ListenerType, ClusterType, EndpointType} {
+	for _, typ := range []string{xdsres.ListenerType, xdsres.ClusterType, xdsres.EndpointType} {
 		cp.caches[typ] = cache.NewLinearCache(typ, cache.WithVersionPrefix(prefix))
 		mux.Caches[typ] = cp.caches[typ]
 	}
@@ -64,13 +65,13 @@ func startControlPlane(t *testing.T, addr string, services ...discovery.Service)
 	return cp
 }
 
-func (cp *controlPlane) set(s *discovery.Service) *Resources {
-	r, err := Encode(s)
+func (cp *controlPlane) set(s *discovery.Service) *xdsres.Resources {
+	r, err := xdsres.Encode(s)
 	if err != nil {
 		cp.t.Fatal(err)
 	}
-	name := Name(s.Key())
-	for typ, res := range map[string]types.Resource{EndpointType: r.Endpoints, ClusterType: r.Cluster, ListenerType: r.Listener} {
+	name := xdsres.Name(s.Key())
+	for typ, res := range map[string]types.Resource{xdsres.EndpointType: r.Endpoints, xdsres.ClusterType: r.Cluster, xdsres.ListenerType: r.Listener} {
 		if err := cp.caches[typ].UpdateResource(name, res); err != nil {
 			cp.t.Fatal(err)
 		}
@@ -79,8 +80,8 @@ func (cp *controlPlane) set(s *discovery.Service) *Resources {
 }
 
 func (cp *controlPlane) remove(k discovery.Key) {
-	for _, typ := range []string{ListenerType, ClusterType, EndpointType} {
-		cp.caches[typ].DeleteResource(Name(k))
+	for _, typ := range []string{xdsres.ListenerType, xdsres.ClusterType, xdsres.EndpointType} {
+		cp.caches[typ].DeleteResource(xdsres.Name(k))
 	}
 }
 
@@ -198,12 +199,12 @@ func TestOnDemandSubscription(t *testing.T) {
 
 	// A cluster the proxy cannot use is refused (NACK) and the last good
 	// state kept.
-	bad, err := Encode(&api)
+	bad, err := xdsres.Encode(&api)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad.Cluster.Metadata.FilterMetadata[MetadataKey].Fields["balancer"] = structpb.NewStringValue("fastest")
-	if err := cp.caches[ClusterType].UpdateResource(Name(api.Key()), bad.Cluster); err != nil {
+	bad.Cluster.Metadata.FilterMetadata[xdsres.MetadataKey].Fields["balancer"] = structpb.NewStringValue("fastest")
+	if err := cp.caches[xdsres.ClusterType].UpdateResource(xdsres.Name(api.Key()), bad.Cluster); err != nil {
 		t.Fatal(err)
 	}
 	st.waitFor(t, "the NACK", func() bool {
@@ -267,4 +268,19 @@ func TestNoStateBeforeTheControllerAnswers(t *testing.T) {
 		defer st.mu.Unlock()
 		return st.n > 0
 	})
+}
+
+func TestCandidates(t *testing.T) {
+	b := &Backend{Namespace: "shop", ClusterDomain: "cluster.local"}
+	for host, want := range map[string]string{
+		"web":                         "web.shop.svc.cluster.local",
+		"web.other":                   "web.other.svc.cluster.local",
+		"web.other.svc":               "web.other.svc.cluster.local",
+		"web.other.svc.cluster.local": "web.other.svc.cluster.local",
+		"example.com.with.many.dots":  "example.com.with.many.dots",
+	} {
+		if got := b.candidates(host); got[0] != want {
+			t.Errorf("%s: %v, want %s first", host, got, want)
+		}
+	}
 }

@@ -1,7 +1,11 @@
-// Package discovery describes what a proxy knows about the services it can
-// reach: their ports, endpoints and per-service settings. It holds the shared
-// data model and the Backend interface; the backends live in sub-packages
-// (file for local mode; xDS from the control plane later).
+// Package discovery is the mesh's model of its services: their ports,
+// endpoints (with identity, weight and zone) and per-service settings
+// (balancer, hash key, timeouts, retries, failure accrual, limits). The
+// controller builds it from Kubernetes, the discovery file describes it in
+// local mode, and proxies balance over it. It also names the Backend a
+// proxy takes its State from; the backends live under proxy/discovery
+// (file, and xds for the controller's ADS), the shared xDS encoding in
+// discovery/xdsres.
 //
 // It is not a balancer and does no I/O of its own: a backend turns some source
 // of truth into State values and hands them to the proxy.

@@ -1,4 +1,4 @@
-package xds
+package xdsres
 
 import (
 	"net/netip"
@@ -8,7 +8,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
 )
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
@@ -85,20 +85,5 @@ func TestDecodeRefusesWhatItCannotUse(t *testing.T) {
 	r.Listener.Metadata = nil
 	if _, err := DecodeListener(r.Listener); err == nil {
 		t.Error("a listener without its cluster was accepted")
-	}
-}
-
-func TestCandidates(t *testing.T) {
-	b := &Backend{Namespace: "shop", ClusterDomain: "cluster.local"}
-	for host, want := range map[string]string{
-		"web":                         "web.shop.svc.cluster.local",
-		"web.other":                   "web.other.svc.cluster.local",
-		"web.other.svc":               "web.other.svc.cluster.local",
-		"web.other.svc.cluster.local": "web.other.svc.cluster.local",
-		"example.com.with.many.dots":  "example.com.with.many.dots",
-	} {
-		if got := b.candidates(host); got[0] != want {
-			t.Errorf("%s: %v, want %s first", host, got, want)
-		}
 	}
 }

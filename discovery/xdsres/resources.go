@@ -1,12 +1,14 @@
-// Package xds carries discovery over xDS v3: the resources the controller
-// serves for a service port (a Listener, a Cluster and a
-// ClusterLoadAssignment, readable by Envoy and by grpc-go's xds resolver
-// too), and the proxy's ADS client that subscribes to them on demand.
+// Package xdsres is the protocol both sides of discovery share: how a
+// service port becomes the xDS v3 resources the controller serves (a
+// Listener, a Cluster and a ClusterLoadAssignment, readable by Envoy and by
+// grpc-go's xds resolver too), and how the proxy reads them back. The
+// controller encodes with it; the proxy's ADS client (proxy/discovery/xds)
+// decodes with it. It does no I/O.
 //
 // What xDS has no field for (mesh's own balancers such as peak-EWMA, hash
 // keys, opaque ports, the SPIFFE identity an endpoint must present) travels
 // in filter metadata under the "mesh.io" key.
-package xds
+package xdsres
 
 import (
 	"fmt"
@@ -29,7 +31,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/meshproj/mesh/proxy/discovery"
+	"github.com/meshproj/mesh/discovery"
 )
 
 // Type URLs of the resources served.
@@ -216,7 +218,7 @@ type Route struct {
 
 // DecodeListener reads a Listener made by Encode.
 func DecodeListener(l *listenerv3.Listener) (Route, error) {
-	key, err := keyOf(l.GetName())
+	key, err := KeyOf(l.GetName())
 	if err != nil {
 		return Route{}, fmt.Errorf("listener %q: %w", l.GetName(), err)
 	}
@@ -241,7 +243,7 @@ func DecodeListener(l *listenerv3.Listener) (Route, error) {
 	return r, nil
 }
 
-func keyOf(name string) (discovery.Key, error) {
+func KeyOf(name string) (discovery.Key, error) {
 	host, port, err := net.SplitHostPort(name)
 	if err != nil {
 		return discovery.Key{}, err
@@ -268,7 +270,7 @@ func addrPort(a *corev3.Address) (netip.AddrPort, error) {
 // DecodeCluster reads a Cluster's settings into a service without
 // endpoints.
 func DecodeCluster(c *clusterv3.Cluster) (discovery.Service, error) {
-	key, err := keyOf(c.GetName())
+	key, err := KeyOf(c.GetName())
 	if err != nil {
 		return discovery.Service{}, fmt.Errorf("cluster %q: %w", c.GetName(), err)
 	}
