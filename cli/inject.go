@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshproj/mesh/inject"
+	"github.com/meshproj/mesh/manifest"
 )
 
 func newInjectCommand(s Streams) *cobra.Command {
@@ -88,11 +89,23 @@ for inject.`,
 // transform reads the inputs, applies f, and prints the result only if
 // every object succeeded, so that a pipe into kubectl never gets half.
 func transform(s Streams, args []string, f func(map[string]any) ([]inject.Result, error)) error {
-	inputs, err := inject.Read(args, s.In)
+	sources, err := manifest.Read(args, s.In)
 	if err != nil {
 		return err
 	}
-	out, report, err := inject.Transform(inputs, f)
+	inputs := make([]inject.Input, len(sources))
+	for i, src := range sources {
+		inputs[i] = inject.Input{Name: src.Name, Data: src.Data}
+	}
+	// A workload must have the shape Kubernetes requires before it is
+	// rewritten; the first that does not stops everything, printing nothing.
+	checked := func(o map[string]any) ([]inject.Result, error) {
+		if err := manifest.CheckShape(o); err != nil {
+			return nil, err
+		}
+		return f(o)
+	}
+	out, report, err := inject.Transform(inputs, checked)
 	if err != nil {
 		return err
 	}

@@ -109,9 +109,9 @@ func (r Result) String() string {
 // obj is an unstructured Kubernetes object.
 type obj = map[string]any
 
-// templatePath returns where a kind keeps its pod template (metadata and
-// spec), or nil for kinds that have none.
-func templatePath(kind string) []string {
+// TemplatePath returns where a kind keeps its pod template (metadata and
+// spec): nil for kinds that have none, empty for a Pod, which is its own.
+func TemplatePath(kind string) []string {
 	switch kind {
 	case "Pod":
 		return []string{}
@@ -123,7 +123,9 @@ func templatePath(kind string) []string {
 	return nil
 }
 
-func ref(o obj) string {
+// Ref names an object as kubectl does (kind/name), for
+// messages and reports.
+func Ref(o obj) string {
 	kind, _ := o["kind"].(string)
 	name := str(get(o, "metadata", "name"))
 	if name == "" {
@@ -155,13 +157,13 @@ func Inject(o obj, opt Options) ([]Result, error) {
 		return eachItem(o, func(item obj) ([]Result, error) { return Inject(item, opt) })
 	}
 	kind, _ := o["kind"].(string)
-	path := templatePath(kind)
+	path := TemplatePath(kind)
 	if path == nil {
-		return []Result{{Ref: ref(o), Action: "unchanged", Reason: "not a workload"}}, nil
+		return []Result{{Ref: Ref(o), Action: "unchanged", Reason: "not a workload"}}, nil
 	}
 	tmpl, ok := asObj(get(o, path...))
 	if !ok && len(path) > 0 {
-		return nil, fmt.Errorf("%s has no pod template at %s", ref(o), strings.Join(path, "."))
+		return nil, fmt.Errorf("%s has no pod template at %s", Ref(o), strings.Join(path, "."))
 	}
 	if len(path) == 0 {
 		tmpl = o
@@ -171,15 +173,15 @@ func Inject(o obj, opt Options) ([]Result, error) {
 		if why == "already injected" {
 			action = "unchanged"
 		}
-		return []Result{{Ref: ref(o), Action: action, Reason: why}}, nil
+		return []Result{{Ref: Ref(o), Action: action, Reason: why}}, nil
 	}
 	spec, ok := asObj(tmpl["spec"])
 	if !ok {
-		return nil, fmt.Errorf("%s has no pod spec", ref(o))
+		return nil, fmt.Errorf("%s has no pod spec", Ref(o))
 	}
 	r := &recorder{Annotations: map[string]*string{}}
 	injectPod(tmpl, spec, o, opt, r)
-	return []Result{{Ref: ref(o), Action: "injected"}}, nil
+	return []Result{{Ref: Ref(o), Action: "injected"}}, nil
 }
 
 func eachItem(list obj, f func(obj) ([]Result, error)) ([]Result, error) {

@@ -6,14 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -22,74 +17,6 @@ import (
 type Input struct {
 	Name string
 	Data []byte
-}
-
-// Read gathers inputs: files, directories (recursively, *.yaml, *.yml,
-// *.json), http(s) URLs, and "-" for stdin.
-func Read(args []string, stdin io.Reader) ([]Input, error) {
-	var out []Input
-	for _, a := range args {
-		switch {
-		case a == "-":
-			data, err := io.ReadAll(stdin)
-			if err != nil {
-				return nil, fmt.Errorf("reading stdin: %w", err)
-			}
-			out = append(out, Input{Name: "stdin", Data: data})
-		case strings.HasPrefix(a, "http://") || strings.HasPrefix(a, "https://"):
-			data, err := fetch(a)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, Input{Name: a, Data: data})
-		default:
-			st, err := os.Stat(a)
-			if err != nil {
-				return nil, err
-			}
-			if !st.IsDir() {
-				data, err := os.ReadFile(a)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, Input{Name: a, Data: data})
-				continue
-			}
-			err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
-				if err != nil {
-					return err
-				}
-				switch strings.ToLower(filepath.Ext(p)) {
-				case ".yaml", ".yml", ".json":
-					if d.Type().IsRegular() {
-						data, err := os.ReadFile(p)
-						if err != nil {
-							return err
-						}
-						out = append(out, Input{Name: p, Data: data})
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
-	}
-	return out, nil
-}
-
-func fetch(url string) ([]byte, error) {
-	c := &http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetching %s: %s", url, resp.Status)
-	}
-	return io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 }
 
 // document is one decoded object and where it came from.

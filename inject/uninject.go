@@ -14,25 +14,25 @@ func Uninject(o obj) ([]Result, error) {
 		return eachItem(o, Uninject)
 	}
 	kind, _ := o["kind"].(string)
-	path := templatePath(kind)
+	path := TemplatePath(kind)
 	if path == nil {
-		return []Result{{Ref: ref(o), Action: "unchanged", Reason: "not a workload"}}, nil
+		return []Result{{Ref: Ref(o), Action: "unchanged", Reason: "not a workload"}}, nil
 	}
 	tmpl := o
 	if len(path) > 0 {
 		var ok bool
 		if tmpl, ok = asObj(get(o, path...)); !ok {
-			return []Result{{Ref: ref(o), Action: "unchanged", Reason: "no pod template"}}, nil
+			return []Result{{Ref: Ref(o), Action: "unchanged", Reason: "no pod template"}}, nil
 		}
 	}
 	if !injected(tmpl) {
-		return []Result{{Ref: ref(o), Action: "unchanged", Reason: "not injected"}}, nil
+		return []Result{{Ref: Ref(o), Action: "unchanged", Reason: "not injected"}}, nil
 	}
 	var rec recorder
 	ann, _ := get(tmpl, "metadata", "annotations").(obj)
 	if raw := str(ann[AnnotationRestore]); raw != "" {
 		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
-			return nil, fmt.Errorf("%s: annotation %s is not valid: %w", ref(o), AnnotationRestore, err)
+			return nil, fmt.Errorf("%s: annotation %s is not valid: %w", Ref(o), AnnotationRestore, err)
 		}
 	}
 	spec, _ := tmpl["spec"].(obj)
@@ -73,7 +73,7 @@ func Uninject(o obj) ([]Result, error) {
 	for _, p := range slices.Backward(rec.Created) {
 		removeIfEmpty(tmpl, strings.Split(p, "."))
 	}
-	return []Result{{Ref: ref(o), Action: "uninjected"}}, nil
+	return []Result{{Ref: Ref(o), Action: "uninjected"}}, nil
 }
 
 func removeIfEmpty(m obj, path []string) {
