@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshproj/mesh/golden"
+	"github.com/meshproj/mesh/internal/golden"
 	"github.com/meshproj/mesh/inventory"
 )
 

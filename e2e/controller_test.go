@@ -24,7 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshproj/mesh/identity"
-	"github.com/meshproj/mesh/kubetest"
+	"github.com/meshproj/mesh/internal/kubetest"
 	"github.com/meshproj/mesh/pki"
 )
 

@@ -29,7 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/meshproj/mesh/kubetest"
+	"github.com/meshproj/mesh/internal/kubetest"
 	"github.com/meshproj/mesh/pki"
 )
 

@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
 
-	"github.com/meshproj/mesh/kubetest"
+	"github.com/meshproj/mesh/internal/kubetest"
 )
 
 // cluster wraps a real API server with the clients the tests need.

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshproj/mesh/golden"
+	"github.com/meshproj/mesh/internal/golden"
 )
 
 func inputs(t *testing.T) []Input {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshproj/mesh/golden"
+	"github.com/meshproj/mesh/internal/golden"
 )
 
 func given() Files {

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/meshproj/mesh/golden"
+	"github.com/meshproj/mesh/internal/golden"
 )
 
 func TestGoldenRules(t *testing.T) {

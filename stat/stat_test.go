@@ -6,7 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/meshproj/mesh/golden"
+	"github.com/meshproj/mesh/internal/golden"
 	"github.com/meshproj/mesh/inventory"
 	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/proxy/metrics"

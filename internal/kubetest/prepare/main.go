@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/meshproj/mesh/kubetest"
+	"github.com/meshproj/mesh/internal/kubetest"
 )
 
 func main() {
