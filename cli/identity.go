@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -75,17 +72,12 @@ func newIdentityServeCommand(s Streams) *cobra.Command {
 			}
 			srv := &identity.Server{TrustDomain: v.GetString("trust-domain"), Validator: dir.Tokens, Lifetime: lifetime, Log: log}
 			srv.SetIssuer(dir.Issuer)
-			tlsCfg, err := srv.TLSConfig()
-			if err != nil {
-				return err
-			}
 			ln, err := net.Listen("tcp", v.GetString("addr"))
 			if err != nil {
 				return fmt.Errorf("identity listener: %w", err)
 			}
-			hs := &http.Server{Handler: srv.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
 			log.Info("identity service listening", slog.String("addr", ln.Addr().String()), slog.String("trust_domain", srv.TrustDomain), slog.Duration("cert_lifetime", lifetime))
-			return serveUntil(cmd.Context(), hs, func() error { return hs.ServeTLS(ln, "", "") })
+			return srv.Serve(cmd.Context(), ln)
 		},
 	}
 	f := cmd.Flags()
@@ -94,24 +86,6 @@ func newIdentityServeCommand(s Streams) *cobra.Command {
 	f.String("trust-domain", "cluster.local", "trust domain of the identities issued")
 	f.Duration("cert-lifetime", identity.DefaultLifetime, "lifetime of the certificates issued")
 	return cmd
-}
-
-// serveUntil runs serve until ctx ends, then shuts the server down.
-func serveUntil(ctx context.Context, hs *http.Server, serve func() error) error {
-	errc := make(chan error, 1)
-	go func() { errc <- serve() }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		hs.Shutdown(sctx)
-		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	}
 }
 
 func newIdentityTokenCommand(s Streams) *cobra.Command {

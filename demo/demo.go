@@ -20,8 +20,11 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/internal/freeport"
+	"github.com/meshproj/mesh/internal/httpserve"
 	"github.com/meshproj/mesh/inventory"
 )
 
@@ -55,7 +58,6 @@ type instance struct {
 	outbound, inbound, admin, logf string
 	cmd                            *exec.Cmd
 	done                           chan struct{} // closed when the proxy exited
-	server                         *http.Server
 }
 
 type ports struct {
@@ -92,17 +94,16 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	var insts []*instance
-	var idServer *http.Server
+	// The demo's own servers (identity, the apps) run until cleanup, which
+	// stops the proxies first, then them.
+	serversCtx, stopServers := context.WithCancel(context.Background())
+	var servers errgroup.Group
 	cleanup := func() {
 		for _, in := range insts {
 			stopProcess(in)
-			if in.server != nil {
-				in.server.Close()
-			}
 		}
-		if idServer != nil {
-			idServer.Close()
-		}
+		stopServers()
+		servers.Wait()
 		os.Remove(o.StatePath)
 		os.RemoveAll(work)
 	}
@@ -133,16 +134,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	idSrv := &identity.Server{TrustDomain: trustDomain, Validator: dir.Tokens, Log: idLog}
 	idSrv.SetIssuer(dir.Issuer)
-	tlsCfg, err := idSrv.TLSConfig()
-	if err != nil {
-		return err
-	}
 	idLn, err := net.Listen("tcp", idAddr)
 	if err != nil {
 		return err
 	}
-	idServer = &http.Server{Handler: idSrv.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
-	go idServer.ServeTLS(idLn, "", "")
+	servers.Go(func() error { return idSrv.Serve(serversCtx, idLn) })
 
 	// Workloads.
 	insts = []*instance{
@@ -177,8 +173,8 @@ func Run(ctx context.Context, o Options) (err error) {
 			if err != nil {
 				return err
 			}
-			in.server = &http.Server{Handler: in.app, ReadHeaderTimeout: 10 * time.Second}
-			go in.server.Serve(ln)
+			hs := &http.Server{Handler: in.app, ReadHeaderTimeout: 10 * time.Second}
+			servers.Go(func() error { return httpserve.Run(serversCtx, in.name, hs, ln) })
 		}
 		token := filepath.Join(work, in.name+".token")
 		if err := os.WriteFile(token, []byte(dir.Tokens.Issue(identity.Workload{Namespace: namespace, ServiceAccount: in.workload}, 24*time.Hour)), 0o600); err != nil {

@@ -1,16 +1,19 @@
 package identity
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproj/mesh/internal/httpserve"
 	"github.com/meshproj/mesh/pki"
 )
 
@@ -157,4 +160,15 @@ func (s *Server) log() *slog.Logger {
 		return s.Log
 	}
 	return slog.Default()
+}
+
+// Serve answers certificate requests over HTTPS on ln until ctx ends, then
+// lets requests in flight finish. The server needs its issuer first.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	cfg, err := s.TLSConfig()
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: s.Handler(), TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
+	return httpserve.Run(ctx, "identity", hs, ln)
 }
