@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshproj/mesh/stat"
+)
+
+func newStatCommand(s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "stat [RESOURCE]",
+		Short: "Show success rate, request rate and latency per workload or per edge",
+		Long: `Show the golden signals of workloads, computed at once from their proxies'
+own recent traffic: SUCCESS (share of responses that are not failures), RPS,
+latency percentiles, and open TCP connections. RESOURCE is deploy/NAME or NAME;
+without one, every workload. --to and --from show one edge instead.`,
+		Example: `  mesh stat
+  mesh stat deploy/api
+  mesh stat deploy/web --to deploy/api
+  mesh stat deploy/api --from deploy/web -o json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			m, err := meshFrom(cmd.Context(), cmd)
+			if err != nil {
+				return err
+			}
+			o := stat.Options{From: v.GetString("from"), To: v.GetString("to"), Window: v.GetDuration("window")}
+			if len(args) == 1 {
+				o.Resource = args[0]
+			}
+			if (o.From != "" || o.To != "") && o.Resource == "" {
+				return usagef("--from and --to need a RESOURCE: mesh stat deploy/web --to deploy/api")
+			}
+			format, err := outputFormat(v, "table, wide or json", "table", "wide", "json")
+			if err != nil {
+				return err
+			}
+			rows, err := stat.Collect(cmd.Context(), m, o, stat.HTTPFetcher)
+			if err != nil {
+				return err
+			}
+			return stat.Render(s.Out, rows, format, colorFor(s.Out))
+		},
+	}
+	cmd.Flags().StringP("output", "o", "table", "output format: table, wide or json")
+	cmd.Flags().String("from", "", "only traffic from this workload (deploy/NAME)")
+	cmd.Flags().String("to", "", "only traffic to this workload (deploy/NAME)")
+	cmd.Flags().Duration("window", 10*time.Second, "how much recent traffic to count (at most 60s)")
+	addStateFlag(cmd)
+	return cmd
+}
