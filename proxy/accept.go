@@ -14,6 +14,7 @@ import (
 	"github.com/meshproj/mesh/internal/chanlistener"
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
+	"github.com/meshproj/mesh/proxy/httpio"
 	"github.com/meshproj/mesh/proxy/origdst"
 )
 
@@ -192,7 +193,7 @@ func (p *Proxy) detect(c net.Conn) (detect.Protocol, net.Conn, bool) {
 // net/http's server through a listener fed by a channel.
 type httpEntry struct {
 	direction direction
-	h1        *h1Server
+	h1        *httpio.Server
 	server    *http.Server
 	ln        *chanlistener.Listener
 }
@@ -220,7 +221,11 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 			p.metrics.TCPWriteBytes.WithLabelValues(labels...).Add(float64(hc.written.Load()))
 		}
 	}
-	e.h1 = newH1Server(h, p.log, connState, p.cfg.RequestHeadTimeout, p.cfg.ClientIdleTimeout)
+	e.h1 = httpio.NewServer(h, p.log, func(c net.Conn, st http.ConnState) {
+		if hc, ok := c.(*handedConn); ok {
+			connState(hc, st)
+		}
+	}, p.cfg.RequestHeadTimeout, p.cfg.ClientIdleTimeout)
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
 	e.server = &http.Server{
@@ -253,14 +258,14 @@ func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort, proto detect.Protocol)
 		hc.info.source = ra.AddrPort()
 	}
 	if proto != detect.HTTP2 {
-		e.h1.serve(hc)
+		e.h1.Serve(context.WithValue(context.Background(), connInfoKey{}, &hc.info), hc)
 		return
 	}
 	// The HTTP/2 server flushes every frame; corked, a response's frames
-	// leave in one write (see corkedConn). It also reads each frame's
+	// leave in one write (see httpio.CorkedConn). It also reads each frame's
 	// header and payload with a read apiece, straight from the connection:
 	// a buffer takes whatever has arrived at once.
-	hc.Conn = &bufferedConn{Conn: corkNow(c), r: bufio.NewReaderSize(c, 4<<10)}
+	hc.Conn = &bufferedConn{Conn: httpio.CorkNow(c), r: bufio.NewReaderSize(c, 4<<10)}
 	e.ln.Push(hc)
 }
 

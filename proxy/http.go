@@ -12,7 +12,6 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/textproto"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/proxy/balance"
+	"github.com/meshproj/mesh/proxy/httpio"
 	"github.com/meshproj/mesh/proxy/metrics"
 )
 
@@ -32,12 +32,9 @@ const ErrorHeader = "mesh-error"
 // one for HTTP/2 without TLS (h2c, for gRPC). Both pool per address, so
 // each endpoint gets its own pool with keep-alive reuse.
 type transports struct {
-	h1 *h1Client
+	h1 *httpio.Client
 	h2 *http.Transport
 }
-
-// maxIdlePerEndpoint bounds the idle connections kept per endpoint.
-const maxIdlePerEndpoint = 256
 
 func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) transports {
 	dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
@@ -45,7 +42,7 @@ func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) tran
 		return &http.Transport{
 			Proxy:                 nil, // the proxy is the proxy; ignore HTTP_PROXY
 			DialContext:           dialer.DialContext,
-			MaxIdleConnsPerHost:   maxIdlePerEndpoint,
+			MaxIdleConnsPerHost:   httpio.MaxIdlePerEndpoint,
 			MaxConnsPerHost:       maxConns,
 			IdleConnTimeout:       idleTimeout,
 			ExpectContinueTimeout: time.Second,
@@ -64,10 +61,10 @@ func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) tran
 			return nil, err
 		}
 		// HTTP/2 writes a request's HEADERS and DATA apart; corked they
-		// leave together (see corkedConn).
-		return corkNow(c), nil
+		// leave together (see httpio.CorkedConn).
+		return httpio.CorkNow(c), nil
 	}
-	return transports{h1: newH1Client(dialer, idleTimeout, maxConns, base(&p1)), h2: h2}
+	return transports{h1: httpio.NewClient(dialer, idleTimeout, maxConns, base(&p1)), h2: h2}
 }
 
 func (t transports) closeIdle() {
@@ -286,7 +283,7 @@ func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, 
 			}
 		}
 		if req.Context().Err() == nil {
-			p.metrics.ResponseTotal.WithLabelValues(labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], statusText(pe.status), "failure").Inc()
+			p.metrics.ResponseTotal.WithLabelValues(labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], httpio.StatusText(pe.status), "failure").Inc()
 		}
 		return nil, pe
 	}
@@ -298,7 +295,7 @@ func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, 
 		// must go out as one HEADERS frame that ends the stream.
 		resp.ContentLength = 0
 	}
-	status := statusText(resp.StatusCode)
+	status := httpio.StatusText(resp.StatusCode)
 	p.metrics.ResponseLatency.WithLabelValues(labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], status).
 		Observe(float64(time.Since(began)) / float64(time.Millisecond))
 	latency := time.Since(began)
@@ -369,7 +366,7 @@ func (b *trackedBody) finish() {
 	}
 	class := metrics.Classify(b.resp.StatusCode, grpc)
 	b.p.metrics.ResponseTotal.WithLabelValues(b.labels[0], b.labels[1], b.labels[2], b.labels[3], b.labels[4], b.labels[5],
-		statusText(b.resp.StatusCode), class).Inc()
+		httpio.StatusText(b.resp.StatusCode), class).Inc()
 	b.p.window.record(b.d, b.labels[1], b.peer.peerID(b.d), b.latency, class == "success")
 	if b.tapID != 0 {
 		b.p.tapEnd(b.tapID, b.req, b.d, b.labels[2], b.peer, b.resp.StatusCode, grpc, b.latency, time.Since(b.began), b.bytes, "")
@@ -498,22 +495,6 @@ func grpcCode(status int) string {
 		return "12" // UNIMPLEMENTED
 	}
 	return "14" // UNAVAILABLE
-}
-
-// statusTexts caches status code strings so that counting does not allocate.
-var statusTexts = func() []string {
-	s := make([]string, 600)
-	for i := range s {
-		s[i] = strconv.Itoa(i)
-	}
-	return s
-}()
-
-func statusText(code int) string {
-	if code >= 0 && code < len(statusTexts) {
-		return statusTexts[code]
-	}
-	return strconv.Itoa(code)
 }
 
 // bufferPool recycles the 32 KiB copy buffers of httputil.ReverseProxy,

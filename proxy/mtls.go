@@ -16,6 +16,7 @@ import (
 	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
+	"github.com/meshproj/mesh/proxy/httpio"
 )
 
 // This file is where traffic between two proxies is secured: TLS 1.3 with
@@ -101,7 +102,7 @@ func (p *Proxy) dialMesh(ctx context.Context, addr string, protos []string) (*tl
 	if err != nil {
 		return nil, err
 	}
-	cc := cork(raw)
+	cc := httpio.Cork(raw)
 	tc := tls.Client(cc, p.clientTLS(addr, want.(string), protos))
 	hctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
@@ -115,7 +116,7 @@ func (p *Proxy) dialMesh(ctx context.Context, addr string, protos []string) (*tl
 		return nil, &tlsError{addr: addr, err: err}
 	}
 	if tc.ConnectionState().NegotiatedProtocol == "h2" {
-		cc.start() // see serveMeshInbound
+		cc.Start() // see serveMeshInbound
 	}
 	return tc, nil
 }
@@ -140,7 +141,7 @@ func (p *Proxy) newMeshTransports(idleTimeout time.Duration) (*meshPool, *http.T
 		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return p.dialMesh(ctx, addr, []string{"http/1.1"})
 		},
-		MaxIdleConnsPerHost: maxIdlePerEndpoint,
+		MaxIdleConnsPerHost: httpio.MaxIdlePerEndpoint,
 		IdleConnTimeout:     idleTimeout,
 		DisableCompression:  true,
 		Protocols:           &p1,
@@ -164,7 +165,7 @@ func (p *Proxy) meshTransport(req *http.Request) http.RoundTripper {
 // serveMeshInbound terminates mesh TLS from a client proxy and serves what
 // it carries.
 func (p *Proxy) serveMeshInbound(c net.Conn, target netip.AddrPort) {
-	cc := cork(c)
+	cc := httpio.Cork(c)
 	tc := tls.Server(cc, p.serverTLS())
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	err := tc.HandshakeContext(ctx)
@@ -191,8 +192,8 @@ func (p *Proxy) serveMeshInbound(c net.Conn, target netip.AddrPort) {
 	default: // h2 or http/1.1
 		if cs.NegotiatedProtocol == "h2" {
 			// The HTTP/2 server flushes every frame; corked, a response's
-			// frames leave in one write (see corkedConn).
-			cc.start()
+			// frames leave in one write (see httpio.CorkedConn).
+			cc.Start()
 		}
 		p.meshInbound.serveTLS(tc, connInfo{dst: target, source: remoteAddrPort(c), peer: pr})
 	}

@@ -8,10 +8,24 @@
 // to loopback clients only, a config dump and shutdown.
 //
 // Each accepted connection is peeked to detect its protocol: HTTP/1 and
-// HTTP/2 are proxied per request, anything else as opaque TCP. Where the
-// request enters: accept.go; where it is routed and balanced: http.go and
-// tcp.go (balancing itself lives in package balance); where it is counted:
-// package metrics.
+// HTTP/2 are proxied per request, anything else as opaque TCP. The files:
+//
+//   - proxy.go: the configuration, the listeners, start and drain;
+//   - limits.go: what a client may hold (connection bounds, the proxy's own
+//     ports refused inbound, memory handed back);
+//   - accept.go: where a connection enters and is detected;
+//   - http.go: where a request is routed, forwarded and counted; outbound.go:
+//     its timeouts, retries and fail-fast; services.go: the service table
+//     that discovery fills;
+//   - tcp.go: opaque TCP, balanced per connection;
+//   - mtls.go, meshpool.go: mutual TLS between proxies;
+//   - admin.go, tap.go, window.go: the admin endpoints, live tap, and the
+//     recent-traffic window behind /stats.
+//
+// Other rooms: the HTTP/1 server and client and write corking (httpio),
+// balancing (balance), connection bounds (connlimit), detection (detect),
+// retries (retry), what is counted (metrics), the admin API's wire types
+// (adminapi), and the discovery backends (discovery/file, discovery/xds).
 package proxy
 
 import (

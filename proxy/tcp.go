@@ -14,6 +14,7 @@ import (
 	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
+	"github.com/meshproj/mesh/proxy/httpio"
 )
 
 // forwardOutboundTCP balances one opaque connection over a service's
@@ -147,10 +148,10 @@ func (p *Proxy) pipe(client, server net.Conn, d direction, authority, target str
 	go func() {
 		defer wg.Done()
 		fromClient = copyConn(server, client)
-		closeWrite(server)
+		httpio.CloseWrite(server)
 	}()
 	toClient := copyConn(client, server)
-	closeWrite(client)
+	httpio.CloseWrite(client)
 	wg.Wait()
 	client.Close()
 	server.Close()
@@ -187,21 +188,6 @@ func bare(c net.Conn) net.Conn {
 			c = v.Unwrap()
 		default:
 			return c
-		}
-	}
-}
-
-func closeWrite(c net.Conn) {
-	for {
-		switch v := c.(type) {
-		case interface{ CloseWrite() error }:
-			v.CloseWrite()
-			return
-		case interface{ Unwrap() net.Conn }:
-			c = v.Unwrap()
-		default:
-			c.Close()
-			return
 		}
 	}
 }

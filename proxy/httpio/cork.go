@@ -1,4 +1,4 @@
-package proxy
+package httpio
 
 import (
 	"net"
@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// corkedConn gathers what is written to a connection until the writer's
+// CorkedConn gathers what is written to a connection until the writer's
 // goroutine gives way, then sends it in one write. net/http's HTTP/2
 // server flushes each frame it writes on its own, so a response's HEADERS
 // and DATA frames (each a TLS record) cost a write system call apiece and
@@ -14,7 +14,7 @@ import (
 // turns them into one write and one read. The flusher runs as soon as the
 // goroutines already runnable have had their turn, so a lone write waits
 // only for that.
-type corkedConn struct {
+type CorkedConn struct {
 	net.Conn
 
 	mu      sync.Mutex
@@ -35,23 +35,25 @@ const corkLimit = 64 << 10
 const corkKeep = 16 << 10
 
 // cork wraps c; writes go straight through until start.
-func cork(c net.Conn) *corkedConn { return &corkedConn{Conn: c} }
+func Cork(c net.Conn) *CorkedConn { return &CorkedConn{Conn: c} }
 
-// corkNow wraps c corked from the start, for connections already known to
+// CorkNow wraps c corked from the start, for connections already known to
 // speak HTTP/2.
-func corkNow(c net.Conn) *corkedConn { return &corkedConn{Conn: c, on: true} }
+func CorkNow(c net.Conn) *CorkedConn { return &CorkedConn{Conn: c, on: true} }
 
 // Unwrap returns the connection written to.
-func (c *corkedConn) Unwrap() net.Conn { return c.Conn }
+func (c *CorkedConn) Unwrap() net.Conn { return c.Conn }
 
 // start begins corking.
-func (c *corkedConn) start() {
+// Start turns gathering on, for a connection that begins in another
+// protocol (a TLS handshake) and speaks HTTP/2 from here on.
+func (c *CorkedConn) Start() {
 	c.mu.Lock()
 	c.on = true
 	c.mu.Unlock()
 }
 
-func (c *corkedConn) Write(p []byte) (int, error) {
+func (c *CorkedConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -81,14 +83,14 @@ func (c *corkedConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *corkedConn) flush() {
+func (c *CorkedConn) flush() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.flushLocked()
 }
 
 // flushLocked writes what is pending; c.wmu is held.
-func (c *corkedConn) flushLocked() error {
+func (c *CorkedConn) flushLocked() error {
 	c.mu.Lock()
 	b := c.pending
 	c.pending, c.spare = c.spare[:0], nil
@@ -110,7 +112,7 @@ func (c *corkedConn) flushLocked() error {
 
 // fail remembers the first write error and closes the connection, so that
 // its reader stops too: the writer that caused it has long returned.
-func (c *corkedConn) fail(err error) {
+func (c *CorkedConn) fail(err error) {
 	c.mu.Lock()
 	if c.err == nil {
 		c.err = err
@@ -124,14 +126,14 @@ func (c *corkedConn) fail(err error) {
 var closeFlushTimeout = 5 * time.Second
 
 // Close sends what waits, then closes.
-func (c *corkedConn) Close() error {
+func (c *CorkedConn) Close() error {
 	c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 	c.flush()
 	return c.Conn.Close()
 }
 
 // CloseWrite sends what waits, then shuts the sending side.
-func (c *corkedConn) CloseWrite() error {
+func (c *CorkedConn) CloseWrite() error {
 	c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 	c.flush()
 	c.Conn.SetWriteDeadline(time.Time{})
@@ -145,7 +147,7 @@ func (c *corkedConn) CloseWrite() error {
 // under the later of the old and the new deadline: tls.Conn, closing, sets
 // a deadline in five seconds, writes its close_notify, then sets one in
 // the past.
-func (c *corkedConn) SetWriteDeadline(t time.Time) error {
+func (c *CorkedConn) SetWriteDeadline(t time.Time) error {
 	if t.IsZero() || t.After(time.Now()) {
 		if err := c.Conn.SetWriteDeadline(t); err != nil {
 			return err
@@ -157,7 +159,7 @@ func (c *corkedConn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
-func (c *corkedConn) SetDeadline(t time.Time) error {
+func (c *CorkedConn) SetDeadline(t time.Time) error {
 	if err := c.SetWriteDeadline(t); err != nil {
 		return err
 	}

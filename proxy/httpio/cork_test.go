@@ -1,4 +1,4 @@
-package proxy
+package httpio
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ func (c *countingConn) snapshot() (int, string) {
 
 func TestCorkGathersWritesUntilTheWriterGivesWay(t *testing.T) {
 	under := &countingConn{}
-	c := corkNow(under)
+	c := CorkNow(under)
 	c.Write([]byte("HEADERS "))
 	c.Write([]byte("DATA "))
 	c.Write([]byte("END"))
@@ -55,7 +55,7 @@ func TestCorkGathersWritesUntilTheWriterGivesWay(t *testing.T) {
 
 func TestCorkWritesLargeWritesThroughInOrder(t *testing.T) {
 	under := &countingConn{}
-	c := corkNow(under)
+	c := CorkNow(under)
 	c.Write([]byte("small|"))
 	big := bytes.Repeat([]byte("b"), corkLimit)
 	if n, err := c.Write(big); n != len(big) || err != nil {
@@ -72,7 +72,7 @@ func TestCorkWritesLargeWritesThroughInOrder(t *testing.T) {
 func TestCorkReportsAFailedFlushToLaterWrites(t *testing.T) {
 	broken := errors.New("broken pipe")
 	under := &countingConn{err: broken}
-	c := corkNow(under)
+	c := CorkNow(under)
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatal(err) // taken, not yet sent
 	}
@@ -84,7 +84,7 @@ func TestCorkReportsAFailedFlushToLaterWrites(t *testing.T) {
 
 func TestCorkOverARealConnection(t *testing.T) {
 	a, b := net.Pipe()
-	c := corkNow(a)
+	c := CorkNow(a)
 	go func() {
 		for range 100 {
 			c.Write([]byte("0123456789"))
@@ -99,7 +99,7 @@ func TestCorkOverARealConnection(t *testing.T) {
 
 func TestCorkSendsWhatWaitsBeforeADeadlineOrHalfClose(t *testing.T) {
 	a, b := net.Pipe()
-	c := corkNow(a)
+	c := CorkNow(a)
 	done := make(chan []byte)
 	go func() { got, _ := io.ReadAll(b); done <- got }()
 	c.Write([]byte("alert"))
@@ -134,7 +134,7 @@ func TestCorkCloseDoesNotHangOnAPeerThatDoesNotRead(t *testing.T) {
 	}
 	peer := <-accepted
 	defer peer.Close()
-	c := corkNow(raw)
+	c := CorkNow(raw)
 	// Fill the socket buffers so that the flusher blocks mid-write.
 	chunk := make([]byte, corkLimit)
 	filled := make(chan struct{})

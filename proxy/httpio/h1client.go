@@ -1,4 +1,4 @@
-package proxy
+package httpio
 
 import (
 	"bufio"
@@ -16,14 +16,14 @@ import (
 	"time"
 )
 
-// h1Client sends HTTP/1.1 requests to plain endpoints over pooled
+// Client sends HTTP/1.1 requests to plain endpoints over pooled
 // keep-alive connections, doing the whole exchange on the caller's
 // goroutine. net/http's Transport runs a reader and a writer goroutine per
 // connection and hands every request and response between them and the
 // caller; on a proxy's request path those hand-offs cost more than the
 // parsing. Requests it does not handle (protocol upgrades, Expect:
 // 100-continue) go to fallback.
-type h1Client struct {
+type Client struct {
 	dialer      *net.Dialer
 	idleTimeout time.Duration
 	maxConns    int // per endpoint; 0: no bound
@@ -63,14 +63,14 @@ const maxResponseHeaderBytes = 1 << 20
 // again if it does fail; any other request checks every time.
 const staleAfter = 500 * time.Millisecond
 
-func newH1Client(dialer *net.Dialer, idleTimeout time.Duration, maxConns int, fallback http.RoundTripper) *h1Client {
-	return &h1Client{dialer: dialer, idleTimeout: idleTimeout, maxConns: maxConns, fallback: fallback, hosts: map[string]*h1Host{}}
+func NewClient(dialer *net.Dialer, idleTimeout time.Duration, maxConns int, fallback http.RoundTripper) *Client {
+	return &Client{dialer: dialer, idleTimeout: idleTimeout, maxConns: maxConns, fallback: fallback, hosts: map[string]*h1Host{}}
 }
 
 // RoundTrip sends one request and reads the head of its response; the
 // body is read from the connection as the caller reads it, and the
 // connection goes back to the pool at its end.
-func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
 		return t.fallback.RoundTrip(req)
 	}
@@ -148,10 +148,10 @@ func (e *writeError) Unwrap() error { return e.err }
 
 // exchange sends req on pc and reads the response head. On error pc is
 // closed.
-func (t *h1Client) exchange(ctx context.Context, h *h1Host, pc *h1Conn, req *http.Request) (*http.Response, error) {
+func (t *Client) exchange(ctx context.Context, h *h1Host, pc *h1Conn, req *http.Request) (*http.Response, error) {
 	// Cancelling the request (the client went away, a timeout) unblocks
 	// whatever the connection is doing.
-	stop := context.AfterFunc(ctx, func() { pc.c.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, func() { pc.c.SetDeadline(ALongTimeAgo) })
 	var wrote chan error
 	fail := func(err error) (*http.Response, error) {
 		stop()
@@ -233,7 +233,7 @@ func (pc *h1Conn) write(req *http.Request) error {
 type h1Body struct {
 	rc    io.ReadCloser
 	ctx   context.Context
-	t     *h1Client
+	t     *Client
 	h     *h1Host
 	pc    *h1Conn
 	stop  func() bool
@@ -295,7 +295,7 @@ func (b *h1Body) finish(complete bool) {
 	b.t.leave(b.h, b.pc, true)
 }
 
-func (t *h1Client) host(addr string) *h1Host {
+func (t *Client) host(addr string) *h1Host {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	h := t.hosts[addr]
@@ -312,7 +312,7 @@ func (t *h1Client) host(addr string) *h1Host {
 
 // leave ends a request's use of h: pc, when not nil, goes back to the
 // pool, and the request's slot under maxConns, when held, is freed.
-func (t *h1Client) leave(h *h1Host, pc *h1Conn, held bool) {
+func (t *Client) leave(h *h1Host, pc *h1Conn, held bool) {
 	t.mu.Lock()
 	h.users--
 	if pc != nil {
@@ -327,7 +327,7 @@ func (t *h1Client) leave(h *h1Host, pc *h1Conn, held bool) {
 // conn takes the most recently used idle connection that is still open,
 // or dials a new one. check says to peek at any idle connection first,
 // however briefly it idled.
-func (t *h1Client) conn(ctx context.Context, h *h1Host, addr string, check bool) (*h1Conn, error) {
+func (t *Client) conn(ctx context.Context, h *h1Host, addr string, check bool) (*h1Conn, error) {
 	now := time.Now()
 	for {
 		t.mu.Lock()
@@ -383,9 +383,9 @@ func (pc *h1Conn) open() bool {
 }
 
 // putIdleLocked pools pc; t.mu is held.
-func (t *h1Client) putIdleLocked(h *h1Host, pc *h1Conn) {
+func (t *Client) putIdleLocked(h *h1Host, pc *h1Conn) {
 	pc.idleAt = time.Now()
-	if len(h.idle) >= maxIdlePerEndpoint {
+	if len(h.idle) >= MaxIdlePerEndpoint {
 		pc.c.Close()
 		return
 	}
@@ -398,7 +398,7 @@ func (t *h1Client) putIdleLocked(h *h1Host, pc *h1Conn) {
 
 // sweep closes connections idle for longer than the idle timeout, and
 // comes back while any stay idle.
-func (t *h1Client) sweep() {
+func (t *Client) sweep() {
 	deadline := time.Now().Add(-t.idleTimeout)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -426,7 +426,7 @@ func (t *h1Client) sweep() {
 }
 
 // CloseIdleConnections closes every idle connection.
-func (t *h1Client) CloseIdleConnections() {
+func (t *Client) CloseIdleConnections() {
 	t.mu.Lock()
 	for _, h := range t.hosts {
 		for _, pc := range h.idle {

@@ -1,4 +1,4 @@
-package proxy
+package httpio
 
 import (
 	"bufio"
@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-func testH1Client(maxConns int) *h1Client {
+func testH1Client(maxConns int) *Client {
 	tr := &http.Transport{}
-	return newH1Client(&net.Dialer{Timeout: time.Second}, time.Minute, maxConns, tr)
+	return NewClient(&net.Dialer{Timeout: time.Second}, time.Minute, maxConns, tr)
 }
 
 // countingServer serves h on loopback and counts the connections it took.

@@ -1,4 +1,4 @@
-package proxy
+package httpio
 
 import (
 	"bufio"
@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meshproj/mesh/proxy/connlimit"
 )
 
-// h1Server serves HTTP/1.x connections from apps and unmeshed clients. It
+// Server serves HTTP/1.x connections from apps and unmeshed clients. It
 // does what net/http's server does for a proxy, on one goroutine per
 // connection and with buffers kept for the connection's life: net/http's
 // server also reads in the background during every request to notice a
@@ -34,7 +36,7 @@ import (
 // request-smuggling defences (conflicting Content-Length, Transfer-Encoding
 // other than chunked); the checks net/http's server adds on top (Host,
 // header names and values, head size) are repeated here.
-type h1Server struct {
+type Server struct {
 	handler           http.Handler
 	log               *slog.Logger
 	readHeaderTimeout time.Duration
@@ -50,10 +52,10 @@ type h1Server struct {
 	described *http.Server
 	// connState reports a connection's life as http.Server's ConnState
 	// does: StateNew, then StateClosed or StateHijacked.
-	connState func(*handedConn, http.ConnState)
+	connState func(net.Conn, http.ConnState)
 
 	mu       sync.Mutex
-	conns    map[*h1ServerConn]struct{}
+	conns    map[*serverConn]struct{}
 	shutdown bool
 	idle     chan struct{} // closed when the last connection ends after shutdown
 }
@@ -70,23 +72,26 @@ const maxPostHandlerRead = 256 << 10
 // errHijacked ends the serving loop of a connection taken over by the handler.
 var errHijacked = errors.New("connection hijacked")
 
-// aLongTimeAgo is a deadline that has passed: setting it wakes a blocked read.
-var aLongTimeAgo = time.Unix(1, 0)
+// ALongTimeAgo is a deadline that has passed: setting it wakes a blocked read.
+var ALongTimeAgo = time.Unix(1, 0)
 
-func newH1Server(h http.Handler, log *slog.Logger, connState func(*handedConn, http.ConnState), headTimeout, idleTimeout time.Duration) *h1Server {
-	s := &h1Server{handler: h, log: log, connState: connState, readHeaderTimeout: headTimeout,
-		idleTimeout: idleTimeout, maxHeaderBytes: http.DefaultMaxHeaderBytes, lingerFor: 500 * time.Millisecond, conns: map[*h1ServerConn]struct{}{}}
+func NewServer(h http.Handler, log *slog.Logger, connState func(net.Conn, http.ConnState), headTimeout, idleTimeout time.Duration) *Server {
+	s := &Server{handler: h, log: log, connState: connState, readHeaderTimeout: headTimeout,
+		idleTimeout: idleTimeout, maxHeaderBytes: http.DefaultMaxHeaderBytes, lingerFor: 500 * time.Millisecond, conns: map[*serverConn]struct{}{}}
 	s.described = &http.Server{Handler: h, ReadHeaderTimeout: s.readHeaderTimeout, IdleTimeout: s.idleTimeout,
 		MaxHeaderBytes: s.maxHeaderBytes}
 	return s
 }
 
-// h1ServerConn is one client connection and the state of its current request.
-type h1ServerConn struct {
-	s    *h1Server
-	hc   *handedConn
-	ctx  context.Context // carries the connInfo
-	addr string          // the client's, for Request.RemoteAddr
+// serverConn is one client connection and the state of its current request.
+type serverConn struct {
+	s   *Server
+	hc  net.Conn
+	ctx context.Context // requests' contexts derive from it
+	// slot is the connection's place on its listener (nil: none), busy
+	// while a request is in flight and idle between requests.
+	slot *connlimit.Conn
+	addr string // the client's, for Request.RemoteAddr
 	// linger: the client may still be sending when the connection closes
 	// (a rejected request, a body left unread).
 	linger bool
@@ -108,7 +113,7 @@ type h1ServerConn struct {
 }
 
 // writer is the connection's response buffer, made when first needed.
-func (c *h1ServerConn) writer() *bufio.Writer {
+func (c *serverConn) writer() *bufio.Writer {
 	if c.bw == nil {
 		c.bw = bufio.NewWriterSize(c.hc, 4<<10)
 	}
@@ -119,7 +124,7 @@ func (c *h1ServerConn) writer() *bufio.Writer {
 // within the head-size limit while a request head is read, after the byte
 // the client watch may have read.
 type h1Source struct {
-	c       *h1ServerConn
+	c       *serverConn
 	limit   int64 // bytes left; <0: no limit
 	hasByte bool
 	b       [1]byte
@@ -149,10 +154,12 @@ func (s *h1Source) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// serve serves a connection on the calling goroutine until it closes.
-func (s *h1Server) serve(hc *handedConn) {
-	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.described)
-	c := &h1ServerConn{s: s, hc: hc, ctx: context.WithValue(ctx, connInfoKey{}, &hc.info)}
+// Serve serves a connection on the calling goroutine until it closes. The
+// contexts of its requests derive from ctx, which carries what the caller
+// knows of the connection.
+func (s *Server) Serve(ctx context.Context, hc net.Conn) {
+	ctx = context.WithValue(ctx, http.ServerContextKey, s.described)
+	c := &serverConn{s: s, hc: hc, ctx: ctx, slot: connlimit.Of(hc)}
 	c.src.c = c
 	c.src.limit = -1
 	c.addr = hc.RemoteAddr().String()
@@ -175,7 +182,7 @@ func (s *h1Server) serve(hc *handedConn) {
 		// Closing with bytes from the client unread resets the connection,
 		// which can destroy the answer before the client reads it: close
 		// our side for writing and take what else comes for a moment.
-		closeWrite(hc.Conn)
+		CloseWrite(hc)
 		hc.SetReadDeadline(time.Now().Add(s.lingerFor))
 		io.CopyN(io.Discard, hc, maxPostHandlerRead)
 	}
@@ -184,7 +191,7 @@ func (s *h1Server) serve(hc *handedConn) {
 }
 
 // track adds or removes a connection; adding fails once shutdown began.
-func (s *h1Server) track(c *h1ServerConn, add bool) bool {
+func (s *Server) track(c *serverConn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
@@ -204,7 +211,7 @@ func (s *h1Server) track(c *h1ServerConn, add bool) bool {
 
 // Shutdown closes idle connections, lets each busy one finish its current
 // response (then closes it), and waits for all of them or ctx.
-func (s *h1Server) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
 	idle := make(chan struct{})
@@ -218,7 +225,7 @@ func (s *h1Server) Shutdown(ctx context.Context) error {
 		c.closing = true
 		if c.idle {
 			// Wake the read of the next request; the loop sees closing.
-			c.hc.SetReadDeadline(aLongTimeAgo)
+			c.hc.SetReadDeadline(ALongTimeAgo)
 		}
 		c.mu.Unlock()
 	}
@@ -232,7 +239,7 @@ func (s *h1Server) Shutdown(ctx context.Context) error {
 }
 
 // Close closes every connection at once.
-func (s *h1Server) Close() {
+func (s *Server) Close() {
 	s.mu.Lock()
 	s.shutdown = true
 	for c := range s.conns {
@@ -241,7 +248,7 @@ func (s *h1Server) Close() {
 	s.mu.Unlock()
 }
 
-func (c *h1ServerConn) loop() error {
+func (c *serverConn) loop() error {
 	s := c.s
 	for {
 		// Wait for the next request. The idle deadline is set under the
@@ -279,7 +286,7 @@ func (c *h1ServerConn) loop() error {
 			return err
 		}
 		c.hc.SetReadDeadline(time.Time{})
-		c.hc.slot.Busy()
+		c.slot.Busy()
 		if err := checkRequest(req); err != nil {
 			c.reject(http.StatusBadRequest, err.Error(), req.Method == http.MethodHead)
 			return err
@@ -287,7 +294,7 @@ func (c *h1ServerConn) loop() error {
 		if err := c.serveRequest(req); err != nil {
 			return err
 		}
-		c.hc.slot.Idle()
+		c.slot.Idle()
 	}
 }
 
@@ -317,7 +324,7 @@ func checkRequest(req *http.Request) error {
 
 // badRequest answers a request that could not be parsed, when the client
 // sent something (a closed or timed-out idle connection gets nothing).
-func (c *h1ServerConn) badRequest(err error, hitLimit bool) {
+func (c *serverConn) badRequest(err error, hitLimit bool) {
 	var ne net.Error
 	switch {
 	case hitLimit:
@@ -334,7 +341,7 @@ func (c *h1ServerConn) badRequest(err error, hitLimit bool) {
 
 // reject answers a request the server will not hand to the handler, and the
 // connection closes after it. An answer to HEAD has no body.
-func (c *h1ServerConn) reject(status int, msg string, head bool) {
+func (c *serverConn) reject(status int, msg string, head bool) {
 	c.linger = true
 	c.hc.SetWriteDeadline(time.Now().Add(time.Second))
 	body := fmt.Sprintf("%d %s: %s\n", status, http.StatusText(status), msg)
@@ -348,7 +355,7 @@ func (c *h1ServerConn) reject(status int, msg string, head bool) {
 
 // serveRequest runs the handler for one request and finishes its response.
 // A nil error means the connection can take another request.
-func (c *h1ServerConn) serveRequest(req *http.Request) (err error) {
+func (c *serverConn) serveRequest(req *http.Request) (err error) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	req = req.WithContext(ctx)
 	req.RemoteAddr = c.addr
@@ -399,7 +406,7 @@ func isChunked(req *http.Request) bool {
 }
 
 // watchDelayPassed runs when a request has taken clientWatchDelay.
-func (c *h1ServerConn) watchDelayPassed() {
+func (c *serverConn) watchDelayPassed() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.handling {
@@ -414,7 +421,7 @@ func (c *h1ServerConn) watchDelayPassed() {
 }
 
 // bodyEnded is called when the request body has been read to its end.
-func (c *h1ServerConn) bodyEnded() {
+func (c *serverConn) bodyEnded() {
 	c.mu.Lock()
 	c.bodyDone = true
 	if c.watchDue && c.handling {
@@ -423,7 +430,7 @@ func (c *h1ServerConn) bodyEnded() {
 	c.mu.Unlock()
 }
 
-func (c *h1ServerConn) startWatchLocked() {
+func (c *serverConn) startWatchLocked() {
 	if c.watching || c.br.Buffered() > 0 || c.src.hasByte {
 		// Already watching, or the next request is here: the client stays.
 		return
@@ -436,7 +443,7 @@ func (c *h1ServerConn) startWatchLocked() {
 // watch reads the connection while a request runs: the client sending
 // nothing more is normal, the connection closing means nobody waits for
 // the answer, and a byte is the start of the next request (kept).
-func (c *h1ServerConn) watch(cancel context.CancelFunc, done chan struct{}) {
+func (c *serverConn) watch(cancel context.CancelFunc, done chan struct{}) {
 	defer close(done)
 	n, err := c.hc.Read(c.src.b[:])
 	if n == 1 {
@@ -449,7 +456,7 @@ func (c *h1ServerConn) watch(cancel context.CancelFunc, done chan struct{}) {
 }
 
 // stopWatch ends the handler phase: a running watch is woken and waited for.
-func (c *h1ServerConn) stopWatch() {
+func (c *serverConn) stopWatch() {
 	c.timer.Stop()
 	c.mu.Lock()
 	c.handling = false
@@ -457,7 +464,7 @@ func (c *h1ServerConn) stopWatch() {
 	c.watching = false
 	c.mu.Unlock()
 	if watching {
-		c.hc.SetReadDeadline(aLongTimeAgo)
+		c.hc.SetReadDeadline(ALongTimeAgo)
 		<-done
 		c.hc.SetReadDeadline(time.Time{})
 	}
@@ -525,7 +532,7 @@ func (b *h1RequestBody) finish() bool {
 // response without a body or length gets "Content-Length: 0" rather than
 // chunked framing.
 type h1Response struct {
-	c              *h1ServerConn
+	c              *serverConn
 	req            *http.Request
 	header         http.Header
 	status         int
@@ -783,7 +790,7 @@ func (w *h1Response) finish() bool {
 
 func writeStatusLine(bw *bufio.Writer, code int) {
 	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(statusText(code))
+	bw.WriteString(StatusText(code))
 	bw.WriteByte(' ')
 	text := http.StatusText(code)
 	if text == "" {
