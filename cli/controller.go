@@ -7,8 +7,8 @@ import (
 
 	"github.com/meshproj/mesh/controller"
 	"github.com/meshproj/mesh/identity"
-	"github.com/meshproj/mesh/inject"
 	"github.com/meshproj/mesh/kubeapi"
+	"github.com/meshproj/mesh/wellknown"
 )
 
 func newControllerCommand(s Streams) *cobra.Command {
@@ -51,7 +51,7 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 	f.String("namespace", "mesh-system", "the control plane's namespace")
 	f.String("trust-domain", "cluster.local", "trust domain of workload identities")
 	f.Duration("cert-lifetime", identity.DefaultLifetime, "lifetime of workload certificates")
-	f.String("token-audience", inject.TokenAudience, "audience ServiceAccount tokens must be for")
+	f.String("token-audience", wellknown.TokenAudience, "audience ServiceAccount tokens must be for")
 	f.String("xds-addr", ":8086", "xDS (discovery) address")
 	f.String("cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.String("identity-addr", ":8443", "identity service address")

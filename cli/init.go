@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshproj/mesh/inject"
 	"github.com/meshproj/mesh/intercept"
+	"github.com/meshproj/mesh/wellknown"
 )
 
 func newInitCommand(s Streams) *cobra.Command {
@@ -61,9 +61,9 @@ running it again is harmless. Needs NET_ADMIN in the namespace.`,
 		},
 	}
 	f := cmd.Flags()
-	f.Uint("inbound-port", inject.InboundPort, "the proxy's inbound port")
-	f.Uint("outbound-port", inject.OutboundPort, "the proxy's outbound port")
-	f.Uint("proxy-uid", inject.ProxyUID, "UID the proxy runs as; its own connections are not redirected")
+	f.Uint("inbound-port", wellknown.InboundPort, "the proxy's inbound port")
+	f.Uint("outbound-port", wellknown.OutboundPort, "the proxy's outbound port")
+	f.Uint("proxy-uid", wellknown.ProxyUID, "UID the proxy runs as; its own connections are not redirected")
 	f.String("skip-inbound-ports", "", "inbound ports that bypass the proxy (include the admin port), such as 4191,9090")
 	f.String("skip-outbound-ports", "", "outbound ports that bypass the proxy, such as 25")
 	f.String("skip-outbound-cidrs", "", "destinations that bypass the proxy, such as 169.254.169.254/32")

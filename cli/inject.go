@@ -3,13 +3,16 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meshproj/mesh/inject"
 	"github.com/meshproj/mesh/manifest"
+	"github.com/meshproj/mesh/wellknown"
 )
 
 func newInjectCommand(s Streams) *cobra.Command {
@@ -39,7 +42,7 @@ write those annotations.`,
 			opt.NativeSidecar = v.GetBool("native-sidecar")
 			opt.Image = v.GetString("image")
 			opt.Config = map[string]string{}
-			for _, k := range inject.ConfigKeys {
+			for _, k := range wellknown.ConfigKeys {
 				if cmd.Flags().Changed(k) || v.IsSet(k) && v.GetString(k) != "" {
 					opt.Config[k] = v.GetString(k)
 				}
@@ -51,16 +54,16 @@ write those annotations.`,
 	f.Bool("native-sidecar", true, "run the proxy as a native sidecar (Kubernetes 1.29+); false: as the first container")
 	f.String("proxy-version", "", "proxy version to inject (default: this binary's)")
 	f.String("image", "ghcr.io/meshproj/mesh", "proxy image, without tag")
-	f.String(inject.SkipInboundPorts, "", "inbound ports that bypass the proxy, such as 9090,9100")
-	f.String(inject.SkipOutboundPorts, "", "outbound ports that bypass the proxy, such as 25")
-	f.String(inject.SkipOutboundCIDRs, "", "destinations that bypass the proxy, such as 169.254.169.254/32")
-	f.String(inject.OpaquePorts, "", "ports proxied as TCP without protocol detection, such as 3306")
-	f.String(inject.ProxyCPURequest, "", "proxy CPU request (default 100m)")
-	f.String(inject.ProxyCPULimit, "", "proxy CPU limit (default none)")
-	f.String(inject.ProxyMemRequest, "", "proxy memory request (default 20Mi)")
-	f.String(inject.ProxyMemLimit, "", "proxy memory limit (default 250Mi)")
-	f.String(inject.ProxyLogLevel, "", "proxy log level (default info)")
-	f.String(inject.ProxyImage, "", "full proxy image, overriding --image and --proxy-version")
+	f.String(wellknown.SkipInboundPorts, "", "inbound ports that bypass the proxy, such as 9090,9100")
+	f.String(wellknown.SkipOutboundPorts, "", "outbound ports that bypass the proxy, such as 25")
+	f.String(wellknown.SkipOutboundCIDRs, "", "destinations that bypass the proxy, such as 169.254.169.254/32")
+	f.String(wellknown.OpaquePorts, "", "ports proxied as TCP without protocol detection, such as 3306")
+	f.String(wellknown.ProxyCPURequest, "", "proxy CPU request (default 100m)")
+	f.String(wellknown.ProxyCPULimit, "", "proxy CPU limit (default none)")
+	f.String(wellknown.ProxyMemRequest, "", "proxy memory request (default 20Mi)")
+	f.String(wellknown.ProxyMemLimit, "", "proxy memory limit (default 250Mi)")
+	f.String(wellknown.ProxyLogLevel, "", "proxy log level (default info)")
+	f.String(wellknown.ProxyImage, "", "full proxy image, overriding --image and --proxy-version")
 	return cmd
 }
 
@@ -148,7 +151,7 @@ func newAwaitCommand(s Streams) *cobra.Command {
 			}
 		},
 	}
-	cmd.Flags().String("admin-addr", "127.0.0.1:4191", "the proxy's admin address")
+	cmd.Flags().String("admin-addr", net.JoinHostPort("127.0.0.1", strconv.Itoa(wellknown.AdminPort)), "the proxy's admin address")
 	cmd.Flags().Duration("timeout", 2*time.Minute, "how long to wait")
 	return cmd
 }

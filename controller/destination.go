@@ -21,23 +21,8 @@ import (
 
 	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/discovery/xdsres"
-	"github.com/meshproj/mesh/inject"
 	"github.com/meshproj/mesh/kubeapi"
-)
-
-// Annotations of a Service that discovery reads.
-const (
-	// AnnotationLoadBalancer picks the balancer: peak-ewma (default),
-	// round-robin, random, least-request, weighted, ring-hash, maglev.
-	AnnotationLoadBalancer = "mesh.io/load-balancer"
-	// AnnotationHashKey is what ring-hash and maglev hash:
-	// "header:<name>", "cookie:<name>" or "source-ip" (default).
-	AnnotationHashKey = "mesh.io/hash-key"
-	// AnnotationOpaquePorts lists service ports proxied as TCP without
-	// protocol detection (same key as the proxy's own setting).
-	AnnotationOpaquePorts = inject.ConfigPrefix + inject.OpaquePorts
-	// AnnotationWeight on a pod weighs its endpoints (weighted balancer).
-	AnnotationWeight = "mesh.io/weight"
+	"github.com/meshproj/mesh/wellknown"
 )
 
 // Destination turns the cluster's Services, EndpointSlices and Pods into
@@ -333,10 +318,10 @@ func (d *Destination) podIdentity(ref *kubeapi.ObjectReference) (string, uint32)
 		return "", 1
 	}
 	weight := uint32(1)
-	if w, err := strconv.ParseUint(pod.Metadata.Annotations[AnnotationWeight], 10, 32); err == nil && w > 0 {
+	if w, err := strconv.ParseUint(pod.Metadata.Annotations[wellknown.AnnotationWeight], 10, 32); err == nil && w > 0 {
 		weight = uint32(w)
 	}
-	if pod.Metadata.Annotations[inject.AnnotationInjectedBy] == "" {
+	if pod.Metadata.Annotations[wellknown.AnnotationInjectedBy] == "" {
 		return "", weight
 	}
 	sa := pod.Spec.ServiceAccountName
@@ -352,7 +337,7 @@ func (d *Destination) podIdentity(ref *kubeapi.ObjectReference) (string, uint32)
 func serviceSettings(ann map[string]string) (discovery.LoadBalancer, discovery.HashKey, map[int32]bool, []string) {
 	var problems []string
 	lb := discovery.PeakEWMA
-	if v, ok := ann[AnnotationLoadBalancer]; ok {
+	if v, ok := ann[wellknown.AnnotationLoadBalancer]; ok {
 		if l := discovery.LoadBalancer(strings.TrimSpace(v)); l.Valid() {
 			lb = l
 		} else {
@@ -360,11 +345,11 @@ func serviceSettings(ann map[string]string) (discovery.LoadBalancer, discovery.H
 			for i, l := range discovery.LoadBalancers {
 				names[i] = string(l)
 			}
-			problems = append(problems, fmt.Sprintf("%s: unknown balancer %q (want one of %s); using %s", AnnotationLoadBalancer, v, strings.Join(names, ", "), discovery.PeakEWMA))
+			problems = append(problems, fmt.Sprintf("%s: unknown balancer %q (want one of %s); using %s", wellknown.AnnotationLoadBalancer, v, strings.Join(names, ", "), discovery.PeakEWMA))
 		}
 	}
 	var hash discovery.HashKey
-	if v, ok := ann[AnnotationHashKey]; ok {
+	if v, ok := ann[wellknown.AnnotationHashKey]; ok {
 		kind, arg, _ := strings.Cut(strings.TrimSpace(v), ":")
 		switch {
 		case kind == "header" && arg != "":
@@ -374,10 +359,10 @@ func serviceSettings(ann map[string]string) (discovery.LoadBalancer, discovery.H
 		case kind == "source-ip" && arg == "":
 			hash.SourceIP = true
 		default:
-			problems = append(problems, fmt.Sprintf("%s: %q is not header:<name>, cookie:<name> or source-ip", AnnotationHashKey, v))
+			problems = append(problems, fmt.Sprintf("%s: %q is not header:<name>, cookie:<name> or source-ip", wellknown.AnnotationHashKey, v))
 		}
 		if !lb.Hashing() && !hash.IsZero() {
-			problems = append(problems, fmt.Sprintf("%s is only used by ring-hash and maglev, but the balancer is %s", AnnotationHashKey, lb))
+			problems = append(problems, fmt.Sprintf("%s is only used by ring-hash and maglev, but the balancer is %s", wellknown.AnnotationHashKey, lb))
 			hash = discovery.HashKey{}
 		}
 	}
@@ -385,11 +370,11 @@ func serviceSettings(ann map[string]string) (discovery.LoadBalancer, discovery.H
 		hash.SourceIP = true
 	}
 	opaque := map[int32]bool{}
-	if v := ann[AnnotationOpaquePorts]; v != "" {
+	if v := ann[wellknown.AnnotationOpaquePorts]; v != "" {
 		for f := range strings.SplitSeq(v, ",") {
 			n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 16)
 			if err != nil || n == 0 {
-				problems = append(problems, fmt.Sprintf("%s: %q is not a port", AnnotationOpaquePorts, f))
+				problems = append(problems, fmt.Sprintf("%s: %q is not a port", wellknown.AnnotationOpaquePorts, f))
 				continue
 			}
 			opaque[int32(n)] = true

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/meshproj/mesh/discovery"
+	"github.com/meshproj/mesh/wellknown"
 )
 
 func TestServiceSettings(t *testing.T) {
@@ -17,20 +18,20 @@ func TestServiceSettings(t *testing.T) {
 		problem string
 	}{
 		{name: "defaults", lb: discovery.PeakEWMA},
-		{name: "round robin", ann: map[string]string{AnnotationLoadBalancer: "round-robin"}, lb: discovery.RoundRobin},
-		{name: "ring hash on a header", ann: map[string]string{AnnotationLoadBalancer: "ring-hash", AnnotationHashKey: "header:x-user"},
+		{name: "round robin", ann: map[string]string{wellknown.AnnotationLoadBalancer: "round-robin"}, lb: discovery.RoundRobin},
+		{name: "ring hash on a header", ann: map[string]string{wellknown.AnnotationLoadBalancer: "ring-hash", wellknown.AnnotationHashKey: "header:x-user"},
 			lb: discovery.RingHash, hash: discovery.HashKey{Header: "x-user"}},
-		{name: "maglev on a cookie", ann: map[string]string{AnnotationLoadBalancer: "maglev", AnnotationHashKey: "cookie:session"},
+		{name: "maglev on a cookie", ann: map[string]string{wellknown.AnnotationLoadBalancer: "maglev", wellknown.AnnotationHashKey: "cookie:session"},
 			lb: discovery.Maglev, hash: discovery.HashKey{Cookie: "session"}},
-		{name: "hashing defaults to the source IP", ann: map[string]string{AnnotationLoadBalancer: "ring-hash"},
+		{name: "hashing defaults to the source IP", ann: map[string]string{wellknown.AnnotationLoadBalancer: "ring-hash"},
 			lb: discovery.RingHash, hash: discovery.HashKey{SourceIP: true}},
-		{name: "unknown balancer", ann: map[string]string{AnnotationLoadBalancer: "fastest"}, lb: discovery.PeakEWMA,
+		{name: "unknown balancer", ann: map[string]string{wellknown.AnnotationLoadBalancer: "fastest"}, lb: discovery.PeakEWMA,
 			problem: `mesh.io/load-balancer: unknown balancer "fastest"`},
-		{name: "bad hash key", ann: map[string]string{AnnotationLoadBalancer: "ring-hash", AnnotationHashKey: "header"},
+		{name: "bad hash key", ann: map[string]string{wellknown.AnnotationLoadBalancer: "ring-hash", wellknown.AnnotationHashKey: "header"},
 			lb: discovery.RingHash, hash: discovery.HashKey{SourceIP: true}, problem: `"header" is not header:<name>`},
-		{name: "hash key without hashing", ann: map[string]string{AnnotationHashKey: "source-ip"}, lb: discovery.PeakEWMA,
+		{name: "hash key without hashing", ann: map[string]string{wellknown.AnnotationHashKey: "source-ip"}, lb: discovery.PeakEWMA,
 			problem: "only used by ring-hash and maglev"},
-		{name: "opaque ports", ann: map[string]string{AnnotationOpaquePorts: "3306, 25,x"}, lb: discovery.PeakEWMA,
+		{name: "opaque ports", ann: map[string]string{wellknown.AnnotationOpaquePorts: "3306, 25,x"}, lb: discovery.PeakEWMA,
 			opaque: []int32{3306, 25}, problem: `"x" is not a port`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

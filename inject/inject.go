@@ -15,50 +15,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/meshproj/mesh/wellknown"
 )
 
-// Annotations and names the mesh uses on pods.
+// Names of inject's own, on the pods it injects.
 const (
-	AnnotationInject       = "mesh.io/inject"
-	AnnotationProxyVersion = "mesh.io/proxy-version"
-	AnnotationInjectedBy   = "mesh.io/injected-by"
-	AnnotationRestore      = "mesh.io/inject-restore"
-	ConfigPrefix           = "config.mesh.io/"
-
-	ProxyContainer = "mesh-proxy"
-	InitContainer  = "mesh-init"
-
-	ProxyUID     = 2102
-	InboundPort  = 4143
-	OutboundPort = 4140
-	AdminPort    = 4191
-
 	tokenVolume   = "mesh-identity-token"
 	anchorsVolume = "mesh-trust-anchors"
 	tokenDir      = "/var/run/secrets/mesh.io/serviceaccount"
 	anchorsDir    = "/var/run/mesh/identity"
-	// TokenAudience is the audience of the ServiceAccount token the proxy
-	// shows the identity service.
-	TokenAudience = "identity.mesh.io"
 )
-
-// Config keys, as annotations (config.mesh.io/KEY) and as inject flags.
-const (
-	SkipInboundPorts  = "skip-inbound-ports"
-	SkipOutboundPorts = "skip-outbound-ports"
-	SkipOutboundCIDRs = "skip-outbound-cidrs"
-	OpaquePorts       = "opaque-ports"
-	ProxyCPURequest   = "proxy-cpu-request"
-	ProxyCPULimit     = "proxy-cpu-limit"
-	ProxyMemRequest   = "proxy-memory-request"
-	ProxyMemLimit     = "proxy-memory-limit"
-	ProxyLogLevel     = "proxy-log-level"
-	ProxyImage        = "proxy-image"
-)
-
-// ConfigKeys lists every config key, in the order flags are documented.
-var ConfigKeys = []string{SkipInboundPorts, SkipOutboundPorts, SkipOutboundCIDRs, OpaquePorts,
-	ProxyCPURequest, ProxyCPULimit, ProxyMemRequest, ProxyMemLimit, ProxyLogLevel, ProxyImage}
 
 // Options shape the injected proxy.
 type Options struct {
@@ -218,21 +185,21 @@ func skipReason(o, tmpl obj) string {
 		return "kube-system is never meshed"
 	}
 	for _, m := range []obj{o, tmpl} {
-		if v := str(get(m, "metadata", "annotations", AnnotationInject)); v == "disabled" {
-			return AnnotationInject + ": disabled"
+		if v := str(get(m, "metadata", "annotations", wellknown.AnnotationInject)); v == "disabled" {
+			return wellknown.AnnotationInject + ": disabled"
 		}
 	}
 	return ""
 }
 
 func injected(tmpl obj) bool {
-	if str(get(tmpl, "metadata", "annotations", AnnotationProxyVersion)) != "" {
+	if str(get(tmpl, "metadata", "annotations", wellknown.AnnotationProxyVersion)) != "" {
 		return true
 	}
 	for _, list := range []string{"containers", "initContainers"} {
 		cs, _ := get(tmpl, "spec", list).([]any)
 		for _, c := range cs {
-			if m, ok := c.(obj); ok && (m["name"] == ProxyContainer || m["name"] == InitContainer) {
+			if m, ok := c.(obj); ok && (m["name"] == wellknown.ProxyContainer || m["name"] == wellknown.InitContainer) {
 				return true
 			}
 		}
@@ -283,10 +250,10 @@ func (r *recorder) setAnnotation(ann obj, key, value string) {
 // config reads a config key: the pod template's annotation, else the
 // workload's, else the default.
 func config(o, tmpl obj, key, def string) string {
-	if v := str(get(tmpl, "metadata", "annotations", ConfigPrefix+key)); v != "" {
+	if v := str(get(tmpl, "metadata", "annotations", wellknown.ConfigPrefix+key)); v != "" {
 		return v
 	}
-	if v := str(get(o, "metadata", "annotations", ConfigPrefix+key)); v != "" {
+	if v := str(get(o, "metadata", "annotations", wellknown.ConfigPrefix+key)); v != "" {
 		return v
 	}
 	return def
@@ -295,25 +262,25 @@ func config(o, tmpl obj, key, def string) string {
 func injectPod(tmpl, spec, o obj, opt Options, r *recorder) {
 	meta := r.ensureObj(tmpl, "metadata", "metadata")
 	ann := r.ensureObj(meta, "annotations", "metadata.annotations")
-	for _, k := range ConfigKeys {
+	for _, k := range wellknown.ConfigKeys {
 		if v, ok := opt.Config[k]; ok {
-			r.setAnnotation(ann, ConfigPrefix+k, v)
+			r.setAnnotation(ann, wellknown.ConfigPrefix+k, v)
 		}
 	}
-	r.setAnnotation(ann, AnnotationProxyVersion, opt.Version)
-	r.setAnnotation(ann, AnnotationInjectedBy, "mesh inject "+opt.Version)
-	if str(ann[AnnotationInject]) == "" {
-		r.setAnnotation(ann, AnnotationInject, "enabled")
+	r.setAnnotation(ann, wellknown.AnnotationProxyVersion, opt.Version)
+	r.setAnnotation(ann, wellknown.AnnotationInjectedBy, "mesh inject "+opt.Version)
+	if str(ann[wellknown.AnnotationInject]) == "" {
+		r.setAnnotation(ann, wellknown.AnnotationInject, "enabled")
 	}
 
-	image := config(o, tmpl, ProxyImage, opt.Image+":"+opt.Version)
+	image := config(o, tmpl, wellknown.ProxyImage, opt.Image+":"+opt.Version)
 	inits := r.ensureList(spec, "initContainers", "spec.initContainers")
 	proxy := proxyContainer(o, tmpl, opt, image)
 	front := []any{initContainer(o, tmpl, image)}
 	if opt.NativeSidecar {
 		proxy["restartPolicy"] = "Always"
 		proxy["startupProbe"] = obj{
-			"httpGet":          obj{"path": "/ready", "port": AdminPort},
+			"httpGet":          obj{"path": "/ready", "port": wellknown.AdminPort},
 			"periodSeconds":    1,
 			"failureThreshold": 120,
 		}
@@ -321,7 +288,7 @@ func injectPod(tmpl, spec, o obj, opt Options, r *recorder) {
 	} else {
 		// The kubelet starts containers in order and waits for a postStart
 		// hook: the app starts once the proxy is ready.
-		proxy["lifecycle"] = obj{"postStart": obj{"exec": obj{"command": []any{"/mesh", "await", "--admin-addr", "127.0.0.1:" + strconv.Itoa(AdminPort), "--timeout", "2m"}}}}
+		proxy["lifecycle"] = obj{"postStart": obj{"exec": obj{"command": []any{"/mesh", "await", "--admin-addr", "127.0.0.1:" + strconv.Itoa(wellknown.AdminPort), "--timeout", "2m"}}}}
 		containers, _ := spec["containers"].([]any)
 		spec["containers"] = append([]any{proxy}, containers...)
 	}
@@ -330,25 +297,25 @@ func injectPod(tmpl, spec, o obj, opt Options, r *recorder) {
 	vols := r.ensureList(spec, "volumes", "spec.volumes")
 	spec["volumes"] = append(vols,
 		obj{"name": tokenVolume, "projected": obj{"sources": []any{obj{"serviceAccountToken": obj{
-			"audience": TokenAudience, "expirationSeconds": 86400, "path": "token"}}}}},
+			"audience": wellknown.TokenAudience, "expirationSeconds": 86400, "path": "token"}}}}},
 		obj{"name": anchorsVolume, "configMap": obj{"name": opt.TrustAnchorsCM}},
 	)
 	restore, _ := json.Marshal(r)
-	ann[AnnotationRestore] = string(restore)
+	ann[wellknown.AnnotationRestore] = string(restore)
 }
 
 func initContainer(o, tmpl obj, image string) obj {
-	skipIn := joinPorts(strconv.Itoa(AdminPort), config(o, tmpl, SkipInboundPorts, ""))
-	args := []any{"init", "--inbound-port", strconv.Itoa(InboundPort), "--outbound-port", strconv.Itoa(OutboundPort),
-		"--proxy-uid", strconv.Itoa(ProxyUID), "--skip-inbound-ports", skipIn}
-	if v := config(o, tmpl, SkipOutboundPorts, ""); v != "" {
+	skipIn := joinPorts(strconv.Itoa(wellknown.AdminPort), config(o, tmpl, wellknown.SkipInboundPorts, ""))
+	args := []any{"init", "--inbound-port", strconv.Itoa(wellknown.InboundPort), "--outbound-port", strconv.Itoa(wellknown.OutboundPort),
+		"--proxy-uid", strconv.Itoa(wellknown.ProxyUID), "--skip-inbound-ports", skipIn}
+	if v := config(o, tmpl, wellknown.SkipOutboundPorts, ""); v != "" {
 		args = append(args, "--skip-outbound-ports", v)
 	}
-	if v := config(o, tmpl, SkipOutboundCIDRs, ""); v != "" {
+	if v := config(o, tmpl, wellknown.SkipOutboundCIDRs, ""); v != "" {
 		args = append(args, "--skip-outbound-cidrs", v)
 	}
 	return obj{
-		"name":  InitContainer,
+		"name":  wellknown.InitContainer,
 		"image": image,
 		"args":  args,
 		"securityContext": obj{
@@ -391,39 +358,39 @@ func proxyContainer(o, tmpl obj, opt Options, image string) obj {
 		env("MESH_IDENTITY_TRUST_ANCHORS", anchorsDir+"/trust-anchors.pem"),
 		env("MESH_IDENTITY_TOKEN_FILE", tokenDir+"/token"),
 		env("MESH_DISCOVERY_ADDR", opt.DiscoveryAddr),
-		env("MESH_INBOUND_ADDR", "0.0.0.0:"+strconv.Itoa(InboundPort)),
-		env("MESH_OUTBOUND_ADDR", "127.0.0.1:"+strconv.Itoa(OutboundPort)),
-		env("MESH_ADMIN_ADDR", "0.0.0.0:"+strconv.Itoa(AdminPort)),
+		env("MESH_INBOUND_ADDR", "0.0.0.0:"+strconv.Itoa(wellknown.InboundPort)),
+		env("MESH_OUTBOUND_ADDR", "127.0.0.1:"+strconv.Itoa(wellknown.OutboundPort)),
+		env("MESH_ADMIN_ADDR", "0.0.0.0:"+strconv.Itoa(wellknown.AdminPort)),
 		env("MESH_LOG_FORMAT", "json"),
-		env("MESH_LOG_LEVEL", config(o, tmpl, ProxyLogLevel, "info")),
+		env("MESH_LOG_LEVEL", config(o, tmpl, wellknown.ProxyLogLevel, "info")),
 		env("MESH_LABEL", "namespace=$(MESH_POD_NAMESPACE),pod=$(MESH_POD_NAME)"),
 	}
-	if v := config(o, tmpl, OpaquePorts, ""); v != "" {
+	if v := config(o, tmpl, wellknown.OpaquePorts, ""); v != "" {
 		envs = append(envs, env("MESH_OPAQUE_PORTS", v))
 	}
-	requests := obj{"cpu": config(o, tmpl, ProxyCPURequest, "100m"), "memory": config(o, tmpl, ProxyMemRequest, "20Mi")}
-	limits := obj{"memory": config(o, tmpl, ProxyMemLimit, "250Mi")}
-	if v := config(o, tmpl, ProxyCPULimit, ""); v != "" {
+	requests := obj{"cpu": config(o, tmpl, wellknown.ProxyCPURequest, "100m"), "memory": config(o, tmpl, wellknown.ProxyMemRequest, "20Mi")}
+	limits := obj{"memory": config(o, tmpl, wellknown.ProxyMemLimit, "250Mi")}
+	if v := config(o, tmpl, wellknown.ProxyCPULimit, ""); v != "" {
 		limits["cpu"] = v
 	}
 	probe := func(path string) obj {
-		return obj{"httpGet": obj{"path": path, "port": AdminPort}, "periodSeconds": 10, "timeoutSeconds": 1}
+		return obj{"httpGet": obj{"path": path, "port": wellknown.AdminPort}, "periodSeconds": 10, "timeoutSeconds": 1}
 	}
 	return obj{
-		"name":  ProxyContainer,
+		"name":  wellknown.ProxyContainer,
 		"image": image,
 		"args":  []any{"proxy"},
 		"env":   envs,
 		"ports": []any{
-			obj{"name": "mesh-proxy", "containerPort": InboundPort, "protocol": "TCP"},
-			obj{"name": "mesh-admin", "containerPort": AdminPort, "protocol": "TCP"},
+			obj{"name": "mesh-proxy", "containerPort": wellknown.InboundPort, "protocol": "TCP"},
+			obj{"name": "mesh-admin", "containerPort": wellknown.AdminPort, "protocol": "TCP"},
 		},
 		"livenessProbe":  probe("/live"),
 		"readinessProbe": probe("/ready"),
 		"resources":      obj{"requests": requests, "limits": limits},
 		"securityContext": obj{
-			"runAsUser":                ProxyUID,
-			"runAsGroup":               ProxyUID,
+			"runAsUser":                wellknown.ProxyUID,
+			"runAsGroup":               wellknown.ProxyUID,
 			"runAsNonRoot":             true,
 			"readOnlyRootFilesystem":   true,
 			"allowPrivilegeEscalation": false,

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/meshproj/mesh/internal/golden"
+	"github.com/meshproj/mesh/wellknown"
 )
 
 func inputs(t *testing.T) []Input {
@@ -64,7 +65,7 @@ func TestGoldenNativeSidecarOff(t *testing.T) {
 	in := Input{Name: "pod.yaml", Data: must(os.ReadFile("testdata/in/pod.yaml"))}
 	o := opts()
 	o.NativeSidecar = false
-	o.Config = map[string]string{SkipInboundPorts: "9090", ProxyLogLevel: "debug"}
+	o.Config = map[string]string{wellknown.SkipInboundPorts: "9090", wellknown.ProxyLogLevel: "debug"}
 	out, _, err := Transform([]Input{in}, func(x obj) ([]Result, error) { return Inject(x, o) })
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +99,7 @@ func TestUninjectIsTheExactInverse(t *testing.T) {
 		for _, native := range []bool{true, false} {
 			o := opts()
 			o.NativeSidecar = native
-			o.Config = map[string]string{OpaquePorts: "5432", SkipOutboundPorts: "443"} // overwrites an existing annotation in one case
+			o.Config = map[string]string{wellknown.OpaquePorts: "5432", wellknown.SkipOutboundPorts: "443"} // overwrites an existing annotation in one case
 			original := decodeAll(t, in)
 			work := decodeAll(t, in)
 			for _, x := range work {

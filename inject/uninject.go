@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/meshproj/mesh/wellknown"
 )
 
 // Uninject removes what Inject added, restoring the object exactly when
@@ -30,9 +32,9 @@ func Uninject(o obj) ([]Result, error) {
 	}
 	var rec recorder
 	ann, _ := get(tmpl, "metadata", "annotations").(obj)
-	if raw := str(ann[AnnotationRestore]); raw != "" {
+	if raw := str(ann[wellknown.AnnotationRestore]); raw != "" {
 		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
-			return nil, fmt.Errorf("%s: annotation %s is not valid: %w", Ref(o), AnnotationRestore, err)
+			return nil, fmt.Errorf("%s: annotation %s is not valid: %w", Ref(o), wellknown.AnnotationRestore, err)
 		}
 	}
 	spec, _ := tmpl["spec"].(obj)
@@ -47,15 +49,15 @@ func Uninject(o obj) ([]Result, error) {
 				return m != nil && slices.Contains(names, str(m["name"]))
 			})
 		}
-		drop("initContainers", InitContainer, ProxyContainer)
-		drop("containers", ProxyContainer)
+		drop("initContainers", wellknown.InitContainer, wellknown.ProxyContainer)
+		drop("containers", wellknown.ProxyContainer)
 		drop("volumes", tokenVolume, anchorsVolume)
 	}
 	if ann != nil {
 		if rec.Annotations == nil {
 			// No record (injected by something older): remove the mesh's own.
 			for k := range ann {
-				if k == AnnotationProxyVersion || k == AnnotationInjectedBy {
+				if k == wellknown.AnnotationProxyVersion || k == wellknown.AnnotationInjectedBy {
 					delete(ann, k)
 				}
 			}
@@ -67,7 +69,7 @@ func Uninject(o obj) ([]Result, error) {
 				ann[k] = *prev
 			}
 		}
-		delete(ann, AnnotationRestore)
+		delete(ann, wellknown.AnnotationRestore)
 	}
 	// Remove what inject created, deepest first, if nothing else lives there.
 	for _, p := range slices.Backward(rec.Created) {

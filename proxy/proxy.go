@@ -37,6 +37,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,13 +49,18 @@ import (
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/metrics"
+	"github.com/meshproj/mesh/wellknown"
 )
 
-// Default listener addresses and timeouts.
+// Default listener addresses, at the mesh's well-known ports.
+var (
+	DefaultOutboundAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(wellknown.OutboundPort))
+	DefaultInboundAddr  = net.JoinHostPort("0.0.0.0", strconv.Itoa(wellknown.InboundPort))
+	DefaultAdminAddr    = net.JoinHostPort("0.0.0.0", strconv.Itoa(wellknown.AdminPort))
+)
+
+// Default timeouts.
 const (
-	DefaultOutboundAddr   = "127.0.0.1:4140"
-	DefaultInboundAddr    = "0.0.0.0:4143"
-	DefaultAdminAddr      = "0.0.0.0:4191"
 	DefaultDetectTimeout  = time.Second
 	DefaultConnectTimeout = 3 * time.Second
 	DefaultShutdownGrace  = 30 * time.Second
