@@ -15,6 +15,7 @@ import (
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
 	"github.com/meshproj/mesh/proxy/httpio"
+	"github.com/meshproj/mesh/proxy/metrics"
 	"github.com/meshproj/mesh/proxy/origdst"
 )
 
@@ -82,11 +83,13 @@ func (p peer) peerID(d direction) string {
 	return p.serverID
 }
 
-func (p peer) tlsLabel() string {
+// labels is the series of a request or stream with this peer.
+func (p peer) labels(d direction, authority, target string) metrics.Labels {
+	tls := "false"
 	if p.tls {
-		return "true"
+		tls = "true"
 	}
-	return "false"
+	return metrics.Labels{Direction: d.String(), Authority: authority, TargetAddr: target, TLS: tls, ClientID: p.clientID, ServerID: p.serverID}
 }
 
 type connInfoKey struct{}
@@ -200,8 +203,10 @@ type httpEntry struct {
 
 func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 	e := &httpEntry{direction: d, ln: chanlistener.New(nil)}
+	// The connections of an HTTP listener are counted by direction alone:
+	// which service a request is for is the request's to say.
+	labels := &metrics.Labels{Direction: d.String(), TLS: "false"}
 	connState := func(hc *handedConn, state http.ConnState) {
-		labels := []string{d.String(), "", "", "false", "", ""}
 		switch state {
 		case http.StateActive:
 			hc.slot.Busy()
@@ -209,16 +214,12 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 			hc.slot.Idle()
 		case http.StateNew:
 			p.window.open[d].Add(1)
-			p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
-			p.metrics.TCPOpenConnections.WithLabelValues(labels...).Inc()
+			p.metrics.TCPOpened(labels)
 		case http.StateClosed, http.StateHijacked:
 			p.window.open[d].Add(-1)
 			// A hijacked connection (an upgrade) is counted closed when
 			// the server lets go of it; its later bytes are the tunnel's.
-			p.metrics.TCPCloseTotal.WithLabelValues(labels...).Inc()
-			p.metrics.TCPOpenConnections.WithLabelValues(labels...).Dec()
-			p.metrics.TCPReadBytes.WithLabelValues(labels...).Add(float64(hc.read.Load()))
-			p.metrics.TCPWriteBytes.WithLabelValues(labels...).Add(float64(hc.written.Load()))
+			p.metrics.TCPClosed(labels, hc.read.Load(), hc.written.Load())
 		}
 	}
 	e.h1 = httpio.NewServer(h, p.log, func(c net.Conn, st http.ConnState) {

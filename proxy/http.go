@@ -259,8 +259,8 @@ func cookieValue(headers []string, name string) (string, bool) {
 // is told of the request's progress for load balancing, and its outcome is
 // reported to bal for failure accrual.
 func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, authority, target string, ep *balance.Endpoint, bal *balance.Balancer, pr peer) (*http.Response, error) {
-	labels := [6]string{d.String(), authority, target, pr.tlsLabel(), pr.clientID, pr.serverID}
-	p.metrics.RequestTotal.WithLabelValues(labels[:]...).Inc()
+	labels := pr.labels(d, authority, target)
+	p.metrics.Request(&labels)
 	began := time.Now()
 	tapID := p.tapStart(req, d, target, pr)
 	var start int64
@@ -283,7 +283,7 @@ func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, 
 			}
 		}
 		if req.Context().Err() == nil {
-			p.metrics.ResponseTotal.WithLabelValues(labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], httpio.StatusText(pe.status), "failure").Inc()
+			p.metrics.Response(&labels, httpio.StatusText(pe.status), "failure")
 		}
 		return nil, pe
 	}
@@ -296,8 +296,7 @@ func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, 
 		resp.ContentLength = 0
 	}
 	status := httpio.StatusText(resp.StatusCode)
-	p.metrics.ResponseLatency.WithLabelValues(labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], status).
-		Observe(float64(time.Since(began)) / float64(time.Millisecond))
+	p.metrics.Latency(&labels, status, float64(time.Since(began))/float64(time.Millisecond))
 	latency := time.Since(began)
 	tb := &trackedBody{ReadCloser: resp.Body, resp: resp, p: p, labels: labels, ep: ep, bal: bal,
 		d: d, peer: pr, began: began, latency: latency, tapID: tapID, req: req}
@@ -321,7 +320,7 @@ type trackedBody struct {
 	io.ReadCloser
 	resp   *http.Response
 	p      *Proxy
-	labels [6]string
+	labels metrics.Labels
 	ep     *balance.Endpoint
 	bal    *balance.Balancer
 	done   atomic.Bool
@@ -365,11 +364,10 @@ func (b *trackedBody) finish() {
 		grpc = b.resp.Header.Get("Grpc-Status") // trailers-only response
 	}
 	class := metrics.Classify(b.resp.StatusCode, grpc)
-	b.p.metrics.ResponseTotal.WithLabelValues(b.labels[0], b.labels[1], b.labels[2], b.labels[3], b.labels[4], b.labels[5],
-		httpio.StatusText(b.resp.StatusCode), class).Inc()
-	b.p.window.record(b.d, b.labels[1], b.peer.peerID(b.d), b.latency, class == "success")
+	b.p.metrics.Response(&b.labels, httpio.StatusText(b.resp.StatusCode), class)
+	b.p.window.record(b.d, b.labels.Authority, b.peer.peerID(b.d), b.latency, class == "success")
 	if b.tapID != 0 {
-		b.p.tapEnd(b.tapID, b.req, b.d, b.labels[2], b.peer, b.resp.StatusCode, grpc, b.latency, time.Since(b.began), b.bytes, "")
+		b.p.tapEnd(b.tapID, b.req, b.d, b.labels.TargetAddr, b.peer, b.resp.StatusCode, grpc, b.latency, time.Since(b.began), b.bytes, "")
 	}
 	if b.bal != nil {
 		b.bal.Report(b.ep, !endpointFailed(b.resp.StatusCode, grpc))

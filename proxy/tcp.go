@@ -125,19 +125,13 @@ func (p *Proxy) dialAndPipe(c net.Conn, d direction, target string) {
 // are done, keeping half-closes (a client that shuts down writing still
 // gets its answer).
 func (p *Proxy) pipe(client, server net.Conn, d direction, authority, target string, pr peer) {
-	labels := []string{d.String(), authority, target, pr.tlsLabel(), pr.clientID, pr.serverID}
-	p.metrics.TCPOpenTotal.WithLabelValues(labels...).Inc()
-	open := p.metrics.TCPOpenConnections.WithLabelValues(labels...)
-	open.Inc()
+	labels := pr.labels(d, authority, target)
+	p.metrics.TCPOpened(&labels)
 	p.window.open[d].Add(1)
 	defer p.window.open[d].Add(-1)
 	connlimit.Busy(client) // a stream holds its place until it ends
 	p.tcpConns.add(client)
-	defer func() {
-		p.tcpConns.remove(client)
-		open.Dec()
-		p.metrics.TCPCloseTotal.WithLabelValues(labels...).Inc()
-	}()
+	defer p.tcpConns.remove(client)
 
 	p.tcpConns.add(server)
 	defer p.tcpConns.remove(server)
@@ -155,8 +149,7 @@ func (p *Proxy) pipe(client, server net.Conn, d direction, authority, target str
 	wg.Wait()
 	client.Close()
 	server.Close()
-	p.metrics.TCPReadBytes.WithLabelValues(labels...).Add(float64(fromClient))
-	p.metrics.TCPWriteBytes.WithLabelValues(labels...).Add(float64(toClient))
+	p.metrics.TCPClosed(&labels, fromClient, toClient)
 }
 
 // copyConn copies src to dst. Bytes peeked during detection go first; the

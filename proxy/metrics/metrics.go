@@ -150,3 +150,42 @@ func Classify(status int, grpcStatus string) string {
 	}
 	return "success"
 }
+
+// Labels is the series a request or a connection is counted in: which way
+// it went, to which service and address, and what mTLS proved.
+type Labels struct {
+	Direction, Authority, TargetAddr string
+	// TLS is "true" or "false".
+	TLS                string
+	ClientID, ServerID string
+}
+
+// Request counts a request sent to an endpoint.
+func (m *Metrics) Request(l *Labels) {
+	m.RequestTotal.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID).Inc()
+}
+
+// Response counts a response (or the proxy's own answer) by status and
+// classification.
+func (m *Metrics) Response(l *Labels, status, classification string) {
+	m.ResponseTotal.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID, status, classification).Inc()
+}
+
+// Latency observes the time from a request to its response headers.
+func (m *Metrics) Latency(l *Labels, status string, ms float64) {
+	m.ResponseLatency.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID, status).Observe(ms)
+}
+
+// TCPOpened counts a connection accepted and open.
+func (m *Metrics) TCPOpened(l *Labels) {
+	m.TCPOpenTotal.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID).Inc()
+	m.TCPOpenConnections.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID).Inc()
+}
+
+// TCPClosed counts a connection closed and the bytes it carried each way.
+func (m *Metrics) TCPClosed(l *Labels, read, written int64) {
+	m.TCPCloseTotal.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID).Inc()
+	m.TCPOpenConnections.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID).Dec()
+	m.TCPReadBytes.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID).Add(float64(read))
+	m.TCPWriteBytes.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID).Add(float64(written))
+}
