@@ -7,6 +7,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/meshproj/mesh/identity"
@@ -39,7 +40,7 @@ func (r *TokenReviewer) Validate(ctx context.Context, token string) (identity.Wo
 		}
 		return identity.Workload{}, fmt.Errorf("the API server refused the token: %s", reason)
 	}
-	if r.Audience != "" && !contains(res.Status.Audiences, r.Audience) {
+	if r.Audience != "" && !slices.Contains(res.Status.Audiences, r.Audience) {
 		return identity.Workload{}, fmt.Errorf("token is not for audience %s", r.Audience)
 	}
 	// system:serviceaccount:NAMESPACE:NAME
@@ -48,13 +49,4 @@ func (r *TokenReviewer) Validate(ctx context.Context, token string) (identity.Wo
 		return identity.Workload{}, fmt.Errorf("token belongs to %q, not a ServiceAccount", res.Status.User.Username)
 	}
 	return identity.Workload{Namespace: parts[2], ServiceAccount: parts[3]}, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -75,21 +76,12 @@ func renderDir(dir string, vs map[string]string, skip ...string) ([]Object, erro
 	var files []string
 	for _, e := range entries {
 		p := path.Join(dir, e.Name())
-		if strings.HasSuffix(p, ".yaml") && !contains(skip, p) {
+		if strings.HasSuffix(p, ".yaml") && !slices.Contains(skip, p) {
 			files = append(files, p)
 		}
 	}
 	sort.Strings(files)
 	return renderFiles(files, vs)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func renderFiles(files []string, vs map[string]string) ([]Object, error) {

@@ -38,6 +38,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,7 +124,7 @@ type TCPForward struct {
 // ParseTCPForward parses LISTEN=SERVICE, for example
 // "127.0.0.1:15432=db:5432". A LISTEN without a host binds 127.0.0.1.
 func ParseTCPForward(s string) (TCPForward, error) {
-	listen, svc, ok := cut(s, '=')
+	listen, svc, ok := strings.Cut(s, "=")
 	if !ok || listen == "" || svc == "" {
 		return TCPForward{}, fmt.Errorf("outbound TCP forward %q: want LISTEN=SERVICE:PORT, such as 127.0.0.1:15432=db:5432", s)
 	}
@@ -135,15 +136,6 @@ func ParseTCPForward(s string) (TCPForward, error) {
 		return TCPForward{}, fmt.Errorf("outbound TCP forward %q: service %q needs a port", s, svc)
 	}
 	return TCPForward{Listen: listen, Service: key}, nil
-}
-
-func cut(s string, sep byte) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // Proxy is a running data plane.
