@@ -79,83 +79,125 @@ func (p *ports) take() (string, error) {
 }
 
 // Run starts the demo and blocks until it ends, then cleans up.
-func Run(ctx context.Context, o Options) (err error) {
+func Run(ctx context.Context, o Options) error {
 	if o.Rate <= 0 {
 		o.Rate = 20
 	}
-	if _, err := os.Stat(o.StatePath); err == nil {
-		m, _ := inventory.StateFile{Path: o.StatePath}.Mesh(ctx)
-		if m != nil && len(m.Workloads) > 0 && len(m.Workloads[0].Instances) > 0 && alive(m.Workloads[0].Instances[0].Admin) {
-			return fmt.Errorf("a demo is already running (state file %s); stop it first, or pass another --state-file", o.StatePath)
-		}
+	if err := refuseSecondDemo(ctx, o.StatePath); err != nil {
+		return err
 	}
 	work, err := os.MkdirTemp("", "mesh-demo-")
 	if err != nil {
 		return err
 	}
-	var insts []*instance
-	// The demo's own servers (identity, the apps) run until cleanup, which
-	// stops the proxies first, then them.
 	serversCtx, stopServers := context.WithCancel(context.Background())
-	var servers errgroup.Group
-	cleanup := func() {
-		for _, in := range insts {
-			stopProcess(in)
-		}
-		stopServers()
-		servers.Wait()
-		os.Remove(o.StatePath)
-		os.RemoveAll(work)
-	}
+	d := &run{o: o, work: work, ports: &ports{next: o.PortBase}, serversCtx: serversCtx, stopServers: stopServers}
 	defer func() {
-		cleanup()
+		d.cleanup()
 		fmt.Fprintln(o.Out, "demo stopped; every process and file it made is gone")
 	}()
+	if err := d.startIdentity(); err != nil {
+		return err
+	}
+	if err := d.planInstances(); err != nil {
+		return err
+	}
+	if err := d.startInstances(ctx); err != nil {
+		return err
+	}
+	if err := d.writeState(); err != nil {
+		return err
+	}
+	return d.serve(ctx)
+}
 
-	// Local control plane: identity.
-	idDir := filepath.Join(work, "identity")
-	if err := identity.InitDir(idDir); err != nil {
+// refuseSecondDemo fails when a demo already runs with this state file.
+func refuseSecondDemo(ctx context.Context, statePath string) error {
+	if _, err := os.Stat(statePath); err != nil {
+		return nil
+	}
+	m, _ := inventory.StateFile{Path: statePath}.Mesh(ctx)
+	if m != nil && len(m.Workloads) > 0 && len(m.Workloads[0].Instances) > 0 && alive(m.Workloads[0].Instances[0].Admin) {
+		return fmt.Errorf("a demo is already running (state file %s); stop it first, or pass another --state-file", statePath)
+	}
+	return nil
+}
+
+// run is one demo's state, from start to cleanup.
+type run struct {
+	o     Options
+	work  string // every file the demo makes is under it
+	ports *ports
+	insts []*instance
+	// The local control plane.
+	idDir, idAddr, discovery string
+	tokens                   *identity.LocalTokens
+	// The demo's own servers (identity, the apps) run until cleanup, which
+	// stops the proxies first, then them.
+	serversCtx  context.Context
+	stopServers context.CancelFunc
+	servers     errgroup.Group
+}
+
+func (d *run) cleanup() {
+	for _, in := range d.insts {
+		stopProcess(in)
+	}
+	d.stopServers()
+	d.servers.Wait()
+	os.Remove(d.o.StatePath)
+	os.RemoveAll(d.work)
+}
+
+// startIdentity makes a trust domain in the work directory and serves it.
+func (d *run) startIdentity() error {
+	d.idDir = filepath.Join(d.work, "identity")
+	if err := identity.InitDir(d.idDir); err != nil {
 		return err
 	}
-	dir, err := identity.LoadDir(idDir)
+	dir, err := identity.LoadDir(d.idDir)
 	if err != nil {
 		return err
 	}
-	pp := &ports{next: o.PortBase}
-	idAddr, err := pp.take()
-	if err != nil {
+	d.tokens = dir.Tokens
+	if d.idAddr, err = d.ports.take(); err != nil {
 		return err
 	}
 	// The identity service's routine messages would drown the demo's own
 	// output; it speaks up only when something is wrong.
-	idLog := slog.New(o.Log.Handler().WithGroup("identity"))
-	if !o.Log.Enabled(context.Background(), slog.LevelDebug) {
-		idLog = slog.New(warnOnly{o.Log.Handler()})
+	idLog := slog.New(d.o.Log.Handler().WithGroup("identity"))
+	if !d.o.Log.Enabled(context.Background(), slog.LevelDebug) {
+		idLog = slog.New(warnOnly{d.o.Log.Handler()})
 	}
 	idSrv := &identity.Server{TrustDomain: trustDomain, Validator: dir.Tokens, Log: idLog}
 	idSrv.SetIssuer(dir.Issuer)
-	idLn, err := net.Listen("tcp", idAddr)
+	idLn, err := net.Listen("tcp", d.idAddr)
 	if err != nil {
 		return err
 	}
-	servers.Go(func() error { return idSrv.Serve(serversCtx, idLn) })
+	d.servers.Go(func() error { return idSrv.Serve(d.serversCtx, idLn) })
+	return nil
+}
 
-	// Workloads.
-	insts = []*instance{
+// planInstances names the workloads' replicas and gives each its ports,
+// then writes the discovery file that describes them.
+func (d *run) planInstances() error {
+	d.insts = []*instance{
 		{workload: "traffic", name: "traffic-1"},
 		{workload: "web", name: "web-1"},
 		{workload: "api", name: "api-1", app: apiHandler("api-1", 3*time.Millisecond)},
 		{workload: "api", name: "api-2", app: apiHandler("api-2", 40*time.Millisecond)},
 		{workload: "auth", name: "auth-1", app: authHandler(0.05)},
 	}
-	for _, in := range insts {
+	var err error
+	for _, in := range d.insts {
 		for _, p := range []*string{&in.outbound, &in.inbound, &in.admin} {
-			if *p, err = pp.take(); err != nil {
+			if *p, err = d.ports.take(); err != nil {
 				return err
 			}
 		}
 		if in.workload != "traffic" {
-			if in.appAddr, err = pp.take(); err != nil {
+			if in.appAddr, err = d.ports.take(); err != nil {
 				return err
 			}
 		}
@@ -163,64 +205,77 @@ func Run(ctx context.Context, o Options) (err error) {
 			in.app = webHandler(in.outbound)
 		}
 	}
-	discovery := filepath.Join(work, "discovery.yaml")
-	if err := os.WriteFile(discovery, []byte(discoveryFile(insts)), 0o644); err != nil {
-		return err
-	}
-	for _, in := range insts {
+	d.discovery = filepath.Join(d.work, "discovery.yaml")
+	return os.WriteFile(d.discovery, []byte(discoveryFile(d.insts)), 0o644)
+}
+
+// startInstances starts each replica's app and proxy and waits until every
+// proxy is ready.
+func (d *run) startInstances(ctx context.Context) error {
+	anchors := filepath.Join(d.idDir, identity.AnchorsFile)
+	for _, in := range d.insts {
 		if in.app != nil {
 			ln, err := net.Listen("tcp", in.appAddr)
 			if err != nil {
 				return err
 			}
 			hs := &http.Server{Handler: in.app, ReadHeaderTimeout: 10 * time.Second}
-			servers.Go(func() error { return httpserve.Run(serversCtx, in.name, hs, ln) })
+			d.servers.Go(func() error { return httpserve.Run(d.serversCtx, in.name, hs, ln) })
 		}
-		token := filepath.Join(work, in.name+".token")
-		if err := os.WriteFile(token, []byte(dir.Tokens.Issue(identity.Workload{Namespace: namespace, ServiceAccount: in.workload}, 24*time.Hour)), 0o600); err != nil {
+		token := filepath.Join(d.work, in.name+".token")
+		if err := os.WriteFile(token, []byte(d.tokens.Issue(identity.Workload{Namespace: namespace, ServiceAccount: in.workload}, 24*time.Hour)), 0o600); err != nil {
 			return err
 		}
-		in.logf = filepath.Join(work, in.name+".log")
-		if err := startProxy(o, in, discovery, idAddr, filepath.Join(idDir, identity.AnchorsFile), token); err != nil {
+		in.logf = filepath.Join(d.work, in.name+".log")
+		if err := startProxy(d.o, in, d.discovery, d.idAddr, anchors, token); err != nil {
 			return err
 		}
 	}
-	for _, in := range insts {
+	for _, in := range d.insts {
 		if err := waitReady(ctx, in); err != nil {
 			return err
 		}
 	}
+	return nil
+}
 
+// writeState tells stat, tap and check where the demo's proxies are.
+func (d *run) writeState() error {
 	mesh := &inventory.Mesh{ControlPlane: inventory.ControlPlane{
-		IdentityAddr: idAddr, TrustAnchors: filepath.Join(idDir, identity.AnchorsFile), TrustDomain: trustDomain, DiscoveryFile: discovery,
+		IdentityAddr: d.idAddr, TrustAnchors: filepath.Join(d.idDir, identity.AnchorsFile), TrustDomain: trustDomain, DiscoveryFile: d.discovery,
 	}}
 	for _, wl := range []string{"traffic", "web", "api", "auth"} {
 		w := inventory.Workload{Kind: "deploy", Name: wl, Namespace: namespace, Identity: spiffe(wl)}
 		if wl != "traffic" {
 			w.Service = wl + ":80"
 		}
-		for _, in := range insts {
+		for _, in := range d.insts {
 			if in.workload == wl {
 				w.Instances = append(w.Instances, inventory.Instance{Name: in.name, Admin: in.admin, Inbound: in.inbound, PID: in.cmd.Process.Pid})
 			}
 		}
 		mesh.Workloads = append(mesh.Workloads, w)
 	}
-	if err := (inventory.StateFile{Path: o.StatePath}).Write(mesh); err != nil {
+	if err := (inventory.StateFile{Path: d.o.StatePath}).Write(mesh); err != nil {
 		return fmt.Errorf("writing state file: %w", err)
 	}
+	return nil
+}
 
+// serve sends traffic until ctx ends or --duration passes; a proxy that
+// exits is reported and the demo goes on without it.
+func (d *run) serve(ctx context.Context) error {
 	runCtx := ctx
-	if o.Duration > 0 {
+	if d.o.Duration > 0 {
 		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, o.Duration)
+		runCtx, cancel = context.WithTimeout(ctx, d.o.Duration)
 		defer cancel()
 	}
-	go traffic(runCtx, insts[0].outbound, o.Rate)
-	printIntro(o, insts, idAddr, work)
+	go traffic(runCtx, d.insts[0].outbound, d.o.Rate)
+	printIntro(d.o, d.insts, d.idAddr, d.work)
 
-	exited := make(chan string, len(insts))
-	for _, in := range insts {
+	exited := make(chan string, len(d.insts))
+	for _, in := range d.insts {
 		go func() {
 			<-in.done
 			exited <- in.name
@@ -230,7 +285,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	case <-runCtx.Done():
 	case name := <-exited:
 		if runCtx.Err() == nil {
-			fmt.Fprintf(o.Out, "the proxy of %s exited (its log: %s); the demo goes on without it\n", name, filepath.Join(work, name+".log"))
+			fmt.Fprintf(d.o.Out, "the proxy of %s exited (its log: %s); the demo goes on without it\n", name, filepath.Join(d.work, name+".log"))
 			<-runCtx.Done()
 		}
 	}
