@@ -61,6 +61,24 @@ type Resources struct {
 func Encode(s *discovery.Service) (*Resources, error) {
 	key := s.Key()
 	name := Name(key)
+	cluster, err := encodeCluster(s, name)
+	if err != nil {
+		return nil, err
+	}
+	cla, err := encodeEndpoints(s, name)
+	if err != nil {
+		return nil, err
+	}
+	listener, err := encodeListener(s, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Resources{Listener: listener, Cluster: cluster, Endpoints: cla, ServiceKey: key}, nil
+}
+
+// encodeCluster is the service's Cluster: EDS over ADS, its balancer, and
+// in metadata what xDS has no field for.
+func encodeCluster(s *discovery.Service, name string) (*clusterv3.Cluster, error) {
 	lb := s.LoadBalancer
 	if lb == "" {
 		lb = discovery.PeakEWMA
@@ -84,7 +102,7 @@ func Encode(s *discovery.Service) (*Resources, error) {
 	if err != nil {
 		return nil, err
 	}
-	cluster := &clusterv3.Cluster{
+	return &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
@@ -94,9 +112,12 @@ func Encode(s *discovery.Service) (*Resources, error) {
 		ConnectTimeout: durationpb.New(time.Second),
 		LbPolicy:       lbPolicy(lb),
 		Metadata:       cmeta,
-	}
+	}, nil
+}
 
-	// Endpoints, one locality per zone, in a stable order.
+// encodeEndpoints is the service's ClusterLoadAssignment: one locality per
+// zone, in a stable order, each endpoint with its weight and identity.
+func encodeEndpoints(s *discovery.Service, name string) (*endpointv3.ClusterLoadAssignment, error) {
 	zones := map[string]*endpointv3.LocalityLbEndpoints{}
 	for _, e := range s.Endpoints {
 		loc := zones[e.Zone]
@@ -111,6 +132,7 @@ func Encode(s *discovery.Service) (*Resources, error) {
 			LoadBalancingWeight: wrapperspb.UInt32(w),
 		}
 		if e.Identity != "" {
+			var err error
 			if lbe.Metadata, err = metadata(map[string]any{"identity": e.Identity}); err != nil {
 				return nil, err
 			}
@@ -123,9 +145,12 @@ func Encode(s *discovery.Service) (*Resources, error) {
 	for _, zone := range slices.Sorted(maps.Keys(zones)) {
 		cla.Endpoints = append(cla.Endpoints, zones[zone])
 	}
+	return cla, nil
+}
 
-	// The listener maps the service's name and virtual IPs to the cluster;
-	// as an API listener it is also what gRPC's xds resolver asks for.
+// encodeListener maps the service's name and virtual IPs to the cluster;
+// as an API listener it is also what gRPC's xds resolver asks for.
+func encodeListener(s *discovery.Service, name string) (*listenerv3.Listener, error) {
 	route := &routev3.Route{
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
@@ -168,7 +193,7 @@ func Encode(s *discovery.Service) (*Resources, error) {
 			listener.AdditionalAddresses = append(listener.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: addr})
 		}
 	}
-	return &Resources{Listener: listener, Cluster: cluster, Endpoints: cla, ServiceKey: key}, nil
+	return listener, nil
 }
 
 // lbPolicy is the nearest xDS policy, for Envoy and gRPC clients; mesh

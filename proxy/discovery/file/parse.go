@@ -115,97 +115,132 @@ func Parse(name string, data []byte) ([]discovery.Service, error) {
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, yamlError(name, err)
 	}
-	at := func(path ...any) int { return lineOf(&root, path...) }
-	fail := func(line int, format string, args ...any) error {
+	ps := &parser{root: &root, fail: func(line int, format string, args ...any) error {
 		return &Error{File: name, Line: line, Msg: fmt.Sprintf(format, args...)}
-	}
-
+	}}
 	out := make([]discovery.Service, 0, len(doc.Services))
 	seen := map[discovery.Key]int{}
 	for i, s := range doc.Services {
-		field := func(f string) string { return fmt.Sprintf("services[%d].%s", i, f) }
-		name := strings.TrimSuffix(strings.ToLower(s.Name), ".")
-		if name == "" {
-			return nil, fail(at("services", i), "%s is required", field("name"))
-		}
-		if !dnsName.MatchString(name) {
-			return nil, fail(at("services", i, "name"), "%s %q is not a DNS name", field("name"), s.Name)
-		}
-		if s.Port < 1 || s.Port > 65535 {
-			return nil, fail(at("services", i, "port"), "%s must be 1-65535, got %d", field("port"), s.Port)
-		}
-		svc := discovery.Service{Name: name, Port: uint16(s.Port), Opaque: s.Opaque, LoadBalancer: discovery.LoadBalancer(s.LoadBalancer)}
-		if prev, dup := seen[svc.Key()]; dup {
-			return nil, fail(at("services", i, "name"), "service %s is listed twice (also services[%d])", svc.Key(), prev)
-		}
-		seen[svc.Key()] = i
-		if svc.LoadBalancer == "" {
-			svc.LoadBalancer = discovery.PeakEWMA
-		}
-		if !svc.LoadBalancer.Valid() {
-			return nil, fail(at("services", i, "loadBalancer"), "%s %q is unknown; use one of %s", field("loadBalancer"), s.LoadBalancer, joinLB())
-		}
-		if s.HashKey != nil {
-			svc.HashKey = discovery.HashKey{Header: s.HashKey.Header, Cookie: s.HashKey.Cookie, SourceIP: s.HashKey.SourceIP}
-			set := 0
-			for _, b := range []bool{svc.HashKey.Header != "", svc.HashKey.Cookie != "", svc.HashKey.SourceIP} {
-				if b {
-					set++
-				}
-			}
-			if set != 1 {
-				return nil, fail(at("services", i, "hashKey"), "%s must set exactly one of header, cookie, sourceIP", field("hashKey"))
-			}
-			if !svc.LoadBalancer.Hashing() {
-				return nil, fail(at("services", i, "hashKey"), "%s is only used by ring-hash and maglev, but loadBalancer is %s", field("hashKey"), svc.LoadBalancer)
-			}
-			if svc.Opaque && !svc.HashKey.SourceIP {
-				return nil, fail(at("services", i, "hashKey"), "%s: an opaque service can only hash on sourceIP", field("hashKey"))
-			}
-		} else if svc.LoadBalancer.Hashing() {
-			return nil, fail(at("services", i, "loadBalancer"), "%s %s needs a hashKey (header, cookie or sourceIP)", field("loadBalancer"), svc.LoadBalancer)
-		}
-		for j, a := range s.Addresses {
-			ip, err := netip.ParseAddr(a)
-			if err != nil {
-				return nil, fail(at("services", i, "addresses", j), "%s %q is not an IP address", field(fmt.Sprintf("addresses[%d]", j)), a)
-			}
-			svc.Addresses = append(svc.Addresses, ip)
-		}
-		addrs := map[netip.AddrPort]int{}
-		for j, e := range s.Endpoints {
-			efield := func(f string) string { return fmt.Sprintf("services[%d].endpoints[%d].%s", i, j, f) }
-			line := func(f string) int { return at("services", i, "endpoints", j, f) }
-			ap, err := netip.ParseAddrPort(e.Address)
-			if err != nil {
-				return nil, fail(line("address"), "%s %q must be IP:port, such as 127.0.0.1:8080", efield("address"), e.Address)
-			}
-			if ap.Port() == 0 {
-				return nil, fail(line("address"), "%s %q has port 0", efield("address"), e.Address)
-			}
-			if prev, dup := addrs[ap]; dup {
-				return nil, fail(line("address"), "%s %s is listed twice (also endpoints[%d])", efield("address"), ap, prev)
-			}
-			addrs[ap] = j
-			ep := discovery.Endpoint{Address: ap, Weight: 1, Identity: e.Identity, Zone: e.Zone}
-			if e.Weight != nil {
-				if *e.Weight < 1 || *e.Weight > MaxWeight {
-					return nil, fail(line("weight"), "%s must be 1-%d, got %d", efield("weight"), MaxWeight, *e.Weight)
-				}
-				ep.Weight = uint32(*e.Weight)
-			}
-			if e.Identity != "" && !strings.HasPrefix(e.Identity, "spiffe://") {
-				return nil, fail(line("identity"), "%s %q must be a SPIFFE ID (spiffe://trust-domain/ns/NS/sa/SA)", efield("identity"), e.Identity)
-			}
-			svc.Endpoints = append(svc.Endpoints, ep)
-		}
-		p := policy{at: func(path ...any) int { return at(append([]any{"services", i}, path...)...) }, field: field, fail: fail}
-		if err := p.apply(&svc, s); err != nil {
+		svc, err := ps.service(i, s)
+		if err != nil {
 			return nil, err
 		}
+		if prev, dup := seen[svc.Key()]; dup {
+			return nil, ps.fail(ps.at("services", i, "name"), "service %s is listed twice (also services[%d])", svc.Key(), prev)
+		}
+		seen[svc.Key()] = i
 		out = append(out, svc)
 	}
 	return out, nil
+}
+
+// parser checks a discovery file's services, naming the line of each
+// problem.
+type parser struct {
+	root *yaml.Node
+	fail func(line int, format string, args ...any) error
+}
+
+func (ps *parser) at(path ...any) int { return lineOf(ps.root, path...) }
+
+// service checks services[i] and turns it into the discovery model.
+func (ps *parser) service(i int, s service) (discovery.Service, error) {
+	field := func(f string) string { return fmt.Sprintf("services[%d].%s", i, f) }
+	at := func(path ...any) int { return ps.at(append([]any{"services", i}, path...)...) }
+	name := strings.TrimSuffix(strings.ToLower(s.Name), ".")
+	switch {
+	case name == "":
+		return discovery.Service{}, ps.fail(at(), "%s is required", field("name"))
+	case !dnsName.MatchString(name):
+		return discovery.Service{}, ps.fail(at("name"), "%s %q is not a DNS name", field("name"), s.Name)
+	case s.Port < 1 || s.Port > 65535:
+		return discovery.Service{}, ps.fail(at("port"), "%s must be 1-65535, got %d", field("port"), s.Port)
+	}
+	svc := discovery.Service{Name: name, Port: uint16(s.Port), Opaque: s.Opaque, LoadBalancer: discovery.LoadBalancer(s.LoadBalancer)}
+	if svc.LoadBalancer == "" {
+		svc.LoadBalancer = discovery.PeakEWMA
+	}
+	if !svc.LoadBalancer.Valid() {
+		return svc, ps.fail(at("loadBalancer"), "%s %q is unknown; use one of %s", field("loadBalancer"), s.LoadBalancer, joinLB())
+	}
+	if err := ps.hashKey(&svc, s, at, field); err != nil {
+		return svc, err
+	}
+	for j, a := range s.Addresses {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return svc, ps.fail(at("addresses", j), "%s %q is not an IP address", field(fmt.Sprintf("addresses[%d]", j)), a)
+		}
+		svc.Addresses = append(svc.Addresses, ip)
+	}
+	if err := ps.endpoints(&svc, i, s.Endpoints); err != nil {
+		return svc, err
+	}
+	p := policy{at: at, field: field, fail: ps.fail}
+	if err := p.apply(&svc, s); err != nil {
+		return svc, err
+	}
+	return svc, nil
+}
+
+// hashKey checks what a hashing balancer hashes on: exactly one key, for
+// ring-hash and maglev only, and only the source IP for opaque TCP.
+func (ps *parser) hashKey(svc *discovery.Service, s service, at func(...any) int, field func(string) string) error {
+	if s.HashKey == nil {
+		if svc.LoadBalancer.Hashing() {
+			return ps.fail(at("loadBalancer"), "%s %s needs a hashKey (header, cookie or sourceIP)", field("loadBalancer"), svc.LoadBalancer)
+		}
+		return nil
+	}
+	svc.HashKey = discovery.HashKey{Header: s.HashKey.Header, Cookie: s.HashKey.Cookie, SourceIP: s.HashKey.SourceIP}
+	set := 0
+	for _, b := range []bool{svc.HashKey.Header != "", svc.HashKey.Cookie != "", svc.HashKey.SourceIP} {
+		if b {
+			set++
+		}
+	}
+	switch {
+	case set != 1:
+		return ps.fail(at("hashKey"), "%s must set exactly one of header, cookie, sourceIP", field("hashKey"))
+	case !svc.LoadBalancer.Hashing():
+		return ps.fail(at("hashKey"), "%s is only used by ring-hash and maglev, but loadBalancer is %s", field("hashKey"), svc.LoadBalancer)
+	case svc.Opaque && !svc.HashKey.SourceIP:
+		return ps.fail(at("hashKey"), "%s: an opaque service can only hash on sourceIP", field("hashKey"))
+	}
+	return nil
+}
+
+// endpoints checks services[i]'s endpoints: IP:port, no duplicates, a
+// weight in range, a SPIFFE identity.
+func (ps *parser) endpoints(svc *discovery.Service, i int, eps []endpoint) error {
+	addrs := map[netip.AddrPort]int{}
+	for j, e := range eps {
+		efield := func(f string) string { return fmt.Sprintf("services[%d].endpoints[%d].%s", i, j, f) }
+		line := func(f string) int { return ps.at("services", i, "endpoints", j, f) }
+		ap, err := netip.ParseAddrPort(e.Address)
+		switch {
+		case err != nil:
+			return ps.fail(line("address"), "%s %q must be IP:port, such as 127.0.0.1:8080", efield("address"), e.Address)
+		case ap.Port() == 0:
+			return ps.fail(line("address"), "%s %q has port 0", efield("address"), e.Address)
+		}
+		if prev, dup := addrs[ap]; dup {
+			return ps.fail(line("address"), "%s %s is listed twice (also endpoints[%d])", efield("address"), ap, prev)
+		}
+		addrs[ap] = j
+		ep := discovery.Endpoint{Address: ap, Weight: 1, Identity: e.Identity, Zone: e.Zone}
+		if e.Weight != nil {
+			if *e.Weight < 1 || *e.Weight > MaxWeight {
+				return ps.fail(line("weight"), "%s must be 1-%d, got %d", efield("weight"), MaxWeight, *e.Weight)
+			}
+			ep.Weight = uint32(*e.Weight)
+		}
+		if e.Identity != "" && !strings.HasPrefix(e.Identity, "spiffe://") {
+			return ps.fail(line("identity"), "%s %q must be a SPIFFE ID (spiffe://trust-domain/ns/NS/sa/SA)", efield("identity"), e.Identity)
+		}
+		svc.Endpoints = append(svc.Endpoints, ep)
+	}
+	return nil
 }
 
 func joinLB() string {
