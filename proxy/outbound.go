@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/proxy/balance"
+	"github.com/meshproj/mesh/proxy/metrics"
 	"github.com/meshproj/mesh/proxy/retry"
 )
 
@@ -102,52 +103,20 @@ const maxTries = 4
 var errRequestTimeout = errors.New("request timeout")
 
 func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	p, svc := t.p, t.svc
-	pol := svc.policy.Load()
+	pol := t.svc.policy.Load()
 	pol.budget.Deposit()
-
-	timeout, source := pol.requestTimeout, "timeouts.request"
-	if g, ok := grpcTimeout(req.Header.Get("Grpc-Timeout")); ok && (timeout == 0 || g < timeout) {
-		timeout, source = g, "grpc-timeout"
-	}
-	clientCtx := req.Context()
-	ctx := clientCtx
-	finish := func() {}
-	var deadline time.Time
-	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
-		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(clientCtx)
-		timer := time.AfterFunc(timeout, func() { cancel(errRequestTimeout) })
-		finish = func() { timer.Stop(); cancel(nil) }
-		req = req.WithContext(ctx)
-	}
-	var body *retry.Body
-	if pol.maxRetries > 0 && req.Body != nil && req.Body != http.NoBody {
-		body = retry.NewBody(req.Body, discovery.DefaultBodyLimit)
-		req.Body = body.Attempt()
-	}
-	timedOut := func(ep *balance.Endpoint) (*http.Response, error) {
-		finish()
-		if ep != nil {
-			svc.balancer.Report(ep, false)
-		}
-		p.metrics.RequestTimeouts.WithLabelValues(outbound.String(), svc.authority).Inc()
-		p.window.record(outbound, svc.authority, "", timeout, false)
-		p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "", "", "504", "failure").Inc()
-		return nil, &proxyError{status: http.StatusGatewayTimeout, reason: "request_timeout",
-			msg: fmt.Sprintf("request to %s timed out after %s (%s)", svc.authority, timeout, source)}
-	}
+	x := exchange{t: t, pol: pol, clientCtx: req.Context()}
+	req = x.start(req)
 
 	var tried [maxTries]*balance.Endpoint
 	ntried := 0
 	for attempt := 0; ; attempt++ {
-		ep, err := t.pick(ctx, req, pol, tried[:ntried])
+		ep, err := t.pick(x.ctx, req, pol, tried[:ntried])
 		if err != nil {
-			if context.Cause(ctx) == errRequestTimeout {
-				return timedOut(nil)
+			if context.Cause(x.ctx) == errRequestTimeout {
+				return x.timedOut(nil)
 			}
-			finish()
+			x.finish()
 			return nil, err
 		}
 		if ntried < maxTries {
@@ -156,52 +125,118 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		}
 		out := req
 		if attempt > 0 {
-			out = req.Clone(ctx)
-			if body != nil {
-				out.Body = body.Attempt()
+			out = req.Clone(x.ctx)
+			if x.body != nil {
+				out.Body = x.body.Attempt()
 			}
 		}
-		out.URL.Host = ep.Addr
-		var tr http.RoundTripper = p.transports.pick(out)
-		var pr peer
-		if p.cfg.Identity != nil && ep.Identity != "" {
-			tr, pr = p.meshTransport(out), peer{tls: true, serverID: ep.Identity}
-		}
-		resp, err := p.roundTrip(out, tr, outbound, svc.authority, ep.Addr, ep, svc.balancer, pr)
+		resp, err := x.send(out, ep)
 		// An upstream that gives up at the deadline (a gRPC server honours
 		// grpc-timeout too) reports the same timeout as the proxy's timer.
-		atDeadline := err != nil && timeout > 0 && time.Until(deadline) < timeout/50
-		if context.Cause(ctx) == errRequestTimeout || atDeadline {
+		atDeadline := err != nil && x.timeout > 0 && time.Until(x.deadline) < x.timeout/50
+		if context.Cause(x.ctx) == errRequestTimeout || atDeadline {
 			if resp != nil {
 				resp.Body.Close()
 			}
 			if err != nil {
-				return timedOut(nil) // roundTrip already reported the failure
+				return x.timedOut(nil) // roundTrip already reported the failure
 			}
-			return timedOut(ep)
+			return x.timedOut(ep)
 		}
 		reason := retryReason(out, resp, err, pol)
-		retry := reason != "" && attempt < pol.maxRetries && clientCtx.Err() == nil &&
-			(body == nil || body.Replayable())
-		if retry && !pol.budget.Withdraw() {
-			p.metrics.RetryBudgetExhausted.WithLabelValues(outbound.String(), svc.authority).Inc()
-			retry = false
-		}
-		if !retry {
+		if !x.mayRetry(reason, attempt) {
 			if err != nil {
-				finish()
+				x.finish()
 				return nil, err
 			}
-			onDone(resp, finish)
+			onDone(resp, x.finish)
 			return resp, nil
 		}
-		p.metrics.RetryTotal.WithLabelValues(outbound.String(), svc.authority, reason).Inc()
+		t.p.metrics.RetryTotal.WithLabelValues(outbound.String(), t.svc.authority, reason).Inc()
 		if resp != nil {
 			// Read a little so that the connection can be reused.
 			io.CopyN(io.Discard, resp.Body, 4<<10)
 			resp.Body.Close()
 		}
 	}
+}
+
+// exchange is one request's way through its attempts: its timeout, and
+// the replayable body that lets it be retried.
+type exchange struct {
+	t         *balancingTransport
+	pol       *policy
+	clientCtx context.Context
+	// ctx is clientCtx, cancelled at the request timeout when there is one.
+	ctx      context.Context
+	timeout  time.Duration
+	source   string // what set the timeout, for the error message
+	deadline time.Time
+	finish   func() // releases the timer; call once the response is done
+	body     *retry.Body
+}
+
+// start sets the request's timeout (the service's, or a shorter
+// grpc-timeout) and makes its body replayable when it may be retried.
+func (x *exchange) start(req *http.Request) *http.Request {
+	x.ctx, x.finish = x.clientCtx, func() {}
+	x.timeout, x.source = x.pol.requestTimeout, "timeouts.request"
+	if g, ok := grpcTimeout(req.Header.Get("Grpc-Timeout")); ok && (x.timeout == 0 || g < x.timeout) {
+		x.timeout, x.source = g, "grpc-timeout"
+	}
+	if x.timeout > 0 {
+		x.deadline = time.Now().Add(x.timeout)
+		ctx, cancel := context.WithCancelCause(x.clientCtx)
+		timer := time.AfterFunc(x.timeout, func() { cancel(errRequestTimeout) })
+		x.ctx, x.finish = ctx, func() { timer.Stop(); cancel(nil) }
+		req = req.WithContext(ctx)
+	}
+	if x.pol.maxRetries > 0 && req.Body != nil && req.Body != http.NoBody {
+		x.body = retry.NewBody(req.Body, discovery.DefaultBodyLimit)
+		req.Body = x.body.Attempt()
+	}
+	return req
+}
+
+// send makes one attempt at ep, over mTLS when ep has an identity.
+func (x *exchange) send(out *http.Request, ep *balance.Endpoint) (*http.Response, error) {
+	p := x.t.p
+	out.URL.Host = ep.Addr
+	var tr http.RoundTripper = p.transports.pick(out)
+	var pr peer
+	if p.cfg.Identity != nil && ep.Identity != "" {
+		tr, pr = p.meshTransport(out), peer{tls: true, serverID: ep.Identity}
+	}
+	return p.roundTrip(out, tr, outbound, x.t.svc.authority, ep.Addr, ep, x.t.svc.balancer, pr)
+}
+
+// mayRetry says whether an attempt that failed for reason (empty: it did
+// not) is tried again: within the service's retries and retry budget, for a
+// client still waiting, with a body that can be sent again.
+func (x *exchange) mayRetry(reason string, attempt int) bool {
+	if reason == "" || attempt >= x.pol.maxRetries || x.clientCtx.Err() != nil || (x.body != nil && !x.body.Replayable()) {
+		return false
+	}
+	if !x.pol.budget.Withdraw() {
+		x.t.p.metrics.RetryBudgetExhausted.WithLabelValues(outbound.String(), x.t.svc.authority).Inc()
+		return false
+	}
+	return true
+}
+
+// timedOut answers 504 for a request whose timeout passed, counting it;
+// ep, when not nil, failed by not answering in time.
+func (x *exchange) timedOut(ep *balance.Endpoint) (*http.Response, error) {
+	p, svc := x.t.p, x.t.svc
+	x.finish()
+	if ep != nil {
+		svc.balancer.Report(ep, false)
+	}
+	p.metrics.RequestTimeouts.WithLabelValues(outbound.String(), svc.authority).Inc()
+	p.window.record(outbound, svc.authority, "", x.timeout, false)
+	p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false"}, "504", "failure")
+	return nil, &proxyError{status: http.StatusGatewayTimeout, reason: "request_timeout",
+		msg: fmt.Sprintf("request to %s timed out after %s (%s)", svc.authority, x.timeout, x.source)}
 }
 
 // onDone arranges for f to run when the response body is finished.
