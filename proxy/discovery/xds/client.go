@@ -144,6 +144,18 @@ func (b *Backend) Run(ctx context.Context, update func(discovery.State)) error {
 
 type typeState struct{ version, nonce string }
 
+// adsStream is one ADS stream's state: per resource type, the version and
+// nonce last seen and the names last asked for.
+type adsStream struct {
+	b      *Backend
+	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	node   *corev3.Node
+	states map[string]*typeState
+	sent   map[string][]string
+}
+
+// stream opens one ADS stream to the controller and serves it until ctx
+// ends (nil) or the stream fails (the caller reconnects).
 func (b *Backend) stream(ctx context.Context) error {
 	creds := insecure.NewCredentials()
 	if b.TLS != nil {
@@ -163,54 +175,18 @@ func (b *Backend) stream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	node := &corev3.Node{Id: b.NodeID, Cluster: b.Namespace, UserAgentName: "mesh-proxy"}
-	states := map[string]*typeState{xdsres.ListenerType: {}, xdsres.ClusterType: {}, xdsres.EndpointType: {}}
-	sent := map[string][]string{}
-	send := func(typeURL string, names []string, nack error) error {
-		st := states[typeURL]
-		req := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNames: names, VersionInfo: st.version, ResponseNonce: st.nonce}
-		if nack != nil {
-			req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
-		}
-		sent[typeURL] = names
-		return stream.Send(req)
-	}
+	s := &adsStream{b: b, stream: stream,
+		node:   &corev3.Node{Id: b.NodeID, Cluster: b.Namespace, UserAgentName: "mesh-proxy"},
+		states: map[string]*typeState{xdsres.ListenerType: {}, xdsres.ClusterType: {}, xdsres.EndpointType: {}},
+		sent:   map[string][]string{}}
 	// Every listener; the clusters already in use (after a reconnect).
-	if err := send(xdsres.ListenerType, nil, nil); err != nil {
+	if err := s.send(xdsres.ListenerType, nil, nil); err != nil {
 		return err
 	}
-	subscribe := func() error {
-		names := b.clusterNames()
-		for _, t := range []string{xdsres.ClusterType, xdsres.EndpointType} {
-			if len(names) == 0 && len(sent[t]) == 0 || slices.Equal(names, sent[t]) {
-				continue
-			}
-			if err := send(t, names, nil); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := subscribe(); err != nil {
+	if err := s.subscribe(); err != nil {
 		return err
 	}
-
-	responses := make(chan *discoveryv3.DiscoveryResponse)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case responses <- resp:
-			case <-sctx.Done():
-				return
-			}
-		}
-	}()
+	responses, recvErr := s.receive(sctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -218,29 +194,81 @@ func (b *Backend) stream(ctx context.Context) error {
 		case err := <-recvErr:
 			return err
 		case <-b.resend:
-			if err := subscribe(); err != nil {
+			if err := s.subscribe(); err != nil {
 				return err
 			}
 		case resp := <-responses:
-			st := states[resp.GetTypeUrl()]
-			if st == nil {
-				continue
-			}
-			st.nonce = resp.GetNonce()
-			if err := b.apply(resp); err != nil {
-				b.Log.Error("xDS response rejected; keeping the last state", slog.String("type", resp.GetTypeUrl()),
-					slog.String("version", resp.GetVersionInfo()), slog.Any("error", err))
-				if err := send(resp.GetTypeUrl(), sent[resp.GetTypeUrl()], err); err != nil {
-					return err
-				}
-				continue
-			}
-			st.version = resp.GetVersionInfo()
-			if err := send(resp.GetTypeUrl(), sent[resp.GetTypeUrl()], nil); err != nil {
+			if err := s.handle(resp); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// send asks for names of a type, acknowledging what was last seen of it,
+// or refusing it when nack is set.
+func (s *adsStream) send(typeURL string, names []string, nack error) error {
+	st := s.states[typeURL]
+	req := &discoveryv3.DiscoveryRequest{Node: s.node, TypeUrl: typeURL, ResourceNames: names, VersionInfo: st.version, ResponseNonce: st.nonce}
+	if nack != nil {
+		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
+	}
+	s.sent[typeURL] = names
+	return s.stream.Send(req)
+}
+
+// subscribe asks for the clusters and endpoints of the services in use,
+// when that set has changed since it was last asked for.
+func (s *adsStream) subscribe() error {
+	names := s.b.clusterNames()
+	for _, t := range []string{xdsres.ClusterType, xdsres.EndpointType} {
+		if len(names) == 0 && len(s.sent[t]) == 0 || slices.Equal(names, s.sent[t]) {
+			continue
+		}
+		if err := s.send(t, names, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// receive reads responses on a goroutine of its own until the stream fails
+// or ctx ends.
+func (s *adsStream) receive(ctx context.Context) (<-chan *discoveryv3.DiscoveryResponse, <-chan error) {
+	responses := make(chan *discoveryv3.DiscoveryResponse)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := s.stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case responses <- resp:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return responses, recvErr
+}
+
+// handle applies a response and acknowledges it, or keeps the last state
+// and refuses it.
+func (s *adsStream) handle(resp *discoveryv3.DiscoveryResponse) error {
+	st := s.states[resp.GetTypeUrl()]
+	if st == nil {
+		return nil
+	}
+	st.nonce = resp.GetNonce()
+	if err := s.b.apply(resp); err != nil {
+		s.b.Log.Error("xDS response rejected; keeping the last state", slog.String("type", resp.GetTypeUrl()),
+			slog.String("version", resp.GetVersionInfo()), slog.Any("error", err))
+		return s.send(resp.GetTypeUrl(), s.sent[resp.GetTypeUrl()], err)
+	}
+	st.version = resp.GetVersionInfo()
+	return s.send(resp.GetTypeUrl(), s.sent[resp.GetTypeUrl()], nil)
 }
 
 func (b *Backend) clusterNames() []string {
