@@ -1,7 +1,9 @@
 // Package inject adds the mesh's sidecar proxy (and its init step) to
-// Kubernetes workloads, and removes it again. It works on objects in
-// memory: decoding, encoding and reading files live in read.go; the same
-// functions serve `mesh inject` and the admission webhook.
+// Kubernetes workloads, and removes it again. It is pure: objects in,
+// objects and a report out (decoding and encoding YAML and JSON documents
+// live in read.go; reading files, directories and URLs is package
+// manifest's). The same functions serve `mesh inject` and the admission
+// webhook, which so links no file or HTTP reader.
 //
 // Objects are handled as unstructured maps, so fields inject does not know
 // are kept as they are. Everything inject adds, or overwrites, is recorded
