@@ -51,14 +51,7 @@ func (p *Proxy) newAdmin() *http.Server {
 		p.Shutdown()
 	})))
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: p.cfg.ClientIdleTimeout,
-		ConnState: func(c net.Conn, state http.ConnState) {
-			switch state {
-			case http.StateActive:
-				connlimit.Busy(c)
-			case http.StateIdle:
-				connlimit.Idle(c)
-			}
-		}}
+		ConnState: connlimit.FollowHTTP}
 }
 
 // loopbackOnly refuses clients that are not on this host.

@@ -233,11 +233,8 @@ func (p *Proxy) newMeshHTTP() *meshHTTP {
 			return ctx
 		},
 		ConnState: func(c net.Conn, state http.ConnState) {
+			connlimit.FollowHTTP(c, state)
 			switch state {
-			case http.StateActive:
-				connlimit.Busy(c)
-			case http.StateIdle:
-				connlimit.Idle(c)
 			case http.StateNew:
 				p.window.open[inbound].Add(1)
 			case http.StateClosed, http.StateHijacked:

@@ -295,41 +295,27 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 func setDefaults(cfg *Config) {
-	if cfg.OutboundAddr == "" {
-		cfg.OutboundAddr = DefaultOutboundAddr
-	}
-	if cfg.InboundAddr == "" {
-		cfg.InboundAddr = DefaultInboundAddr
-	}
-	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = DefaultAdminAddr
-	}
-	if cfg.DetectTimeout <= 0 {
-		cfg.DetectTimeout = DefaultDetectTimeout
-	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = DefaultConnectTimeout
-	}
-	if cfg.ShutdownGrace <= 0 {
-		cfg.ShutdownGrace = DefaultShutdownGrace
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.MaxConnections <= 0 {
-		cfg.MaxConnections = DefaultMaxConnections
-	}
-	if cfg.AdminMaxConnections <= 0 {
-		cfg.AdminMaxConnections = DefaultAdminMaxConnections
-	}
-	if cfg.RequestHeadTimeout <= 0 {
-		cfg.RequestHeadTimeout = DefaultRequestHeadTimeout
-	}
-	if cfg.ClientIdleTimeout <= 0 {
-		cfg.ClientIdleTimeout = DefaultClientIdleTimeout
-	}
+	orDefault(&cfg.OutboundAddr, DefaultOutboundAddr)
+	orDefault(&cfg.InboundAddr, DefaultInboundAddr)
+	orDefault(&cfg.AdminAddr, DefaultAdminAddr)
+	orDefault(&cfg.DetectTimeout, DefaultDetectTimeout)
+	orDefault(&cfg.ConnectTimeout, DefaultConnectTimeout)
+	orDefault(&cfg.ShutdownGrace, DefaultShutdownGrace)
+	orDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	orDefault(&cfg.MaxConnections, DefaultMaxConnections)
+	orDefault(&cfg.AdminMaxConnections, DefaultAdminMaxConnections)
+	orDefault(&cfg.RequestHeadTimeout, DefaultRequestHeadTimeout)
+	orDefault(&cfg.ClientIdleTimeout, DefaultClientIdleTimeout)
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+}
+
+// orDefault sets *v to def when it is unset: empty, zero or negative.
+func orDefault[T string | int | time.Duration](v *T, def T) {
+	var zero T
+	if *v <= zero {
+		*v = def
 	}
 }
 

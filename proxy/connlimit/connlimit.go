@@ -19,6 +19,7 @@ import (
 	"container/list"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -262,6 +263,17 @@ func Of(c net.Conn) *Conn {
 func Busy(c net.Conn) {
 	if s := Of(c); s != nil {
 		s.Busy()
+	}
+}
+
+// FollowHTTP marks c's place busy or idle as net/http's server reports c's
+// state: a ConnState hook.
+func FollowHTTP(c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateActive:
+		Busy(c)
+	case http.StateIdle:
+		Idle(c)
 	}
 }
 
