@@ -2,6 +2,7 @@ package cli
 
 import (
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -75,5 +76,12 @@ func kubeClient(path string) (*kubeapi.Client, error) {
 	if env := os.Getenv("KUBECONFIG"); env != "" {
 		return kubeapi.FromKubeconfig(env)
 	}
-	return nil, usagef("not in a cluster: give --kubeconfig")
+	if home, err := os.UserHomeDir(); err == nil {
+		if p := filepath.Join(home, ".kube", "config"); fileExists(p) {
+			return kubeapi.FromKubeconfig(p)
+		}
+	}
+	return nil, usagef("not in a cluster and no kubeconfig: give --kubeconfig or set KUBECONFIG")
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -5,13 +5,18 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
 
+	"github.com/meshproj/mesh/controller"
 	"github.com/meshproj/mesh/inject"
 	"github.com/meshproj/mesh/manifest"
+	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/wellknown"
 )
 
@@ -47,10 +52,24 @@ write those annotations.`,
 					opt.Config[k] = v.GetString(k)
 				}
 			}
-			return transform(s, args, func(o map[string]any) ([]inject.Result, error) { return inject.Inject(o, opt) })
+			anchors := sync.OnceValues(func() (string, error) { return trustAnchors(cmd.Context(), v) })
+			return transform(s, args, func(o map[string]any) ([]inject.Result, error) {
+				// The anchors are looked for once there is a workload to inject.
+				if opt.TrustAnchors == "" && (inject.TemplatePath(str(o["kind"])) != nil || o["kind"] == "List") {
+					a, err := anchors()
+					if err != nil {
+						return nil, err
+					}
+					opt.TrustAnchors = a
+				}
+				return inject.Inject(o, opt)
+			})
 		},
 	}
 	f := cmd.Flags()
+	f.String("identity-trust-anchors-file", "", "PEM file of the trust anchors to give the proxies (default: read from the cluster, ConfigMap mesh-identity-trust-anchors in --mesh-namespace)")
+	f.String("kubeconfig", "", "kubeconfig to read the trust anchors with (default $KUBECONFIG, then ~/.kube/config)")
+	f.String("mesh-namespace", "mesh-system", "the control plane's namespace")
 	f.Bool("native-sidecar", true, "run the proxy as a native sidecar (Kubernetes 1.29+); false: as the first container")
 	f.String("proxy-version", "", "proxy version to inject (default: this binary's)")
 	f.String("image", "ghcr.io/meshproj/mesh", "proxy image, without tag")
@@ -66,6 +85,28 @@ write those annotations.`,
 	f.String(wellknown.ProxyImage, "", "full proxy image, overriding --image and --proxy-version")
 	return cmd
 }
+
+// trustAnchors are the anchors injected proxies verify peers with: the
+// file given, else the cluster's.
+func trustAnchors(ctx context.Context, v *viper.Viper) (string, error) {
+	if path := v.GetString("identity-trust-anchors-file"); path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("reading trust anchors: %w", err)
+		}
+		if _, err := pki.ParseCerts(data); err != nil {
+			return "", fmt.Errorf("trust anchors %s: %w", path, err)
+		}
+		return string(data), nil
+	}
+	client, err := kubeClient(v.GetString("kubeconfig"))
+	if err != nil {
+		return "", fmt.Errorf("the proxies need the mesh's trust anchors: give --identity-trust-anchors-file, or a kubeconfig that reaches the cluster (%w)", err)
+	}
+	return controller.ReadTrustAnchors(ctx, client, v.GetString("mesh-namespace"))
+}
+
+func str(v any) string { s, _ := v.(string); return s }
 
 func proxyVersion(flag string) string {
 	if flag != "" {

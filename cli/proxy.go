@@ -109,6 +109,7 @@ finish for up to --shutdown-grace, and exits.`,
 	f.String("identity", "", "this workload's SPIFFE ID (spiffe://trust-domain/ns/NS/sa/SA); enables mTLS")
 	f.String("identity-addr", "", "address of the identity service (host:port)")
 	f.String("identity-trust-anchors", "", "PEM file of trust anchors (one or more; rotate by listing old and new)")
+	f.String("identity-trust-anchors-pem", "", "the trust anchors themselves, PEM (what injected pods get, as MESH_IDENTITY_TRUST_ANCHORS_PEM); instead of --identity-trust-anchors")
 	f.String("identity-token-file", "", "file holding this workload's token, read at each renewal")
 	f.Bool("require-identity", false, "refuse inbound connections that are not mesh TLS")
 	f.StringSlice("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
@@ -151,8 +152,9 @@ func completeProxy(cmd *cobra.Command, s Streams) (*proxyOptions, error) {
 func (o *proxyOptions) completeIdentity(v *viper.Viper) error {
 	idFlag := v.GetString("identity")
 	o.cfg.RequireIdentity = v.GetBool("require-identity")
+	anchorsFile, anchorsPEM := v.GetString("identity-trust-anchors"), v.GetString("identity-trust-anchors-pem")
 	if idFlag == "" {
-		for _, f := range []string{"identity-addr", "identity-trust-anchors", "identity-token-file"} {
+		for _, f := range []string{"identity-addr", "identity-trust-anchors", "identity-trust-anchors-pem", "identity-token-file"} {
 			if v.GetString(f) != "" {
 				return usagef("--%s needs --identity", f)
 			}
@@ -166,19 +168,29 @@ func (o *proxyOptions) completeIdentity(v *viper.Viper) error {
 	if err != nil {
 		return usagef("--identity: %v", err)
 	}
-	for _, f := range []string{"identity-addr", "identity-trust-anchors", "identity-token-file"} {
+	for _, f := range []string{"identity-addr", "identity-token-file"} {
 		if v.GetString(f) == "" {
 			return usagef("--identity needs --%s", f)
 		}
 	}
-	path := v.GetString("identity-trust-anchors")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("reading trust anchors: %w", err)
+	var data []byte
+	source := "--identity-trust-anchors-pem"
+	switch {
+	case anchorsFile != "" && anchorsPEM != "":
+		return usagef("give the trust anchors once: --identity-trust-anchors (a file) or --identity-trust-anchors-pem")
+	case anchorsFile != "":
+		if data, err = os.ReadFile(anchorsFile); err != nil {
+			return fmt.Errorf("reading trust anchors: %w", err)
+		}
+		source = anchorsFile
+	case anchorsPEM != "":
+		data = []byte(anchorsPEM)
+	default:
+		return usagef("--identity needs trust anchors: --identity-trust-anchors (a file) or --identity-trust-anchors-pem")
 	}
 	anchors, err := pki.ParseCerts(data)
 	if err != nil {
-		return fmt.Errorf("trust anchors %s: %w", path, err)
+		return fmt.Errorf("trust anchors %s: %w", source, err)
 	}
 	pool := pki.Pool(anchors...)
 	client := identity.NewClient(v.GetString("identity-addr"), pool, id.TrustDomain)

@@ -62,10 +62,12 @@ func (c *Config) Validate() error {
 }
 
 // InjectOptions are what the webhook puts in pods: among them the control
-// plane's addresses, by its Services' names in the cluster's domain.
-func (c *Config) InjectOptions() inject.Options {
+// plane's addresses, by its Services' names in the cluster's domain, and
+// the trust anchors.
+func (c *Config) InjectOptions(anchors string) inject.Options {
 	opt := inject.DefaultOptions(c.ProxyVersion)
 	opt.TrustDomain = c.TrustDomain
+	opt.TrustAnchors = anchors
 	svc := func(name string, port int) string {
 		return fmt.Sprintf("%s.%s.svc.%s:%d", name, c.Namespace, c.ClusterDomain, port)
 	}
@@ -98,8 +100,14 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("webhook certificate: %w", err)
 	}
+	// Read once: rotating the anchors (old and new side by side first)
+	// takes a restart of the controller, then of the workloads.
+	anchors, err := ReadTrustAnchors(ctx, c.Client, c.Namespace)
+	if err != nil {
+		return err
+	}
 	dest := &Destination{Client: c.Client, ClusterDomain: c.ClusterDomain, TrustDomain: c.TrustDomain, Log: c.Log}
-	wh := &Webhook{Options: c.InjectOptions(), Log: c.Log}
+	wh := &Webhook{Options: c.InjectOptions(anchors), Log: c.Log}
 	whMux := http.NewServeMux()
 	whMux.Handle("POST /inject", wh)
 	ready := func() error {

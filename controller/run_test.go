@@ -7,15 +7,15 @@ import (
 
 func TestInjectedAddressesUseTheClustersDomain(t *testing.T) {
 	c := Config{Namespace: "mesh-system", TrustDomain: "example.org", ClusterDomain: "corp.example", ProxyVersion: "v1.2.3"}
-	opt := c.InjectOptions()
+	opt := c.InjectOptions("PEM")
 	if opt.IdentityAddr != "mesh-identity.mesh-system.svc.corp.example:8443" {
 		t.Errorf("identity address %q; want it in the cluster's domain corp.example", opt.IdentityAddr)
 	}
 	if opt.DiscoveryAddr != "mesh-destination.mesh-system.svc.corp.example:8086" {
 		t.Errorf("discovery address %q; want it in the cluster's domain corp.example", opt.DiscoveryAddr)
 	}
-	if opt.TrustDomain != "example.org" {
-		t.Errorf("trust domain %q", opt.TrustDomain)
+	if opt.TrustDomain != "example.org" || opt.TrustAnchors != "PEM" {
+		t.Errorf("trust domain %q, anchors %q", opt.TrustDomain, opt.TrustAnchors)
 	}
 }
 

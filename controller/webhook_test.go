@@ -28,7 +28,9 @@ func review(t *testing.T, wh *Webhook, pod string) *kubeapi.AdmissionResponse {
 }
 
 func TestWebhookPatchesPodsAndLeavesOthersAlone(t *testing.T) {
-	wh := &Webhook{Options: inject.DefaultOptions("v1"), Log: slog.New(slog.DiscardHandler)}
+	opt := inject.DefaultOptions("v1")
+	opt.TrustAnchors = "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"
+	wh := &Webhook{Options: opt, Log: slog.New(slog.DiscardHandler)}
 	resp := review(t, wh, `{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-"},"spec":{"containers":[{"name":"web","image":"web:1"}]}}`)
 	if resp.PatchType == nil || *resp.PatchType != "JSONPatch" {
 		t.Fatalf("no JSON patch: %+v", resp)

@@ -199,6 +199,24 @@ func TestControllerIdentityAndWebhookAgainstARealAPIServer(t *testing.T) {
 	if meshed.Annotations["mesh.io/proxy-version"] == "" {
 		t.Error("injected pod lacks the proxy-version annotation")
 	}
+	// The trust anchors travel in the proxy's spec: a pod outside
+	// mesh-system cannot mount the ConfigMap they live in there.
+	var anchors string
+	for _, c := range meshed.Spec.InitContainers {
+		for _, e := range c.Env {
+			if c.Name == "mesh-proxy" && e.Name == "MESH_IDENTITY_TRUST_ANCHORS_PEM" {
+				anchors = e.Value
+			}
+		}
+	}
+	if anchors != string(pki.EncodeCerts(root.Cert)) {
+		t.Errorf("the injected proxy's MESH_IDENTITY_TRUST_ANCHORS_PEM is %q; want the cluster's trust anchors", anchors)
+	}
+	for _, v := range meshed.Spec.Volumes {
+		if v.ConfigMap != nil {
+			t.Errorf("the injected pod mounts ConfigMap %s, which its namespace does not have", v.ConfigMap.Name)
+		}
+	}
 	plain, err := client.CoreV1().Pods("plain").Create(ctx, pod("plain"), metav1.CreateOptions{})
 	mustCreate(err)
 	if len(plain.Spec.InitContainers) != 0 || len(plain.Spec.Containers) != 1 {

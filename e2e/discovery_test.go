@@ -43,7 +43,8 @@ type kubeController struct {
 }
 
 // newKubeController prepares what the controller needs in the cluster
-// (its namespace and issuer Secret) and on disk (the webhook certificate).
+// (its namespace, issuer Secret and trust anchors) and on disk (the webhook
+// certificate).
 func newKubeController(t *testing.T, env *kubetest.Env, client kubernetes.Interface) *kubeController {
 	t.Helper()
 	ctx := t.Context()
@@ -52,6 +53,11 @@ func newKubeController(t *testing.T, env *kubetest.Env, client kubernetes.Interf
 	}
 	root, _ := pki.NewRoot("e2e anchor", 24*time.Hour, time.Now())
 	if _, err := client.CoreV1().Secrets("mesh-system").Create(ctx, issuerSecret(t, root, "issuer one"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	anchors := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "mesh-identity-trust-anchors", Namespace: "mesh-system"},
+		Data: map[string]string{"trust-anchors.pem": string(pki.EncodeCerts(root.Cert))}}
+	if _, err := client.CoreV1().ConfigMaps("mesh-system").Create(ctx, anchors, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	whCA, _ := pki.NewRoot("e2e webhook CA", 24*time.Hour, time.Now())

@@ -209,7 +209,7 @@ spec: {networks: [{cidr: 10.0.0.0/8}]}
 	checked := 0
 	for _, file := range corpus {
 		for _, native := range []string{"true", "false"} {
-			cmd := []string{"inject", "--native-sidecar=" + native, file}
+			cmd := []string{"inject", "--native-sidecar=" + native, "--identity-trust-anchors-file", "../inject/testdata/trust-anchors.pem", file}
 			stdout := stdoutOf(t, cmd...)
 			for _, o := range decodeObjects(t, stdout) {
 				if o.GetNamespace() == "kube-system" {

@@ -137,8 +137,18 @@ func TestPodNetworkCannotBorrowTheProxysOwnListeners(t *testing.T) {
 	writeFile(t, clientDisc, discoveryFile(
 		meshedService("borrow", 80, "", spiffe("server"), pod+":4140"),
 		meshedService("app", 80, "", spiffe("server"), pod+":8080")))
-	startCmd(t, "ip", a.cmd(append([]string{meshBin, "proxy", "--discovery-file", clientDisc,
-		"--outbound-addr", "127.0.0.1:4140", "--inbound-addr", "127.0.0.1:4143", "--admin-addr", "127.0.0.1:4191"}, idArgs(a, "client")...)...)...)
+	// It takes its trust anchors from the environment, as an injected
+	// proxy does (MESH_IDENTITY_TRUST_ANCHORS_PEM), not from a file.
+	clientArgs := idArgs(a, "client")
+	for i, arg := range clientArgs {
+		if arg == "--identity-trust-anchors" {
+			clientArgs = append(clientArgs[:i:i], clientArgs[i+2:]...)
+			break
+		}
+	}
+	anchorsEnv := "MESH_IDENTITY_TRUST_ANCHORS_PEM=" + readFile(t, filepath.Join(idDir, "trust-anchors.pem"))
+	startCmd(t, "ip", a.cmd(append([]string{"env", anchorsEnv, meshBin, "proxy", "--discovery-file", clientDisc,
+		"--outbound-addr", "127.0.0.1:4140", "--inbound-addr", "127.0.0.1:4143", "--admin-addr", "127.0.0.1:4191"}, clientArgs...)...)...)
 	waitFor(t, "the client's proxy", func() bool {
 		out, err := a.in(t, "curl", "-sf", "http://127.0.0.1:4191/ready")
 		return err == nil && strings.HasPrefix(out, "ready")

@@ -13,6 +13,7 @@ package inject
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -23,10 +24,12 @@ import (
 
 // Names of inject's own, on the pods it injects.
 const (
-	tokenVolume   = "mesh-identity-token"
-	anchorsVolume = "mesh-trust-anchors"
-	tokenDir      = "/var/run/secrets/mesh.io/serviceaccount"
-	anchorsDir    = "/var/run/mesh/identity"
+	tokenVolume = "mesh-identity-token"
+	tokenDir    = "/var/run/secrets/mesh.io/serviceaccount"
+	// legacyAnchorsVolume is the ConfigMap volume that carried the trust
+	// anchors before they moved into the proxy's environment; uninject
+	// still removes it.
+	legacyAnchorsVolume = "mesh-trust-anchors"
 )
 
 // Options shape the injected proxy.
@@ -44,20 +47,22 @@ type Options struct {
 	// (flags of mesh inject).
 	Config map[string]string
 	// Cluster-wide settings the proxy needs.
-	TrustDomain    string
-	IdentityAddr   string
-	DiscoveryAddr  string
-	TrustAnchorsCM string
+	TrustDomain   string
+	IdentityAddr  string
+	DiscoveryAddr string
+	// TrustAnchors (PEM) go into the proxy's environment: a pod can mount
+	// a ConfigMap only from its own namespace, and the anchors live in the
+	// control plane's. Inject refuses to work without them.
+	TrustAnchors string
 }
 
 // DefaultOptions are what `mesh inject` uses without flags.
 func DefaultOptions(version string) Options {
 	return Options{
 		Version: version, Image: "ghcr.io/meshproj/mesh", NativeSidecar: true,
-		TrustDomain:    "cluster.local",
-		IdentityAddr:   "mesh-identity.mesh-system.svc.cluster.local:8443",
-		DiscoveryAddr:  "mesh-destination.mesh-system.svc.cluster.local:8086",
-		TrustAnchorsCM: "mesh-identity-trust-anchors",
+		TrustDomain:   "cluster.local",
+		IdentityAddr:  "mesh-identity.mesh-system.svc.cluster.local:8443",
+		DiscoveryAddr: "mesh-destination.mesh-system.svc.cluster.local:8086",
 	}
 }
 
@@ -147,6 +152,9 @@ func Inject(o obj, opt Options) ([]Result, error) {
 	spec, ok := asObj(tmpl["spec"])
 	if !ok {
 		return nil, fmt.Errorf("%s has no pod spec", Ref(o))
+	}
+	if strings.TrimSpace(opt.TrustAnchors) == "" {
+		return nil, errors.New("no trust anchors to give the proxy (mesh inject reads them from the cluster, or from --identity-trust-anchors-file)")
 	}
 	r := &recorder{Annotations: map[string]*string{}}
 	injectPod(tmpl, spec, o, opt, r)
@@ -300,7 +308,6 @@ func injectPod(tmpl, spec, o obj, opt Options, r *recorder) {
 	spec["volumes"] = append(vols,
 		obj{"name": tokenVolume, "projected": obj{"sources": []any{obj{"serviceAccountToken": obj{
 			"audience": wellknown.TokenAudience, "expirationSeconds": 86400, "path": "token"}}}}},
-		obj{"name": anchorsVolume, "configMap": obj{"name": opt.TrustAnchorsCM}},
 	)
 	restore, _ := json.Marshal(r)
 	ann[wellknown.AnnotationRestore] = string(restore)
@@ -357,7 +364,7 @@ func proxyContainer(o, tmpl obj, opt Options, image string) obj {
 		fieldEnv("MESH_SERVICE_ACCOUNT", "spec.serviceAccountName"),
 		env("MESH_IDENTITY", "spiffe://"+opt.TrustDomain+"/ns/$(MESH_POD_NAMESPACE)/sa/$(MESH_SERVICE_ACCOUNT)"),
 		env("MESH_IDENTITY_ADDR", opt.IdentityAddr),
-		env("MESH_IDENTITY_TRUST_ANCHORS", anchorsDir+"/trust-anchors.pem"),
+		env("MESH_IDENTITY_TRUST_ANCHORS_PEM", opt.TrustAnchors),
 		env("MESH_IDENTITY_TOKEN_FILE", tokenDir+"/token"),
 		env("MESH_DISCOVERY_ADDR", opt.DiscoveryAddr),
 		env("MESH_INBOUND_ADDR", "0.0.0.0:"+strconv.Itoa(wellknown.InboundPort)),
@@ -401,7 +408,6 @@ func proxyContainer(o, tmpl obj, opt Options, image string) obj {
 		},
 		"volumeMounts": []any{
 			obj{"name": tokenVolume, "mountPath": tokenDir, "readOnly": true},
-			obj{"name": anchorsVolume, "mountPath": anchorsDir, "readOnly": true},
 		},
 		"terminationMessagePolicy": "FallbackToLogsOnError",
 	}

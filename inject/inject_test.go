@@ -34,7 +34,16 @@ func inputs(t *testing.T) []Input {
 	return ins
 }
 
-func opts() Options { return DefaultOptions("v0.1.0") }
+// opts are the default options with the test's trust anchors.
+func opts() Options {
+	o := DefaultOptions("v0.1.0")
+	pem, err := os.ReadFile("testdata/trust-anchors.pem")
+	if err != nil {
+		panic(err)
+	}
+	o.TrustAnchors = string(pem)
+	return o
+}
 
 func report(rs []Result) []byte {
 	var b bytes.Buffer
@@ -180,4 +189,17 @@ func FuzzInject(f *testing.F) {
 			t.Fatalf("re-injecting changed the output")
 		}
 	})
+}
+
+func TestInjectRefusesToInjectWithoutTrustAnchors(t *testing.T) {
+	o := DefaultOptions("v0.1.0") // no anchors
+	pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "p"},
+		"spec": map[string]any{"containers": []any{map[string]any{"name": "app", "image": "app:1"}}}}
+	if _, err := Inject(pod, o); err == nil || !strings.Contains(err.Error(), "trust anchors") {
+		t.Fatalf("Inject without trust anchors: %v; want it refused, naming the anchors", err)
+	}
+	svc := map[string]any{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "s"}}
+	if _, err := Inject(svc, o); err != nil {
+		t.Fatalf("a Service needs no anchors: %v", err)
+	}
 }

@@ -51,7 +51,7 @@ func Uninject(o obj) ([]Result, error) {
 		}
 		drop("initContainers", wellknown.InitContainer, wellknown.ProxyContainer)
 		drop("containers", wellknown.ProxyContainer)
-		drop("volumes", tokenVolume, anchorsVolume)
+		drop("volumes", tokenVolume, legacyAnchorsVolume)
 	}
 	if ann != nil {
 		if rec.Annotations == nil {

@@ -78,6 +78,12 @@ type Pod struct {
 	} `json:"spec"`
 }
 
+// ConfigMap is a core/v1 ConfigMap's metadata and string data.
+type ConfigMap struct {
+	Metadata ObjectMeta        `json:"metadata"`
+	Data     map[string]string `json:"data"`
+}
+
 // Secret is a core/v1 Secret; Data values are decoded from base64.
 type Secret struct {
 	Metadata ObjectMeta        `json:"metadata"`

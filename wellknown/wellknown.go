@@ -68,3 +68,9 @@ var ConfigKeys = []string{SkipInboundPorts, SkipOutboundPorts, SkipOutboundCIDRs
 // TokenAudience is the audience of the ServiceAccount token the proxy shows
 // the identity service.
 const TokenAudience = "identity.mesh.io"
+
+// The trust anchors' ConfigMap in the control plane's namespace, and its key.
+const (
+	TrustAnchorsConfigMap = "mesh-identity-trust-anchors"
+	TrustAnchorsKey       = "trust-anchors.pem"
+)
