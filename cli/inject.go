@@ -72,7 +72,7 @@ write those annotations.`,
 	f.String("mesh-namespace", "mesh-system", "the control plane's namespace")
 	f.Bool("native-sidecar", true, "run the proxy as a native sidecar (Kubernetes 1.29+); false: as the first container")
 	f.String("proxy-version", "", "proxy version to inject (default: this binary's)")
-	f.String("image", "ghcr.io/meshproj/mesh", "proxy image, without tag")
+	f.String("image", wellknown.Image, "proxy image, without tag")
 	f.String(wellknown.SkipInboundPorts, "", "inbound ports that bypass the proxy, such as 9090,9100")
 	f.String(wellknown.SkipOutboundPorts, "", "outbound ports that bypass the proxy, such as 25")
 	f.String(wellknown.SkipOutboundCIDRs, "", "destinations that bypass the proxy, such as 169.254.169.254/32")

@@ -59,7 +59,7 @@ type Options struct {
 // DefaultOptions are what `mesh inject` uses without flags.
 func DefaultOptions(version string) Options {
 	return Options{
-		Version: version, Image: "ghcr.io/meshproj/mesh", NativeSidecar: true,
+		Version: version, Image: wellknown.Image, NativeSidecar: true,
 		TrustDomain:   "cluster.local",
 		IdentityAddr:  "mesh-identity.mesh-system.svc.cluster.local:8443",
 		DiscoveryAddr: "mesh-destination.mesh-system.svc.cluster.local:8086",

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/meshproj/mesh/wellknown"
 )
 
 // Values are the settings of an installation. YAML keys are what -f files
@@ -63,7 +65,7 @@ type Webhook struct {
 // DefaultValues are used unless told otherwise.
 func DefaultValues(version string) Values {
 	return Values{
-		Namespace: "mesh-system", TrustDomain: "cluster.local", Image: "ghcr.io/meshproj/mesh", Version: version,
+		Namespace: "mesh-system", TrustDomain: "cluster.local", Image: wellknown.Image, Version: version,
 		Controller: Controller{Replicas: 1, CPURequest: "100m", MemoryRequest: "50Mi", MemoryLimit: "250Mi", LogLevel: "info"},
 		Identity:   Identity{CertLifetime: "24h", IssuerLifetime: "8760h"},
 		Webhook:    Webhook{FailurePolicy: "Fail", TimeoutSeconds: 10},

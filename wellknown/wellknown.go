@@ -14,6 +14,10 @@ const (
 	ProxyUID     = 2102
 )
 
+// Image is the mesh image, without tag: one image runs every mode, tagged
+// with the version that `mesh install` and `mesh inject` write.
+const Image = "ghcr.io/meshproj/mesh"
+
 // The containers inject adds.
 const (
 	ProxyContainer = "mesh-proxy"
