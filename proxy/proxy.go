@@ -225,54 +225,8 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.services.Store(&serviceTable{byKey: map[discovery.Key]*service{}, byVIP: map[netip.AddrPort]*service{}})
 	p.transports = newTransports(cfg.ConnectTimeout, cfg.IdleTimeout, cfg.MaxConnsPerEndpoint)
-	var err error
-	closeAll := func() {
-		for _, ln := range []net.Listener{p.outboundLn, p.inboundLn, p.adminLn} {
-			if ln != nil {
-				ln.Close()
-			}
-		}
-		for _, l := range p.tcpLns {
-			l.Close()
-		}
-	}
-	bind := func(name, metricName, addr string, max int) net.Listener {
-		if err != nil {
-			return nil
-		}
-		var ln net.Listener
-		ln, err = net.Listen("tcp", addr)
-		if err != nil {
-			err = fmt.Errorf("%s listener: %w", name, err)
-			return nil
-		}
-		b := p.bound(ln, metricName, max)
-		p.bounded = append(p.bounded, b)
-		return b
-	}
-	p.outboundLn = bind("outbound", outbound.String(), cfg.OutboundAddr, cfg.MaxConnections)
-	p.inboundLn = bind("inbound", inbound.String(), cfg.InboundAddr, cfg.MaxConnections)
-	p.adminLn = bind("admin", "admin", cfg.AdminAddr, cfg.AdminMaxConnections)
-	for _, f := range cfg.OutboundTCP {
-		if ln := bind("outbound TCP "+f.Service.String(), "outbound_tcp", f.Listen, cfg.MaxConnections); ln != nil {
-			p.tcpLns = append(p.tcpLns, tcpListener{Listener: ln, fwd: f})
-		}
-	}
-	if err != nil {
-		closeAll()
+	if err := p.bindListeners(); err != nil {
 		return nil, err
-	}
-	all := []net.Listener{p.outboundLn, p.inboundLn, p.adminLn}
-	for _, l := range p.tcpLns {
-		all = append(all, l.Listener)
-	}
-	p.ownPorts = ownPorts(all...)
-	if cfg.InboundForward != "" {
-		fwd := netip.MustParseAddrPort(cfg.InboundForward)
-		if fwd.Addr().IsLoopback() && p.ownPorts[fwd.Port()] {
-			closeAll()
-			return nil, fmt.Errorf("inbound forward address %s is one of the proxy's own listeners; give the app's address", cfg.InboundForward)
-		}
 	}
 	p.outboundH = p.newHTTPEntry(outbound, http.HandlerFunc(p.serveOutbound))
 	p.inboundH = p.newHTTPEntry(inbound, http.HandlerFunc(p.serveInbound))
@@ -292,6 +246,65 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.admin = p.newAdmin()
 	return p, nil
+}
+
+// bindListeners binds every listener within its connection bound, so that
+// a port conflict is reported before anything runs; on an error none stays
+// bound.
+func (p *Proxy) bindListeners() (err error) {
+	cfg := &p.cfg
+	defer func() {
+		if err != nil {
+			p.closeAll()
+		}
+	}()
+	bind := func(name, metricName, addr string, max int) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s listener: %w", name, err)
+		}
+		b := p.bound(ln, metricName, max)
+		p.bounded = append(p.bounded, b)
+		return b, nil
+	}
+	if p.outboundLn, err = bind("outbound", outbound.String(), cfg.OutboundAddr, cfg.MaxConnections); err != nil {
+		return err
+	}
+	if p.inboundLn, err = bind("inbound", inbound.String(), cfg.InboundAddr, cfg.MaxConnections); err != nil {
+		return err
+	}
+	if p.adminLn, err = bind("admin", "admin", cfg.AdminAddr, cfg.AdminMaxConnections); err != nil {
+		return err
+	}
+	all := []net.Listener{p.outboundLn, p.inboundLn, p.adminLn}
+	for _, f := range cfg.OutboundTCP {
+		ln, err := bind("outbound TCP "+f.Service.String(), "outbound_tcp", f.Listen, cfg.MaxConnections)
+		if err != nil {
+			return err
+		}
+		p.tcpLns = append(p.tcpLns, tcpListener{Listener: ln, fwd: f})
+		all = append(all, ln)
+	}
+	p.ownPorts = ownPorts(all...)
+	if cfg.InboundForward != "" {
+		fwd := netip.MustParseAddrPort(cfg.InboundForward)
+		if fwd.Addr().IsLoopback() && p.ownPorts[fwd.Port()] {
+			return fmt.Errorf("inbound forward address %s is one of the proxy's own listeners; give the app's address", cfg.InboundForward)
+		}
+	}
+	return nil
+}
+
+// closeAll closes the listeners bound so far.
+func (p *Proxy) closeAll() {
+	for _, ln := range []net.Listener{p.outboundLn, p.inboundLn, p.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	for _, l := range p.tcpLns {
+		l.Close()
+	}
 }
 
 func setDefaults(cfg *Config) {
