@@ -1,9 +1,15 @@
 package proxy
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshproj/mesh/discovery"
 )
@@ -37,5 +43,77 @@ func TestInboundForwardToTheProxysOwnPortIsRefused(t *testing.T) {
 		OutboundAddr: outbound, InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", InboundForward: outbound})
 	if err == nil || !strings.Contains(err.Error(), "one of the proxy's own listeners") {
 		t.Fatalf("New with --inbound-forward at its own outbound port: %v; want it refused", err)
+	}
+}
+
+// TestAtTheBoundASlowClientGivesWayAndARequestInFlightKeepsItsPlace fills
+// a listener of two places with a request in flight and a client that has
+// sent half a head; a third client's request must take the slow client's
+// place, and the request in flight must still be answered.
+func TestAtTheBoundASlowClientGivesWayAndARequestInFlightKeepsItsPlace(t *testing.T) {
+	release, arrived := make(chan struct{}), make(chan struct{})
+	backend := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		w.Write([]byte("answered " + r.URL.Path))
+	})
+	p, err := New(Config{
+		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MaxConnections: 2,
+		Discovery: staticDiscovery{discovery.State{Source: "test", Services: []discovery.Service{{
+			Name: "web", Port: 80, LoadBalancer: discovery.RoundRobin, Endpoints: []discovery.Endpoint{{Address: netip.MustParseAddrPort(backend)}},
+		}}}},
+		Log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { close(release); cancel(); <-done }()
+	for deadline := time.Now().Add(5 * time.Second); !p.ready.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("proxy not ready")
+		}
+	}
+	addr := p.OutboundAddr().String()
+	dial := func(send string) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.Write([]byte(send))
+		return c
+	}
+	inFlight := dial("GET /slow HTTP/1.1\r\nHost: web\r\n\r\n")
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first request never reached the backend")
+	}
+	slow := dial("GET / HTTP/1.1\r\nHost: we")
+	for deadline := time.Now().Add(5 * time.Second); p.openConns("outbound") < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow client was never accepted")
+		}
+	}
+	fast := dial("GET /fast HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+	fast.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, _ := io.ReadAll(fast); !strings.Contains(string(b), "answered /fast") {
+		t.Fatalf("the new client's request at the bound got %q; want it served", b)
+	}
+	slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := slow.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("the slow client kept its place (read %d, %v)", n, err)
+	}
+	release <- struct{}{}
+	inFlight.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, _ := io.ReadAtLeast(inFlight, buf, 1)
+	if !strings.Contains(string(buf[:n]), "answered /slow") {
+		t.Fatalf("the request in flight got %q; want it answered", buf[:n])
 	}
 }
