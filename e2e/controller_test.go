@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -221,5 +222,28 @@ func TestControllerIdentityAndWebhookAgainstARealAPIServer(t *testing.T) {
 	mustCreate(err)
 	if len(plain.Spec.InitContainers) != 0 || len(plain.Spec.Containers) != 1 {
 		t.Errorf("pod in an unlabelled namespace was changed: %v %v", names(plain.Spec.InitContainers), names(plain.Spec.Containers))
+	}
+
+	// With the webhook down (failurePolicy Fail, as mesh install renders
+	// it), a pod in a namespace that asks for the mesh is refused rather
+	// than admitted without its proxy; a ReplicaSet would retry until the
+	// controller is back. Pods elsewhere are not held up.
+	ctrl.proc.stop(syscall.SIGTERM, 10*time.Second)
+	down := pod("meshed")
+	down.Name = "while-down"
+	if _, err := client.CoreV1().Pods("meshed").Create(ctx, down, metav1.CreateOptions{}); err == nil {
+		t.Error("with the webhook down, a pod in the meshed namespace was admitted without its proxy")
+	} else if !strings.Contains(err.Error(), "namespace.inject.mesh.io") {
+		t.Errorf("with the webhook down, the pod was refused for another reason: %v", err)
+	}
+	elsewhere := pod("plain")
+	elsewhere.Name = "while-down"
+	_, err = client.CoreV1().Pods("plain").Create(ctx, elsewhere, metav1.CreateOptions{})
+	mustCreate(err)
+	ctrl.start(t)
+	back, err := client.CoreV1().Pods("meshed").Create(ctx, down, metav1.CreateOptions{})
+	mustCreate(err)
+	if got := names(back.Spec.InitContainers); len(got) != 2 {
+		t.Errorf("once the webhook is back, the pod has init containers %v; want it meshed", got)
 	}
 }
