@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -26,6 +27,7 @@ import (
 // cluster wraps a real API server with the clients the tests need.
 type cluster struct {
 	t      *testing.T
+	env    *kubetest.Env
 	dyn    dynamic.Interface
 	mapper *restmapper.DeferredDiscoveryRESTMapper
 	ctx    context.Context
@@ -41,7 +43,7 @@ func startCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &cluster{t: t, dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), ctx: t.Context()}
+	return &cluster{t: t, env: env, dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), ctx: t.Context()}
 }
 
 // decodeObjects reads YAML documents (or a JSON List) into objects.
@@ -147,6 +149,23 @@ func TestInstallAndInjectOutputAreValidKubernetes(t *testing.T) {
 				c.mapper.Reset()
 			}
 		}
+	}
+
+	// mesh inject, given no anchors file, reads the anchors the install put
+	// in the cluster and writes them into the proxy's spec.
+	kc, err := c.env.Kubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := c.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace("mesh-system").
+		Get(c.ctx, "mesh-identity-trust-anchors", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _, _ := unstructured.NestedString(cm.Object, "data", "trust-anchors.pem")
+	injected := string(stdoutOf(t, "inject", "--kubeconfig", kc, "../inject/testdata/in/pod.yaml"))
+	if want == "" || !strings.Contains(injected, "MESH_IDENTITY_TRUST_ANCHORS_PEM") || !strings.Contains(injected, strings.Split(strings.TrimSpace(want), "\n")[1]) {
+		t.Errorf("mesh inject against the cluster did not write the cluster's trust anchors into the proxy's spec:\n%s", injected)
 	}
 
 	// Policy objects: valid ones are accepted, invalid ones refused by the schema.
