@@ -26,14 +26,25 @@ func (s staticDiscovery) Run(ctx context.Context, update func(discovery.State)) 
 // in front of addr, and returns its outbound address.
 func startInProcess(tb testing.TB, addr string) string {
 	tb.Helper()
-	ap := netip.MustParseAddrPort(addr)
-	p, err := New(Config{
+	return runWeb(tb, addr, nil).OutboundAddr().String()
+}
+
+// runWeb runs a proxy in this process, on loopback, with one HTTP service
+// "web" in front of addr, until the test ends; edit, when given, changes
+// its configuration first. It returns once the proxy is ready.
+func runWeb(tb testing.TB, addr string, edit func(*Config)) *Proxy {
+	tb.Helper()
+	cfg := Config{
 		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Discovery: staticDiscovery{discovery.State{Source: "test", Services: []discovery.Service{{
-			Name: "web", Port: 80, LoadBalancer: discovery.PeakEWMA, Endpoints: []discovery.Endpoint{{Address: ap}},
+			Name: "web", Port: 80, LoadBalancer: discovery.PeakEWMA, Endpoints: []discovery.Endpoint{{Address: netip.MustParseAddrPort(addr)}},
 		}}}},
 		Log: slog.New(slog.DiscardHandler),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -52,7 +63,7 @@ func startInProcess(tb testing.TB, addr string) string {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return p.OutboundAddr().String()
+	return p
 }
 
 // startBackend serves h on loopback with net/http, as an app would.

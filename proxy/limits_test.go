@@ -1,12 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -59,25 +56,8 @@ func TestAtTheBoundASlowClientGivesWayAndARequestInFlightKeepsItsPlace(t *testin
 		}
 		w.Write([]byte("answered " + r.URL.Path))
 	})
-	p, err := New(Config{
-		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MaxConnections: 2,
-		Discovery: staticDiscovery{discovery.State{Source: "test", Services: []discovery.Service{{
-			Name: "web", Port: 80, LoadBalancer: discovery.RoundRobin, Endpoints: []discovery.Endpoint{{Address: netip.MustParseAddrPort(backend)}},
-		}}}},
-		Log: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { close(release); cancel(); <-done }()
-	for deadline := time.Now().Add(5 * time.Second); !p.ready.Load(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("proxy not ready")
-		}
-	}
+	defer close(release) // before the proxy stops, at the test's end
+	p := runWeb(t, backend, func(c *Config) { c.MaxConnections = 2 })
 	addr := p.OutboundAddr().String()
 	dial := func(send string) net.Conn {
 		c, err := net.Dial("tcp", addr)
