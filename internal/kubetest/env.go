@@ -12,9 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,6 +36,8 @@ type Env struct {
 	// ServiceAccountKey is the PEM key the API server signs tokens with;
 	// tests use it to forge tokens the API server must refuse (expired).
 	ServiceAccountKey string
+
+	files certFiles
 }
 
 // Kubeconfig writes a kubeconfig for the admin and returns its path.
@@ -55,63 +55,116 @@ func (e *Env) Kubeconfig() (string, error) {
 type Options struct {
 	// ExtraArgs are appended to kube-apiserver's arguments.
 	ExtraArgs []string
+	// Address is where the API server listens (127.0.0.1 if empty); its
+	// certificate names it too.
+	Address string
+	// SANs are more names and addresses for its certificate.
+	SANs []string
 }
 
 // Start runs etcd and kube-apiserver for the test, stopped when it ends.
 // It skips the test, saying why, when etcd is not installed.
 func Start(t testing.TB, o Options) *Env {
 	t.Helper()
-	etcd, err := Etcd()
-	if err != nil {
+	if _, err := Etcd(); err != nil {
 		t.Skipf("skipped: %v (.ci/run installs it)", err)
 	}
-	apiserver, err := APIServer(func(s string) { t.Log(s) })
-	if err != nil {
-		t.Fatalf("kube-apiserver: %v", err)
-	}
 	dir := t.TempDir()
-	env := &Env{Dir: dir, ServiceAccountIssuer: "https://kubernetes.default.svc.cluster.local"}
-
-	etcdClient, etcdPeer := freePort(t), freePort(t)
-	start(t, "etcd", etcd, "--name", "default", "--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", "http://127.0.0.1:"+etcdClient, "--advertise-client-urls", "http://127.0.0.1:"+etcdClient,
-		"--listen-peer-urls", "http://127.0.0.1:"+etcdPeer, "--initial-advertise-peer-urls", "http://127.0.0.1:"+etcdPeer,
-		"--initial-cluster", "default=http://127.0.0.1:"+etcdPeer, "--log-level", "error")
-
-	files, err := writeCerts(dir)
+	p := &procs{dir: dir}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(p.tails(4000))
+		}
+		p.stopAll()
+	})
+	env, err := startEnv(p, dir, o, func(s string) { t.Log(s) })
 	if err != nil {
 		t.Fatal(err)
 	}
+	return env
+}
+
+// startEnv runs etcd and kube-apiserver as p's processes, with their files
+// in dir.
+func startEnv(p *procs, dir string, o Options, log func(string)) (*Env, error) {
+	etcd, err := Etcd()
+	if err != nil {
+		return nil, err
+	}
+	apiserver, err := APIServer(log)
+	if err != nil {
+		return nil, fmt.Errorf("kube-apiserver: %w", err)
+	}
+	env := &Env{Dir: dir, ServiceAccountIssuer: "https://kubernetes.default.svc.cluster.local"}
+	addr := o.Address
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	etcdClient, etcdPeer, err := freePorts2()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.start("etcd", etcd, "--name", "default", "--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", "http://127.0.0.1:"+etcdClient, "--advertise-client-urls", "http://127.0.0.1:"+etcdClient,
+		"--listen-peer-urls", "http://127.0.0.1:"+etcdPeer, "--initial-advertise-peer-urls", "http://127.0.0.1:"+etcdPeer,
+		"--initial-cluster", "default=http://127.0.0.1:"+etcdPeer, "--log-level", "error"); err != nil {
+		return nil, err
+	}
+
+	files, err := writeCerts(dir, append([]string{addr}, o.SANs...))
+	if err != nil {
+		return nil, err
+	}
 	env.CA = files.caPEM
 	env.ServiceAccountKey = files.saKey
-	port := freePort(t)
+	env.files = files
+	port, err := freeport.Loopback()
+	if err != nil {
+		return nil, err
+	}
+	_, port, _ = net.SplitHostPort(port)
 	args := []string{
 		"--etcd-servers=http://127.0.0.1:" + etcdClient,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port=" + port,
-		// On loopback the API server cannot publish itself as an endpoint.
+		"--bind-address=" + addr, "--advertise-address=" + addr, "--secure-port=" + port,
+		// The tests publish the API server's endpoint themselves, where
+		// they want it.
 		"--endpoint-reconciler-type=none",
 		"--tls-cert-file=" + files.serverCert, "--tls-private-key-file=" + files.serverKey,
 		"--client-ca-file=" + files.ca,
 		"--service-account-key-file=" + files.saKey, "--service-account-signing-key-file=" + files.saKey,
 		"--service-account-issuer=" + env.ServiceAccountIssuer,
 		"--authorization-mode=RBAC",
-		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-cluster-ip-range=" + ServiceCIDR,
 		"--cert-dir=" + filepath.Join(dir, "certs"),
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--v=0",
 	}
-	start(t, "kube-apiserver", apiserver, append(args, o.ExtraArgs...)...)
-
+	if err := p.start("kube-apiserver", apiserver, append(args, o.ExtraArgs...)...); err != nil {
+		return nil, err
+	}
 	env.Config = &rest.Config{
-		Host:            "https://127.0.0.1:" + port,
+		Host:            "https://" + net.JoinHostPort(addr, port),
 		TLSClientConfig: rest.TLSClientConfig{CAData: files.caPEM, CertData: files.adminCert, KeyData: files.adminKey},
 		QPS:             100, Burst: 200,
 	}
-	if err := env.waitReady(90 * time.Second); err != nil {
-		t.Fatal(err)
+	return env, env.waitReady(90 * time.Second)
+}
+
+// ServiceCIDR is the Services' range; the kubernetes Service is its first
+// address.
+const ServiceCIDR = "10.96.0.0/16"
+
+func freePorts2() (string, string, error) {
+	var ports [2]string
+	for i := range ports {
+		a, err := freeport.Loopback()
+		if err != nil {
+			return "", "", err
+		}
+		_, ports[i], _ = net.SplitHostPort(a)
 	}
-	return env
+	return ports[0], ports[1], nil
 }
 
 func (e *Env) waitReady(within time.Duration) error {
@@ -140,60 +193,24 @@ func (e *Env) waitReady(within time.Duration) error {
 	return fmt.Errorf("kube-apiserver not ready within %s: %s", within, last)
 }
 
-// start runs a process for the test and stops it, by PID, when it ends.
-func start(t testing.TB, name, bin string, args ...string) {
-	t.Helper()
-	out := &bytes.Buffer{}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			s := out.String()
-			if len(s) > 4000 {
-				s = s[len(s)-4000:]
-			}
-			t.Logf("%s output:\n%s", name, s)
-		}
-	})
-}
-
-func freePort(t testing.TB) string {
-	a, err := freeport.Loopback()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(a)
-	return port
-}
-
 type certFiles struct {
 	ca, serverCert, serverKey, saKey string
+	adminCertFile, adminKeyFile      string
 	caPEM, adminCert, adminKey       []byte
+	root                             *pki.CA
 }
 
 // writeCerts makes the cluster CA, the API server's serving certificate, an
 // admin client certificate (group system:masters) and the ServiceAccount
 // token signing key.
-func writeCerts(dir string) (certFiles, error) {
+func writeCerts(dir string, sans []string) (certFiles, error) {
 	var f certFiles
 	now := time.Now()
 	ca, err := pki.NewRoot("kubetest CA", 24*time.Hour, now)
 	if err != nil {
 		return f, err
 	}
-	srv, srvKey, err := ca.SignServer("kube-apiserver", []string{"127.0.0.1", "localhost", "kubernetes.default.svc"}, 24*time.Hour, now)
+	srv, srvKey, err := ca.SignServer("kube-apiserver", append([]string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}, sans...), 24*time.Hour, now)
 	if err != nil {
 		return f, err
 	}
@@ -233,6 +250,13 @@ func writeCerts(dir string) (certFiles, error) {
 	if f.serverKey, err = write("apiserver-key.pem", enc(srvKey)); err != nil {
 		return f, err
 	}
+	if f.adminCertFile, err = write("admin.pem", f.adminCert); err != nil {
+		return f, err
+	}
+	if f.adminKeyFile, err = write("admin-key.pem", f.adminKey); err != nil {
+		return f, err
+	}
+	f.root = ca
 	f.saKey, err = write("sa.pem", enc(saKey))
 	return f, err
 }

@@ -11,23 +11,25 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/meshproj/mesh/internal/ociarchive"
 )
 
 // TestArchiveIsAnIndexOfMinimalNonRootImagesNamedForThisVersion writes an
 // archive from stand-in binaries and reads it back as an importer would.
 func TestArchiveIsAnIndexOfMinimalNonRootImagesNamedForThisVersion(t *testing.T) {
-	var images []platformImage
+	var images []ociarchive.PlatformImage
 	for _, arch := range []string{"amd64", "arm64"} {
 		p := v1.Platform{OS: "linux", Architecture: arch}
 		img, err := imageFor(p, []byte("binary for "+arch), []byte("CA CERTS"), "v9.8.7")
 		if err != nil {
 			t.Fatal(err)
 		}
-		images = append(images, platformImage{platform: p, image: img})
+		images = append(images, ociarchive.PlatformImage{Platform: p, Image: img})
 	}
 	dir := t.TempDir()
 	archive := filepath.Join(dir, "mesh.tar")
-	if err := writeArchive(archive, indexOf(images), "ghcr.io/meshproj/mesh:v9.8.7"); err != nil {
+	if err := ociarchive.Write(archive, ociarchive.Index(images), "ghcr.io/meshproj/mesh:v9.8.7"); err != nil {
 		t.Fatal(err)
 	}
 	// Unpack, and read the layout.
@@ -96,7 +98,7 @@ func TestTheSameInputsGiveTheSameImage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := indexOf([]platformImage{{p, img}}).Digest()
+		d, err := ociarchive.Index([]ociarchive.PlatformImage{{Platform: p, Image: img}}).Digest()
 		if err != nil {
 			t.Fatal(err)
 		}

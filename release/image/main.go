@@ -21,6 +21,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/meshproj/mesh/internal/ociarchive"
 	"github.com/meshproj/mesh/wellknown"
 )
 
@@ -52,7 +53,7 @@ func run(out, version, platforms, caFile string) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(work)
-	var images []platformImage
+	var images []ociarchive.PlatformImage
 	for _, p := range strings.Split(platforms, ",") {
 		platform, err := v1.ParsePlatform(strings.TrimSpace(p))
 		if err != nil || platform.OS != "linux" || platform.Architecture == "" {
@@ -70,10 +71,10 @@ func run(out, version, platforms, caFile string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		images = append(images, platformImage{platform: *platform, image: img})
+		images = append(images, ociarchive.PlatformImage{Platform: *platform, Image: img})
 	}
 	ref := wellknown.Image + ":" + version
-	return ref, writeArchive(out, indexOf(images), ref)
+	return ref, ociarchive.Write(out, ociarchive.Index(images), ref)
 }
 
 // buildBinary cross-compiles the static mesh binary, with the version

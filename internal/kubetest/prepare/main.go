@@ -1,4 +1,4 @@
-// Command prepare builds and caches the Kubernetes API server the tests
+// Command prepare builds and caches the Kubernetes binaries and CoreDNS the tests
 // use, so that `go test` does not spend its time limit on the build.
 // .ci/run runs it before the tests.
 package main
@@ -11,10 +11,12 @@ import (
 )
 
 func main() {
-	bin, err := kubetest.APIServer(func(s string) { fmt.Fprintln(os.Stderr, s) })
+	bins, err := kubetest.Build(func(s string) { fmt.Fprintln(os.Stderr, s) })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "prepare:", err)
 		os.Exit(1)
 	}
-	fmt.Println(bin)
+	for _, c := range append(kubetest.Components, "coredns") {
+		fmt.Println(bins[c])
+	}
 }
