@@ -26,10 +26,14 @@ import (
 // wants, which lets the server proxy tell mesh TLS from an app's own TLS
 // by peeking at the ClientHello, without terminating the latter:
 //
-//	h2       requests multiplexed over one connection (HTTP/1 requests too,
-//	         restored to HTTP/1 on the far side; see origProtoHeader)
-//	http/1.1 HTTP/1 on a connection of its own, for upgrades (WebSocket)
+//	h2       HTTP/2 requests (gRPC) multiplexed over one connection
+//	http/1.1 HTTP/1.1 requests, kept HTTP/1.1 across the hop over pooled
+//	         connections, served on each side by the proxy's own HTTP/1
+//	         server and client (and upgrades: WebSocket)
 //	mesh.tcp opaque TCP
+//
+// Proxies before HTTP/1.1 crossed the hop as HTTP/1.1 sent it over h2,
+// marked with origProtoHeader; the server side still takes that.
 
 const (
 	alpnMesh = "mesh"
@@ -131,12 +135,13 @@ func (e *tlsError) Error() string { return fmt.Sprintf("mTLS handshake with %s: 
 func (e *tlsError) Unwrap() error { return e.err }
 
 // newMeshTransports builds the pools to meshed endpoints: a multiplexing
-// HTTP/2 connection per endpoint for requests (see meshpool.go), and HTTP/1
-// connections for upgrades.
-func (p *Proxy) newMeshTransports(idleTimeout time.Duration) (*meshPool, *http.Transport) {
+// HTTP/2 connection per endpoint for HTTP/2 requests (see meshpool.go),
+// the proxy's own HTTP/1.1 client over pooled mTLS connections for HTTP/1
+// requests, and net/http's for what that client leaves to it (upgrades).
+func (p *Proxy) newMeshTransports(idleTimeout time.Duration, maxConns int) (*meshPool, *httpio.Client, *http.Transport) {
 	var p1 http.Protocols
 	p1.SetHTTP1(true)
-	h1 := &http.Transport{
+	upgrade := &http.Transport{
 		Proxy: nil,
 		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return p.dialMesh(ctx, addr, []string{"http/1.1"})
@@ -146,18 +151,24 @@ func (p *Proxy) newMeshTransports(idleTimeout time.Duration) (*meshPool, *http.T
 		DisableCompression:  true,
 		Protocols:           &p1,
 	}
-	return newMeshPool(p.dialMesh, idleTimeout), h1
+	h1 := httpio.NewClientDial(func(ctx context.Context, addr string) (net.Conn, error) {
+		return p.dialMesh(ctx, addr, []string{"http/1.1"})
+	}, idleTimeout, maxConns, upgrade)
+	return newMeshPool(p.dialMesh, idleTimeout), h1, upgrade
 }
 
-// meshTransport picks the pool for a request to a meshed endpoint and
-// marks HTTP/1 requests that will travel as HTTP/2.
+func (p *Proxy) closeIdleMesh() {
+	p.meshH2.CloseIdleConnections()
+	p.meshH1.CloseIdleConnections()
+	p.meshUpgrade.CloseIdleConnections()
+}
+
+// meshTransport picks the pool for a request to a meshed endpoint: HTTP/1
+// stays HTTP/1.1 across the hop, HTTP/2 stays HTTP/2.
 func (p *Proxy) meshTransport(req *http.Request) http.RoundTripper {
 	req.URL.Scheme = "https"
-	if req.Header.Get("Upgrade") != "" {
-		return p.meshH1
-	}
 	if req.ProtoMajor == 1 {
-		req.Header.Set(origProtoHeader, "HTTP/1.1")
+		return p.meshH1
 	}
 	return p.meshH2
 }
@@ -189,12 +200,13 @@ func (p *Proxy) serveMeshInbound(c net.Conn, target netip.AddrPort) {
 		}
 		t := target.String()
 		p.pipe(tc, server, inbound, t, t, pr)
-	default: // h2 or http/1.1
-		if cs.NegotiatedProtocol == "h2" {
-			// The HTTP/2 server flushes every frame; corked, a response's
-			// frames leave in one write (see httpio.CorkedConn).
-			cc.Start()
-		}
+	case "http/1.1":
+		ci := &connInfo{dst: target, source: remoteAddrPort(c), peer: pr}
+		p.meshInbound.h1.Serve(context.WithValue(context.Background(), connInfoKey{}, ci), tc)
+	default: // h2
+		// The HTTP/2 server flushes every frame; corked, a response's
+		// frames leave in one write (see httpio.CorkedConn).
+		cc.Start()
 		p.meshInbound.serveTLS(tc, connInfo{dst: target, source: remoteAddrPort(c), peer: pr})
 	}
 }
@@ -206,10 +218,13 @@ func remoteAddrPort(c net.Conn) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// meshHTTP serves HTTP on terminated mesh TLS connections. The server must
-// see the *tls.Conn itself to speak HTTP/2 on it, so facts about each
-// connection wait in a map until ConnContext picks them up.
+// meshHTTP serves HTTP on terminated mesh TLS connections: HTTP/1.1 with
+// the proxy's own server, on the goroutine that accepted the connection,
+// and HTTP/2 with net/http's. That server must see the *tls.Conn itself to
+// speak HTTP/2 on it, so facts about each connection wait in a map until
+// ConnContext picks them up.
 type meshHTTP struct {
+	h1     *httpio.Server
 	server *http.Server
 	ln     *chanlistener.Listener
 	infos  sync.Map // *tls.Conn -> *connInfo
@@ -217,8 +232,15 @@ type meshHTTP struct {
 
 func (p *Proxy) newMeshHTTP() *meshHTTP {
 	m := &meshHTTP{ln: chanlistener.New(nil)}
+	m.h1 = httpio.NewServer(http.HandlerFunc(p.serveInbound), p.log, func(c net.Conn, state http.ConnState) {
+		switch state {
+		case http.StateNew:
+			p.window.open[inbound].Add(1)
+		case http.StateClosed, http.StateHijacked:
+			p.window.open[inbound].Add(-1)
+		}
+	}, p.cfg.RequestHeadTimeout, p.cfg.ClientIdleTimeout)
 	var protocols http.Protocols
-	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
 	m.server = &http.Server{
 		Handler:           http.HandlerFunc(p.serveInbound),
@@ -246,14 +268,23 @@ func (p *Proxy) newMeshHTTP() *meshHTTP {
 	return m
 }
 
-// shutdown lets the server finish its requests; false: ctx ended first and
-// what was left has been closed.
+// shutdown lets the servers finish their requests; false: ctx ended first
+// and what was left has been closed.
 func (m *meshHTTP) shutdown(ctx context.Context) bool {
+	h1done := make(chan bool, 1)
+	go func() {
+		err := m.h1.Shutdown(ctx)
+		if err != nil {
+			m.h1.Close()
+		}
+		h1done <- err == nil
+	}()
+	ok := true
 	if m.server.Shutdown(ctx) != nil {
 		m.server.Close()
-		return false
+		ok = false
 	}
-	return true
+	return <-h1done && ok
 }
 
 func (m *meshHTTP) serveTLS(tc *tls.Conn, ci connInfo) {

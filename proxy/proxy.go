@@ -49,6 +49,7 @@ import (
 	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/proxy/connlimit"
+	"github.com/meshproj/mesh/proxy/httpio"
 	"github.com/meshproj/mesh/proxy/metrics"
 	"github.com/meshproj/mesh/wellknown"
 )
@@ -172,7 +173,8 @@ type Proxy struct {
 	// endpoints, and the server for terminated inbound mesh TLS.
 	meshIDs     sync.Map
 	meshH2      *meshPool
-	meshH1      *http.Transport
+	meshH1      *httpio.Client  // HTTP/1.1 requests, kept HTTP/1.1 across the mesh hop
+	meshUpgrade *http.Transport // upgrades (WebSocket) and Expect: 100-continue
 	meshInbound *meshHTTP
 	admin       *http.Server
 
@@ -232,7 +234,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.inboundH = p.newHTTPEntry(inbound, http.HandlerFunc(p.serveInbound))
 	p.inboundForward = p.newForwarder(inbound, inboundTransport{p})
 	p.originalDst = p.newForwarder(outbound, originalDstTransport{p})
-	p.meshH2, p.meshH1 = p.newMeshTransports(cfg.IdleTimeout)
+	p.meshH2, p.meshH1, p.meshUpgrade = p.newMeshTransports(cfg.IdleTimeout, cfg.MaxConnsPerEndpoint)
 	p.meshInbound = p.newMeshHTTP()
 	if cfg.Identity != nil {
 		p.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -466,8 +468,7 @@ func (p *Proxy) drain() {
 	}()
 	wg.Wait()
 	p.transports.closeIdle()
-	p.meshH2.CloseIdleConnections()
-	p.meshH1.CloseIdleConnections()
+	p.closeIdleMesh()
 	p.log.Info("drained", slog.Duration("took", time.Since(start).Round(time.Millisecond)))
 }
 

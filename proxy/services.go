@@ -135,8 +135,7 @@ func (p *Proxy) apply(s discovery.State) {
 			addr := e.Address.String()
 			if old, ok := p.meshIDs.Swap(addr, e.Identity); ok && old != e.Identity {
 				// Pooled connections were verified for the old identity.
-				p.meshH2.CloseIdleConnections()
-				p.meshH1.CloseIdleConnections()
+				p.closeIdleMesh()
 			}
 		}
 		svc.settings.Store(&d)

@@ -24,7 +24,7 @@ import (
 // parsing. Requests it does not handle (protocol upgrades, Expect:
 // 100-continue) go to fallback.
 type Client struct {
-	dialer      *net.Dialer
+	dial        func(ctx context.Context, addr string) (net.Conn, error)
 	idleTimeout time.Duration
 	maxConns    int // per endpoint; 0: no bound
 	fallback    http.RoundTripper
@@ -64,7 +64,15 @@ const maxResponseHeaderBytes = 1 << 20
 const staleAfter = 500 * time.Millisecond
 
 func NewClient(dialer *net.Dialer, idleTimeout time.Duration, maxConns int, fallback http.RoundTripper) *Client {
-	return &Client{dialer: dialer, idleTimeout: idleTimeout, maxConns: maxConns, fallback: fallback, hosts: map[string]*h1Host{}}
+	return NewClientDial(func(ctx context.Context, addr string) (net.Conn, error) {
+		return dialer.DialContext(ctx, "tcp", addr)
+	}, idleTimeout, maxConns, fallback)
+}
+
+// NewClientDial is NewClient with connections opened by dial: TLS ones,
+// say, between proxies.
+func NewClientDial(dial func(ctx context.Context, addr string) (net.Conn, error), idleTimeout time.Duration, maxConns int, fallback http.RoundTripper) *Client {
+	return &Client{dial: dial, idleTimeout: idleTimeout, maxConns: maxConns, fallback: fallback, hosts: map[string]*h1Host{}}
 }
 
 // RoundTrip sends one request and reads the head of its response; the
@@ -347,7 +355,7 @@ func (t *Client) conn(ctx context.Context, h *h1Host, addr string, check bool) (
 		}
 		pc.c.Close()
 	}
-	c, err := t.dialer.DialContext(ctx, "tcp", addr)
+	c, err := t.dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -357,6 +365,24 @@ func (t *Client) conn(ctx context.Context, h *h1Host, addr string, check bool) (
 	return pc, nil
 }
 
+// socketOf finds the socket under c's wrappers.
+func socketOf(c net.Conn) (syscall.Conn, bool) {
+	for c != nil {
+		if sc, ok := c.(syscall.Conn); ok {
+			return sc, true
+		}
+		switch v := c.(type) {
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		case interface{ Unwrap() net.Conn }:
+			c = v.Unwrap()
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
 // open peeks at an idle connection without blocking: a server that closed
 // it has sent FIN (read returns 0) or RST; one that sent bytes unasked is
 // broken too.
@@ -364,7 +390,9 @@ func (pc *h1Conn) open() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := pc.c.(syscall.Conn)
+	// Over TLS, what the socket holds unasked is a close_notify or an
+	// alert: peeking at the socket itself tells as well.
+	sc, ok := socketOf(pc.c)
 	if !ok {
 		return true
 	}
