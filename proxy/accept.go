@@ -232,6 +232,7 @@ func (p *Proxy) newHTTPEntry(d direction, h http.Handler) *httpEntry {
 	e.server = &http.Server{
 		Handler:           h,
 		Protocols:         &protocols,
+		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: httpio.MaxReadFrameSize},
 		ReadHeaderTimeout: p.cfg.RequestHeadTimeout,
 		IdleTimeout:       p.cfg.ClientIdleTimeout,
 		// net/http reports handler panics and broken clients here.
@@ -265,8 +266,9 @@ func (e *httpEntry) serve(c net.Conn, dst netip.AddrPort, proto detect.Protocol)
 	// The HTTP/2 server flushes every frame; corked, a response's frames
 	// leave in one write (see httpio.CorkedConn). It also reads each frame's
 	// header and payload with a read apiece, straight from the connection:
-	// a buffer takes whatever has arrived at once.
-	hc.Conn = &bufferedConn{Conn: httpio.CorkNow(c), r: bufio.NewReaderSize(c, 4<<10)}
+	// a buffer takes whatever has arrived at once. The guard refuses what
+	// the server would pass on (see httpio.H2Guard).
+	hc.Conn = httpio.NewH2Guard(httpio.CorkNow(c), bufio.NewReaderSize(c, 4<<10))
 	e.ln.Push(hc)
 }
 
@@ -283,17 +285,6 @@ func (e *httpEntry) shutdown(ctx context.Context) bool {
 	}
 	return true
 }
-
-// bufferedConn reads through a buffer.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// Unwrap returns the connection read from.
-func (c *bufferedConn) Unwrap() net.Conn { return c.Conn }
 
 // handedConn carries connection facts to ConnContext and counts bytes for
 // the connection metrics.

@@ -220,9 +220,8 @@ func remoteAddrPort(c net.Conn) netip.AddrPort {
 
 // meshHTTP serves HTTP on terminated mesh TLS connections: HTTP/1.1 with
 // the proxy's own server, on the goroutine that accepted the connection,
-// and HTTP/2 with net/http's. That server must see the *tls.Conn itself to
-// speak HTTP/2 on it, so facts about each connection wait in a map until
-// ConnContext picks them up.
+// and HTTP/2 with net/http's, handed over through a listener; facts about
+// each connection wait in a map until ConnContext picks them up.
 type meshHTTP struct {
 	h1     *httpio.Server
 	server *http.Server
@@ -240,11 +239,14 @@ func (p *Proxy) newMeshHTTP() *meshHTTP {
 			p.window.open[inbound].Add(-1)
 		}
 	}, p.cfg.RequestHeadTimeout, p.cfg.ClientIdleTimeout)
+	// HTTP/2 arrives here through a guard (httpio.H2Guard) over the TLS
+	// connection, which the server speaks to as it would to plaintext.
 	var protocols http.Protocols
-	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
 	m.server = &http.Server{
 		Handler:           http.HandlerFunc(p.serveInbound),
 		Protocols:         &protocols,
+		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: httpio.MaxReadFrameSize},
 		ReadHeaderTimeout: p.cfg.RequestHeadTimeout,
 		IdleTimeout:       p.cfg.ClientIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
@@ -288,8 +290,9 @@ func (m *meshHTTP) shutdown(ctx context.Context) bool {
 }
 
 func (m *meshHTTP) serveTLS(tc *tls.Conn, ci connInfo) {
-	m.infos.Store(tc, &ci)
-	m.ln.Push(tc)
+	g := httpio.NewH2Guard(tc, tc)
+	m.infos.Store(g, &ci)
+	m.ln.Push(g)
 }
 
 // inboundMeshTLS decides whether a TLS connection to the inbound listener
