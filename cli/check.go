@@ -27,7 +27,7 @@ func newCheckCommand(s Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := meshFrom(cmd.Context(), cmd)
+			m, err := localMesh(cmd.Context(), cmd)
 			if err != nil {
 				return err
 			}

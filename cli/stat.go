@@ -14,9 +14,15 @@ func newStatCommand(s Streams) *cobra.Command {
 		Short: "Show success rate, request rate and latency per workload or per edge",
 		Long: `Show the golden signals of workloads, computed at once from their proxies'
 own recent traffic: SUCCESS (share of responses that are not failures), RPS,
-latency percentiles, and open TCP connections. RESOURCE is deploy/NAME or NAME;
-without one, every workload. --to and --from show one edge instead.`,
+latency percentiles, and open TCP connections. RESOURCE is KIND/NAME (deploy,
+sts, ds, job, po), a kind alone (every one of it), ns/NAME, or NAME; without
+one, every workload. --to and --from show one edge instead.
+
+On a cluster (-n, --context, --kubeconfig, or when no local demo runs) the
+proxies are reached by port-forward through the API server, as kubectl
+port-forward does.`,
 		Example: `  mesh stat
+  mesh stat deploy -n shop
   mesh stat deploy/api
   mesh stat deploy/web --to deploy/api
   mesh stat deploy/api --from deploy/web -o json`,
@@ -26,10 +32,11 @@ without one, every workload. --to and --from show one edge instead.`,
 			if err != nil {
 				return err
 			}
-			m, err := meshFrom(cmd.Context(), cmd)
+			m, done, err := meshFrom(cmd.Context(), cmd, s.ErrOut)
 			if err != nil {
 				return err
 			}
+			defer done()
 			o := stat.Options{From: v.GetString("from"), To: v.GetString("to"), Window: v.GetDuration("window")}
 			if len(args) == 1 {
 				o.Resource = args[0]
@@ -52,6 +59,6 @@ without one, every workload. --to and --from show one edge instead.`,
 	cmd.Flags().String("from", "", "only traffic from this workload (deploy/NAME)")
 	cmd.Flags().String("to", "", "only traffic to this workload (deploy/NAME)")
 	cmd.Flags().Duration("window", 10*time.Second, "how much recent traffic to count (at most 60s)")
-	addStateFlag(cmd)
+	addClusterFlags(cmd)
 	return cmd
 }

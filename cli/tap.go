@@ -17,7 +17,8 @@ func newTapCommand(s Streams) *cobra.Command {
 a response event (status, latency) and an end event (duration, bytes) for each,
 with source, destination, identities and TLS. Filtering happens in the proxies,
 which pay nothing while nobody taps.`,
-		Example: `  mesh tap deploy/api
+		Example: `  mesh tap deploy/web -n shop
+  mesh tap deploy/api
   mesh tap deploy/web --to deploy/api --method GET --path /items --max 20
   mesh tap deploy/auth -o json | jq .status`,
 		Args: cobra.ExactArgs(1),
@@ -26,10 +27,11 @@ which pay nothing while nobody taps.`,
 			if err != nil {
 				return err
 			}
-			m, err := meshFrom(cmd.Context(), cmd)
+			m, done, err := meshFrom(cmd.Context(), cmd, s.ErrOut)
 			if err != nil {
 				return err
 			}
+			defer done()
 			ws, err := m.Select(args[0])
 			if err != nil {
 				return err
@@ -66,6 +68,6 @@ which pay nothing while nobody taps.`,
 	f.String("to", "", "only requests to this workload (deploy/NAME)")
 	f.Int("max", 0, "stop after this many events (default: until Ctrl-C)")
 	f.StringP("output", "o", "", "output format: json (NDJSON), or nothing for lines")
-	addStateFlag(cmd)
+	addClusterFlags(cmd)
 	return cmd
 }

@@ -1,8 +1,8 @@
 // Package inventory says which workloads a mesh has and where their
 // proxies' admin endpoints are, so that stat, tap and check can ask them.
 // The Source interface has a local implementation (the state file that
-// `mesh demo` writes); the Kubernetes one (pods of a deployment, reached by
-// port-forward) comes with the controller.
+// `mesh demo` writes) and a Kubernetes one (inventory/kube: meshed pods
+// grouped by workload, reached by port-forward).
 package inventory
 
 import (
@@ -61,33 +61,79 @@ type Source interface {
 	Mesh(ctx context.Context) (*Mesh, error)
 }
 
-// Select picks workloads by resource: "" (all), "NAME", or "KIND/NAME".
-// Kinds may be abbreviated as kubectl does (deploy, deployment, deployments).
+// kinds maps what users type, as kubectl abbreviates it, to the kind a
+// Workload carries.
+var kinds = map[string]string{
+	"deploy": "deploy", "deployment": "deploy", "deployments": "deploy", "workload": "deploy",
+	"sts": "sts", "statefulset": "sts", "statefulsets": "sts",
+	"ds": "ds", "daemonset": "ds", "daemonsets": "ds",
+	"job": "job", "jobs": "job",
+	"rs": "rs", "replicaset": "rs", "replicasets": "rs",
+	"po": "po", "pod": "pod", "pods": "po",
+	"ns": "ns", "namespace": "ns", "namespaces": "ns",
+}
+
+// Kind is the canonical kind for what a user typed ("deployments" is
+// "deploy"), or "" if it names none.
+func Kind(typed string) string {
+	k := kinds[strings.ToLower(typed)]
+	if k == "pod" {
+		k = "po"
+	}
+	return k
+}
+
+// Select picks workloads by resource: "" (all), "NAME", "KIND" (every
+// workload of that kind), "KIND/NAME", or "ns/NAME" (every workload in a
+// namespace). Kinds may be written as kubectl does (deploy, deployment,
+// deployments; sts, ds, job, rs, po).
 func (m *Mesh) Select(resource string) ([]Workload, error) {
+	all := append([]Workload(nil), m.Workloads...)
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Name < all[j].Name })
 	if resource == "" {
-		out := append([]Workload(nil), m.Workloads...)
-		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-		return out, nil
+		return all, nil
 	}
-	kind, name, hasKind := strings.Cut(resource, "/")
-	if !hasKind {
-		name, kind = kind, ""
+	typed, name, hasKind := strings.Cut(resource, "/")
+	kind := Kind(typed)
+	if hasKind && kind == "" {
+		return nil, fmt.Errorf("resource %q: unknown kind %q (use deploy/NAME, sts/NAME, ds/NAME, job/NAME, po/NAME or ns/NAME)", resource, typed)
 	}
-	switch kind {
-	case "", "deploy", "deployment", "deployments", "workload":
-	default:
-		return nil, fmt.Errorf("resource %q: unknown kind %q (use deploy/NAME)", resource, kind)
-	}
-	for _, w := range m.Workloads {
-		if w.Name == name {
+	var out []Workload
+	for _, w := range all {
+		switch {
+		case !hasKind && kind != "": // a kind alone: all of that kind
+			if w.Kind == kind {
+				out = append(out, w)
+			}
+		case kind == "ns":
+			if w.Namespace == name {
+				out = append(out, w)
+			}
+		case !hasKind: // a name alone
+			if w.Name == typed {
+				return []Workload{w}, nil
+			}
+		case w.Kind == kind && w.Name == name:
 			return []Workload{w}, nil
 		}
 	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	if !hasKind && kind != "" {
+		return nil, fmt.Errorf("no %s in the mesh", typed)
+	}
 	var names []string
-	for _, w := range m.Workloads {
+	for _, w := range all {
 		names = append(names, w.Ref())
 	}
 	sort.Strings(names)
+	if !hasKind {
+		name = typed
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no workload %q: nothing is meshed here", name)
+	}
 	return nil, fmt.Errorf("no workload %q in the mesh; it has %s", name, strings.Join(names, ", "))
 }
 

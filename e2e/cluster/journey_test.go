@@ -26,6 +26,8 @@ func TestAUserMeshesAnApplication(t *testing.T) {
 		{"mesh install gives a ready control plane whose Services answer", installStep},
 		{"the webhook meshes an application in a labelled namespace", webhookAppStep},
 		{"mesh inject meshes an application in another namespace", injectAppStep},
+		{"mesh stat and mesh tap read the proxies through the API server", diagnosticsStep},
+		{"an exec credential plugin works, and a missing pods/portforward right is named", rbacStep},
 		{"a rollout restart, a deleted pod and a controller restart under load lose no request", restartsStep},
 		{"a pod created while the webhook is down is refused, then meshed once it is back", webhookDownStep},
 		{"mesh uninstall leaves nothing of the mesh", uninstallStep},
