@@ -42,6 +42,9 @@ func TestAUserMeshesAnApplication(t *testing.T) {
 func installStep(t *testing.T) {
 	kubectl(t, meshCmd(t, "", "install"), "apply", "-f", "-")
 	kubectl(t, "", "-n", "mesh-system", "rollout", "status", "deploy/mesh-controller", "--timeout=180s")
+	if v := meshCmd(t, "", "version"); !strings.Contains(v, "control plane dev (mesh-system/mesh-controller, 1/1 ready)") || strings.Contains(v, "the control plane runs") {
+		t.Errorf("mesh version does not give the control plane's version, the same as the client's:\n%s", v)
+	}
 
 	// Each Service answers at its ClusterIP, through kube-proxy, as a pod
 	// would reach it.
@@ -290,6 +293,9 @@ func uninstallStep(t *testing.T) {
 				t.Errorf("left after uninstall: %s", line)
 			}
 		}
+	}
+	if v := meshCmd(t, "", "version"); !strings.Contains(v, "the mesh is not installed") {
+		t.Errorf("after uninstall mesh version does not say the mesh is not installed:\n%s", v)
 	}
 	kubectl(t, "", "delete", "namespace", "shop", "shop2", "--timeout=180s")
 }

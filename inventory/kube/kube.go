@@ -10,6 +10,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -71,6 +72,9 @@ func Load(o Options) (*Source, error) {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
 	cfg, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, errors.New("no kubeconfig: give --kubeconfig, or set KUBECONFIG, or write ~/.kube/config")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
@@ -115,6 +119,9 @@ func (s *Source) get(ctx context.Context, path string, out any) error {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return &notFound{path: path}
 	}
 	if resp.StatusCode != http.StatusOK {
 		var st metav1.Status
@@ -301,3 +308,37 @@ func (s *Source) Close() {
 	}
 	s.forwards = nil
 }
+
+// ControlPlane is what runs the mesh's control plane on the cluster.
+type ControlPlane struct {
+	Namespace string `json:"namespace"`
+	Version   string `json:"version"` // of its Deployment, as install labels it
+	Ready     int32  `json:"ready"`
+	Replicas  int32  `json:"replicas"`
+}
+
+// ErrNotInstalled means the cluster has no mesh control plane.
+var ErrNotInstalled = errors.New("the mesh is not installed")
+
+// ControlPlane reads the controller Deployment in namespace.
+func (s *Source) ControlPlane(ctx context.Context, namespace string) (*ControlPlane, error) {
+	var d appsv1.Deployment
+	err := s.get(ctx, "/apis/apps/v1/namespaces/"+url.PathEscape(namespace)+"/deployments/mesh-controller", &d)
+	if err != nil {
+		var nf *notFound
+		if errors.As(err, &nf) {
+			return nil, fmt.Errorf("%w in namespace %s (no deploy/mesh-controller): mesh install | kubectl apply -f -", ErrNotInstalled, namespace)
+		}
+		return nil, err
+	}
+	cp := &ControlPlane{Namespace: namespace, Version: d.Labels["app.kubernetes.io/version"], Ready: d.Status.ReadyReplicas}
+	if d.Spec.Replicas != nil {
+		cp.Replicas = *d.Spec.Replicas
+	}
+	return cp, nil
+}
+
+// notFound is a 404 from the API server.
+type notFound struct{ path string }
+
+func (e *notFound) Error() string { return e.path + ": not found" }
