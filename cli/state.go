@@ -47,13 +47,15 @@ func meshFrom(ctx context.Context, cmd *cobra.Command, errOut interface{ Write([
 			wantsCluster = true
 		}
 	}
-	if v.GetBool("local") && wantsCluster {
-		return nil, nil, usagef("--local is the demo on this machine; it takes no cluster flags")
+	// --state-file names the demo as plainly as --local does.
+	wantsLocal := v.GetBool("local") || cmd.Flags().Lookup("state-file").Changed
+	if wantsLocal && wantsCluster {
+		return nil, nil, usagef("--local and --state-file are the demo on this machine; they take no cluster flags")
 	}
 	_, statErr := os.Stat(local.Path)
-	if v.GetBool("local") || (!wantsCluster && statErr == nil) {
+	if wantsLocal || (!wantsCluster && statErr == nil) {
 		m, err := local.Mesh(ctx)
-		if err == nil && !v.GetBool("local") {
+		if err == nil && !wantsLocal {
 			fmt.Fprintf(errOut, "(the local demo, from %s; -n NAMESPACE or --context for a cluster)\n", local.Path)
 		}
 		return m, func() {}, err
