@@ -58,7 +58,7 @@ which pay nothing while nobody taps.`,
 				}
 				_, err := fmt.Fprintln(s.Out, tap.Line(e))
 				return err
-			})
+			}, func(err error) { fmt.Fprintln(s.ErrOut, "mesh tap:", err, "(the others go on)") })
 		},
 	}
 	f := cmd.Flags()

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,8 +35,10 @@ type Event struct {
 }
 
 // Stream taps every instance of the workloads until ctx ends or max events
-// (0: no limit) were delivered to out.
-func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out func(Event) error) error {
+// (0: no limit) were delivered to out. An instance whose tap fails or ends
+// (its pod went away) is reported to warn at once, and the others go on;
+// Stream fails only when every instance did and none delivered anything.
+func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out func(Event) error, warn func(error)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	q := url.Values{}
@@ -55,7 +58,7 @@ func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := tapOne(ctx, inst.Admin, q, func(e adminapi.TapEvent) bool {
+				if err := tapOne(ctx, inst.Admin, q, max, func(e adminapi.TapEvent) bool {
 					select {
 					case events <- Event{TapEvent: e, Workload: w.Ref(), Instance: inst.Name}:
 						return true
@@ -63,7 +66,14 @@ func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out
 						return false
 					}
 				}); err != nil && ctx.Err() == nil {
-					errs <- fmt.Errorf("tapping %s (%s): %w", inst.Name, inst.Admin, err)
+					err = fmt.Errorf("tapping %s (%s): %w", inst.Name, inst.Admin, err)
+					if warn != nil {
+						warn(err)
+					}
+					select {
+					case errs <- err:
+					default:
+					}
 				}
 			}()
 		}
@@ -81,13 +91,20 @@ func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out
 	}
 	select {
 	case err := <-errs:
-		return err
+		if sent == 0 {
+			return err
+		}
 	default:
-		return nil
 	}
+	return nil
 }
 
-func tapOne(ctx context.Context, admin string, q url.Values, deliver func(adminapi.TapEvent) bool) error {
+// errStreamEnded is a tap the proxy ended while we still listened.
+var errStreamEnded = errors.New("the proxy ended the tap (its pod stopped?)")
+
+// tapOne streams one proxy's tap; its end is an error unless ctx ended or
+// the proxy sent the max events it was asked for.
+func tapOne(ctx context.Context, admin string, q url.Values, max int, deliver func(adminapi.TapEvent) bool) error {
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/tap?"+q.Encode(), nil)
 	if err != nil {
 		return err
@@ -103,6 +120,7 @@ func tapOne(ctx context.Context, admin string, q url.Values, deliver func(admina
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n := 0
 	for sc.Scan() {
 		var e adminapi.TapEvent
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
@@ -111,8 +129,15 @@ func tapOne(ctx context.Context, admin string, q url.Values, deliver func(admina
 		if !deliver(e) {
 			return nil
 		}
+		n++
 	}
-	return sc.Err()
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if ctx.Err() != nil || (max > 0 && n >= max) {
+		return nil
+	}
+	return errStreamEnded
 }
 
 // Line renders an event as one human-readable line.
