@@ -31,15 +31,8 @@ type countingApp struct {
 
 func startCountingApp(t *testing.T) *countingApp {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &countingApp{addr: ln.Addr().String()}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Protocols: &p, ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	a := &countingApp{}
+	a.addr = startH2CServer(t, func(w http.ResponseWriter, r *http.Request) {
 		a.hits.Add(1)
 		n := a.inflight.Add(1)
 		for m := a.most.Load(); n > m && !a.most.CompareAndSwap(m, n); m = a.most.Load() {
@@ -47,9 +40,7 @@ func startCountingApp(t *testing.T) *countingApp {
 		time.Sleep(20 * time.Millisecond)
 		a.inflight.Add(-1)
 		io.WriteString(w, "ok")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	})
 	return a
 }
 

@@ -105,21 +105,10 @@ func h2specFailures(out string) (failed []string, summary string) {
 // startH2CBackend is an app that speaks HTTP/1.1 and HTTP/2 without TLS,
 // as gRPC servers do, and reads every request body to its end.
 func startH2CBackend(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Protocols: &p, ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return startH2CServer(t, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "ok")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	})
 }
 
 // startMeshTLSShim listens on loopback and, for each connection, opens
@@ -162,28 +151,13 @@ func startMeshTLSShim(t *testing.T, mi *meshIdentity, target string) string {
 		// The shim checks nothing of the server: the server is what is tested.
 		InsecureSkipVerify: true,
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s, err := tls.Dial("tcp", target, cfg)
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				go func() { io.Copy(s, c); s.CloseWrite() }()
-				io.Copy(c, s)
-			}()
+	return serveTCP(t, func(c net.Conn) {
+		s, err := tls.Dial("tcp", target, cfg)
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		defer s.Close()
+		go func() { io.Copy(s, c); s.CloseWrite() }()
+		io.Copy(c, s)
+	})
 }

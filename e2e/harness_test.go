@@ -415,3 +415,44 @@ func (c *client) get(authority, path string, header ...string) (*http.Response, 
 	body, err := io.ReadAll(resp.Body)
 	return resp, string(body), err
 }
+
+// serveTCP accepts connections on loopback until the test ends and hands
+// each to handle on a goroutine of its own, closing it after.
+func serveTCP(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// startH2CServer serves h on loopback over HTTP/1.1 and HTTP/2 without
+// TLS, as gRPC servers and many apps do.
+func startH2CServer(t testing.TB, h http.HandlerFunc) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &p, ReadHeaderTimeout: 10 * time.Second, Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}

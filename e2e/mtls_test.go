@@ -189,6 +189,10 @@ func TestHTTP1RequestsBetweenProxiesReuseTheirConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The ALPN the client proxy offers is in the clear in each ClientHello.
+	if wire := mp.relay.mu.String(); !strings.Contains(wire, "\x08http/1.1") || strings.Contains(wire, "\x02h2") {
+		t.Error("the client proxy did not offer HTTP/1.1 (and only it) for HTTP/1.1 requests")
+	}
 	if n := len(mp.relay.conns); n != first {
 		t.Errorf("a second wave of 50 and 20 requests in a row opened %d more connections between the proxies; want them reused", n-first)
 	}

@@ -197,25 +197,10 @@ func TestWebSocketEchoThroughProxy(t *testing.T) {
 // byte it reads, and closes its side once the client has closed writing.
 func startTCPEcho(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.Write([]byte("echo:"))
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return serveTCP(t, func(c net.Conn) {
+		c.Write([]byte("echo:"))
+		io.Copy(c, c)
+	})
 }
 
 func TestOpaqueTCPEchoThroughOutboundPort(t *testing.T) {

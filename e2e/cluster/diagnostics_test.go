@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -13,17 +12,6 @@ import (
 
 	"github.com/meshproj/mesh/internal/golden"
 )
-
-// meshRun runs the mesh binary with env, and returns stdout, stderr and
-// the error.
-func meshRun(env []string, args ...string) (string, string, error) {
-	cmd := exec.Command(mesh, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	return stdout.String(), stderr.String(), err
-}
 
 // volatile masks what changes from run to run in a rendered table: rates,
 // latencies, and the count of open connections that ends each row. What
@@ -48,7 +36,7 @@ func diagnosticsStep(t *testing.T) {
 	time.Sleep(5 * time.Second)
 	env := []string{"KUBECONFIG=" + cluster.Kubeconfig, "MESH_STATE_FILE=" + filepath.Join(t.TempDir(), "none.json")}
 
-	out, stderr, err := meshRun(env, "stat", "deploy", "-n", ns)
+	out, stderr, err := meshRun("", env, "stat", "deploy", "-n", ns)
 	if err != nil {
 		t.Fatalf("mesh stat deploy -n shop: %v\n%s", err, stderr)
 	}
@@ -58,7 +46,7 @@ func diagnosticsStep(t *testing.T) {
 	}
 	golden.Check(t, "testdata/stat_deploy.golden", []byte(mask(out)))
 
-	out, stderr, err = meshRun(env, "stat", "deploy/server", "-n", ns, "-o", "json")
+	out, stderr, err = meshRun("", env, "stat", "deploy/server", "-n", ns, "-o", "json")
 	if err != nil {
 		t.Fatalf("mesh stat -o json: %v\n%s", err, stderr)
 	}
@@ -76,7 +64,7 @@ func diagnosticsStep(t *testing.T) {
 		t.Errorf("deploy/server under 50 calls a second, all answered: %s", out)
 	}
 
-	out, stderr, err = meshRun(env, "tap", "deploy/server", "-n", ns, "--max", "5", "-o", "json")
+	out, stderr, err = meshRun("", env, "tap", "deploy/server", "-n", ns, "--max", "5", "-o", "json")
 	if err != nil {
 		t.Fatalf("mesh tap: %v\n%s", err, stderr)
 	}
@@ -91,16 +79,20 @@ func diagnosticsStep(t *testing.T) {
 // but not port-forwarding to them, is told what is missing.
 func rbacStep(t *testing.T) {
 	const ns = "shop"
-	kubectl(t, fmt.Sprintf(`apiVersion: v1
-kind: ServiceAccount
-metadata: {name: viewer, namespace: %[1]s}
----
-apiVersion: rbac.authorization.k8s.io/v1
+	// What mesh stat reads, with or without the right to port-forward.
+	role := func(extra string) string {
+		return fmt.Sprintf(`apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
-metadata: {name: mesh-viewer, namespace: %[1]s}
+metadata: {name: mesh-viewer, namespace: %s}
 rules:
 - {apiGroups: [""], resources: [pods], verbs: [get, list]}
 - {apiGroups: [apps], resources: [replicasets], verbs: [get, list]}
+%s`, ns, extra)
+	}
+	kubectl(t, role("")+fmt.Sprintf(`---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: viewer, namespace: %[1]s}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -131,7 +123,7 @@ current-context: viewer
 `, cluster.Config.Host, ca, plugin, ns)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, stderr, err := meshRun([]string{"KUBECONFIG=" + kubeconfig}, "stat", "deploy/server")
+	_, stderr, err := meshRun("", []string{"KUBECONFIG=" + kubeconfig}, "stat", "deploy/server")
 	if err == nil {
 		t.Fatal("mesh stat without the right to port-forward succeeded")
 	}
@@ -140,15 +132,9 @@ current-context: viewer
 	}
 	// The plugin's token reached the API server: listing pods worked, so
 	// the refusal is the port-forward's alone. Granting it makes it work.
-	kubectl(t, fmt.Sprintf(`apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: mesh-viewer, namespace: %s}
-rules:
-- {apiGroups: [""], resources: [pods], verbs: [get, list]}
-- {apiGroups: [apps], resources: [replicasets], verbs: [get, list]}
-- {apiGroups: [""], resources: [pods/portforward], verbs: [create, get]}
-`, ns), "apply", "-f", "-")
-	out, stderr, err := meshRun([]string{"KUBECONFIG=" + kubeconfig}, "stat", "deploy/server")
+	kubectl(t, role(`- {apiGroups: [""], resources: [pods/portforward], verbs: [create, get]}
+`), "apply", "-f", "-")
+	out, stderr, err := meshRun("", []string{"KUBECONFIG=" + kubeconfig}, "stat", "deploy/server")
 	if err != nil || !strings.Contains(out, "deploy/server") {
 		t.Errorf("with pods/portforward granted, mesh stat through the exec plugin: %v\n%s%s", err, stderr, out)
 	}

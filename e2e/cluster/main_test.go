@@ -123,21 +123,27 @@ func kubectl(t *testing.T, stdin string, args ...string) string {
 	return out
 }
 
-// meshCmd runs the mesh binary, as a user would, against the cluster.
+// meshCmd runs the mesh binary, as a user would, against the cluster, and
+// fails the test on error.
 func meshCmd(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
+	out, stderr, err := meshRun(stdin, []string{"KUBECONFIG=" + cluster.Kubeconfig}, args...)
+	if err != nil {
+		t.Fatalf("mesh %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return out
+}
+
+// meshRun runs the mesh binary with stdin and env, and returns stdout,
+// stderr and the error.
+func meshRun(stdin string, env []string, args ...string) (string, string, error) {
 	cmd := exec.Command(mesh, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+cluster.Kubeconfig)
+	cmd.Env = append(os.Environ(), env...)
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		t.Fatalf("mesh %s: %v\n%s", strings.Join(args, " "), err, stderr)
-	}
-	return string(out)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
 }
