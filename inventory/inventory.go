@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -24,6 +26,9 @@ type Instance struct {
 	Inbound string `json:"inbound,omitempty"`
 	// PID is the local proxy process, when there is one.
 	PID int `json:"pid,omitempty"`
+	// ProxyVersion is the version of the proxy that runs, when known (on a
+	// cluster, the tag of the proxy container's image).
+	ProxyVersion string `json:"proxyVersion,omitempty"`
 }
 
 // Workload is a deployment-like group of instances.
@@ -34,12 +39,43 @@ type Workload struct {
 	// Identity is the SPIFFE ID its proxies present.
 	Identity string `json:"identity,omitempty"`
 	// Service is the authority other workloads reach it by (host:port).
-	Service   string     `json:"service,omitempty"`
+	Service string `json:"service,omitempty"`
+	// Services are the Kubernetes Services (in the workload's namespace)
+	// that select its pods.
+	Services  []string   `json:"services,omitempty"`
 	Instances []Instance `json:"instances"`
 }
 
 // Ref is kind/name, as users type it.
 func (w Workload) Ref() string { return w.Kind + "/" + w.Name }
+
+// Serves reports whether an authority, as a client wrote it (host or
+// host:port), names this workload: its Service's host, or one of its
+// Kubernetes Services by any name a pod may use for it (web, web.shop,
+// web.shop.svc, web.shop.svc.cluster.local).
+func (w Workload) Serves(authority string) bool {
+	host := authority
+	if h, _, err := net.SplitHostPort(authority); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if w.Service != "" {
+		own := w.Service
+		if h, _, err := net.SplitHostPort(own); err == nil {
+			own = h
+		}
+		if host == own {
+			return true
+		}
+	}
+	for _, svc := range w.Services {
+		inNS := svc + "." + w.Namespace
+		if host == svc || host == inNS || host == inNS+".svc" || strings.HasPrefix(host, inNS+".svc.") {
+			return true
+		}
+	}
+	return false
+}
 
 // Mesh is everything a Source knows.
 type Mesh struct {
@@ -71,6 +107,7 @@ var kinds = map[string]string{
 	"rs": "rs", "replicaset": "rs", "replicasets": "rs",
 	"po": "po", "pod": "pod", "pods": "po",
 	"ns": "ns", "namespace": "ns", "namespaces": "ns",
+	"svc": "svc", "service": "svc", "services": "svc",
 }
 
 // Kind is the canonical kind for what a user typed ("deployments" is
@@ -84,9 +121,10 @@ func Kind(typed string) string {
 }
 
 // Select picks workloads by resource: "" (all), "NAME", "KIND" (every
-// workload of that kind), "KIND/NAME", or "ns/NAME" (every workload in a
-// namespace). Kinds may be written as kubectl does (deploy, deployment,
-// deployments; sts, ds, job, rs, po).
+// workload of that kind), "KIND/NAME", "ns/NAME" (every workload in a
+// namespace) or "svc/NAME" (the workloads behind a Service). Kinds may be
+// written as kubectl does (deploy, deployment, deployments; sts, ds, job,
+// rs, po, svc).
 func (m *Mesh) Select(resource string) ([]Workload, error) {
 	all := append([]Workload(nil), m.Workloads...)
 	sort.SliceStable(all, func(i, j int) bool { return all[i].Name < all[j].Name })
@@ -96,7 +134,23 @@ func (m *Mesh) Select(resource string) ([]Workload, error) {
 	typed, name, hasKind := strings.Cut(resource, "/")
 	kind := Kind(typed)
 	if hasKind && kind == "" {
-		return nil, fmt.Errorf("resource %q: unknown kind %q (use deploy/NAME, sts/NAME, ds/NAME, job/NAME, po/NAME or ns/NAME)", resource, typed)
+		return nil, fmt.Errorf("resource %q: unknown kind %q (use deploy/NAME, sts/NAME, ds/NAME, job/NAME, po/NAME, svc/NAME or ns/NAME)", resource, typed)
+	}
+	if kind == "svc" {
+		return m.behind(resource, name, hasKind)
+	}
+	if kind == "po" && hasKind {
+		// A pod of a bigger workload (deploy/web's web-5d8c-x2x9q) is a
+		// workload of one.
+		for _, w := range all {
+			for _, inst := range w.Instances {
+				if inst.Name == name {
+					one := w
+					one.Kind, one.Name, one.Instances = "po", inst.Name, []Instance{inst}
+					return []Workload{one}, nil
+				}
+			}
+		}
 	}
 	var out []Workload
 	for _, w := range all {
@@ -135,6 +189,29 @@ func (m *Mesh) Select(resource string) ([]Workload, error) {
 		return nil, fmt.Errorf("no workload %q: nothing is meshed here", name)
 	}
 	return nil, fmt.Errorf("no workload %q in the mesh; it has %s", name, strings.Join(names, ", "))
+}
+
+// behind selects the workloads behind Service name, or with no name,
+// every workload that some Service selects.
+func (m *Mesh) behind(resource, name string, hasName bool) ([]Workload, error) {
+	var out []Workload
+	for _, w := range m.Workloads {
+		if !hasName && (len(w.Services) > 0 || w.Service != "") {
+			out = append(out, w)
+			continue
+		}
+		if hasName && (slices.Contains(w.Services, name) || w.Serves(name)) {
+			out = append(out, w)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	if len(out) == 0 {
+		if !hasName {
+			return nil, errors.New("no service in the mesh")
+		}
+		return nil, fmt.Errorf("%s: no meshed workload is behind service %q", resource, name)
+	}
+	return out, nil
 }
 
 // StateFile is a local mesh's description, written by `mesh demo`.

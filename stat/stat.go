@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -148,9 +147,7 @@ func include(s adminapi.WindowStat, w inventory.Workload, peer *inventory.Worklo
 	case peer == nil:
 		return s.Direction == "inbound"
 	case o.To != "":
-		host, _, _ := strings.Cut(s.Authority, ":")
-		peerHost, _, _ := strings.Cut(peer.Service, ":")
-		return s.Direction == "outbound" && (s.Authority == peer.Service || host == peerHost)
+		return s.Direction == "outbound" && peer.Serves(s.Authority)
 	default:
 		return s.Direction == "inbound" && s.Peer != "" && s.Peer == peer.Identity
 	}

@@ -19,12 +19,15 @@ import (
 	"github.com/meshproj/mesh/proxy/adminapi"
 )
 
-// Filter selects requests.
+// Filter selects requests. The proxies apply the fields; Match, when set,
+// is applied here to what they send (for what a proxy cannot tell, such as
+// whether an authority names a workload).
 type Filter struct {
 	Method     string
 	PathPrefix string
 	Authority  string
 	Direction  string
+	Match      func(*adminapi.TapEvent) bool
 }
 
 // Event is a proxy's tap event with where it came from.
@@ -47,8 +50,14 @@ func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out
 			q.Set(k, v)
 		}
 	}
-	if max > 0 {
-		q.Set("max", strconv.Itoa(max))
+	// A proxy counts what it sends: with a filter of ours after its own,
+	// only we can count.
+	proxyMax := max
+	if f.Match != nil {
+		proxyMax = 0
+	}
+	if proxyMax > 0 {
+		q.Set("max", strconv.Itoa(proxyMax))
 	}
 	events := make(chan Event)
 	errs := make(chan error, 64)
@@ -58,7 +67,10 @@ func Stream(ctx context.Context, ws []inventory.Workload, f Filter, max int, out
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := tapOne(ctx, inst.Admin, q, max, func(e adminapi.TapEvent) bool {
+				if err := tapOne(ctx, inst.Admin, q, proxyMax, func(e adminapi.TapEvent) bool {
+					if f.Match != nil && !f.Match(&e) {
+						return true
+					}
 					select {
 					case events <- Event{TapEvent: e, Workload: w.Ref(), Instance: inst.Name}:
 						return true

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -50,6 +51,8 @@ type Source struct {
 	namespace   string
 	all         bool
 	trustDomain string
+	// namespaceGiven: -n named it, rather than the context.
+	namespaceGiven bool
 
 	mu       sync.Mutex
 	forwards []chan struct{}
@@ -86,7 +89,8 @@ func Load(o Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
-	s := &Source{cfg: cfg, http: hc, context: raw.CurrentContext, namespace: ns, all: o.AllNamespaces, trustDomain: o.TrustDomain}
+	s := &Source{cfg: cfg, http: hc, context: raw.CurrentContext, namespace: ns, all: o.AllNamespaces, trustDomain: o.TrustDomain,
+		namespaceGiven: o.Namespace != ""}
 	if o.Context != "" {
 		s.context = o.Context
 	}
@@ -125,10 +129,14 @@ func (s *Source) get(ctx context.Context, path string, out any) error {
 	}
 	if resp.StatusCode != http.StatusOK {
 		var st metav1.Status
+		msg := resp.Status
 		if json.Unmarshal(body, &st) == nil && st.Message != "" {
-			return fmt.Errorf("%s: %s", path, st.Message)
+			msg = st.Message
 		}
-		return fmt.Errorf("%s: %s", path, resp.Status)
+		if resp.StatusCode == http.StatusForbidden {
+			return &forbidden{msg: path + ": " + msg}
+		}
+		return fmt.Errorf("%s: %s", path, msg)
 	}
 	return json.Unmarshal(body, out)
 }
@@ -159,6 +167,10 @@ func (s *Source) Mesh(ctx context.Context) (*inventory.Mesh, error) {
 			}
 		}
 	}
+	var svcs corev1.ServiceList
+	if err := s.get(ctx, s.nsPath("/api/v1", "services"), &svcs); err != nil {
+		return nil, err
+	}
 	byRef := map[string]*inventory.Workload{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
@@ -173,7 +185,18 @@ func (s *Source) Mesh(ctx context.Context) (*inventory.Mesh, error) {
 				Identity: fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", s.trustDomain, p.Namespace, serviceAccount(p))}
 			byRef[key] = w
 		}
-		w.Instances = append(w.Instances, inventory.Instance{Name: p.Name})
+		for _, svc := range svcs.Items {
+			if selects(&svc, p) && !slices.Contains(w.Services, svc.Name) {
+				w.Services = append(w.Services, svc.Name)
+				if w.Service == "" && len(svc.Spec.Ports) > 0 {
+					w.Service = fmt.Sprintf("%s.%s.svc.cluster.local:%d", svc.Name, svc.Namespace, svc.Spec.Ports[0].Port)
+				}
+			}
+		}
+		w.Instances = append(w.Instances, inventory.Instance{Name: p.Name, ProxyVersion: ProxyVersion(p)})
+	}
+	for _, w := range byRef {
+		slices.Sort(w.Services)
 	}
 	m := &inventory.Mesh{}
 	for _, w := range byRef {
@@ -212,6 +235,41 @@ func (s *Source) Mesh(ctx context.Context) (*inventory.Mesh, error) {
 		return nil, firstErr
 	}
 	return m, nil
+}
+
+// selects reports whether a Service's selector picks the pod. A Service
+// without a selector (its endpoints written by hand) picks none.
+func selects(svc *corev1.Service, p *corev1.Pod) bool {
+	if svc.Namespace != p.Namespace || len(svc.Spec.Selector) == 0 {
+		return false
+	}
+	for k, v := range svc.Spec.Selector {
+		if p.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// ProxyVersion is the tag of the image the pod's proxy container runs
+// (as the kubelet reports it, else as the spec asks), or "" if it has none.
+func ProxyVersion(p *corev1.Pod) string {
+	image := ""
+	for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
+		if c.Name == wellknown.ProxyContainer {
+			image = c.Image
+		}
+	}
+	for _, st := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		if st.Name == wellknown.ProxyContainer && st.Image != "" {
+			image = st.Image
+		}
+	}
+	image, _, _ = strings.Cut(image, "@")
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		return image[i+1:]
+	}
+	return ""
 }
 
 // Meshed says whether a pod carries the mesh's proxy.

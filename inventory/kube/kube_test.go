@@ -45,3 +45,41 @@ func TestMeshedPodsAreThoseWithTheProxy(t *testing.T) {
 		t.Error("a pod with the native sidecar mesh-proxy not counted as meshed")
 	}
 }
+
+func TestTheProxyVersionIsTheTagOfTheImageThatRuns(t *testing.T) {
+	for _, c := range []struct {
+		spec, status, want string
+	}{
+		{"ghcr.io/meshproj/mesh:v1.2.0", "", "v1.2.0"},
+		{"ghcr.io/meshproj/mesh:v1.2.0", "ghcr.io/meshproj/mesh:v1.2.1", "v1.2.1"},
+		{"localhost:5000/mesh:dev@sha256:abcd", "", "dev"},
+		{"localhost:5000/mesh", "", ""},
+	} {
+		p := &corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "mesh-proxy", Image: c.spec}}}}
+		if c.status != "" {
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "mesh-proxy", Image: c.status}}
+		}
+		if got := ProxyVersion(p); got != c.want {
+			t.Errorf("image %q (running %q): version %q; want %q", c.spec, c.status, got, c.want)
+		}
+	}
+}
+
+func TestAServiceSelectsThePodsItsSelectorMatches(t *testing.T) {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Labels: map[string]string{"app": "web", "tier": "front"}}}
+	svc := func(ns string, sel map[string]string) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns}, Spec: corev1.ServiceSpec{Selector: sel}}
+	}
+	if !selects(svc("shop", map[string]string{"app": "web"}), p) {
+		t.Error("app=web does not select a pod labelled app=web")
+	}
+	if selects(svc("shop", map[string]string{"app": "web", "tier": "back"}), p) {
+		t.Error("a selector with a label the pod lacks selects it")
+	}
+	if selects(svc("other", map[string]string{"app": "web"}), p) {
+		t.Error("a Service selects a pod of another namespace")
+	}
+	if selects(svc("shop", nil), p) {
+		t.Error("a Service without a selector selects pods")
+	}
+}
