@@ -17,7 +17,19 @@ func newCheckCommand(s Streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Check that the mesh is healthy, and say how to fix what is not",
-		Args:  noArgs,
+		Long: `Check the mesh and say how to fix what is not right: ✓ passes, ‼ is a
+warning, × a failure (exit 1). On a cluster: the API server and its
+version, the clocks, the CRDs, the controller's pods and version, the
+webhook and its caBundle, the trust anchors and the issuer; then the data
+plane: every running pod of a namespace that asks for the mesh has a
+proxy (those that do not are named, with why), and every proxy is ready,
+connected to the controller, on a supported version and holding a valid
+certificate. -n limits the data plane to one namespace. On the local demo:
+its identity service, discovery file and proxies.`,
+		Example: `  mesh check
+  mesh check --proxy -n shop
+  mesh check -o json | jq '.checks[] | select(.status != "ok")'`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v, err := settings(cmd)
 			if err != nil {
@@ -27,13 +39,26 @@ func newCheckCommand(s Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := localMesh(cmd.Context(), cmd)
+			w, err := whereIs(cmd, s.ErrOut)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
 			defer cancel()
-			results := check.Run(ctx, check.Local(m, v.GetBool("proxy")))
+			var checks []check.Check
+			if w.local != nil {
+				m, err := w.local.Mesh(ctx)
+				if err != nil {
+					return err
+				}
+				checks = check.Local(m, v.GetBool("proxy"))
+			} else {
+				c := &check.Cluster{Source: w.cluster, Namespace: v.GetString("mesh-namespace"),
+					ClientVersion: BuildVersion().Version, ProxyOnly: v.GetBool("proxy")}
+				defer c.Close()
+				checks = c.Checks()
+			}
+			results := check.Run(ctx, checks)
 			if err := check.Render(s.Out, results, format, colorFor(s.Out)); err != nil {
 				return err
 			}
@@ -45,6 +70,7 @@ func newCheckCommand(s Streams) *cobra.Command {
 	}
 	cmd.Flags().Bool("proxy", false, "check only the data plane (the proxies)")
 	cmd.Flags().StringP("output", "o", "table", "output format: table or json")
-	addStateFlag(cmd)
+	cmd.Flags().String("mesh-namespace", "mesh-system", "namespace of the control plane")
+	addClusterFlags(cmd)
 	return cmd
 }

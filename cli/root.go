@@ -79,7 +79,8 @@ named by --config (YAML keys are flag names).`,
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "auto", "log format: text, json, or auto (text on a terminal, JSON otherwise)")
 	root.AddCommand(newVersionCommand(s), newProxyCommand(s), newIdentityCommand(s),
-		newDemoCommand(s), newStatCommand(s), newTapCommand(s), newCheckCommand(s),
+		newDemoCommand(s), newStatCommand(s), newEdgesCommand(s), newTapCommand(s), newTopCommand(s), newCheckCommand(s),
+		newDiagnosticsCommand(s),
 		newInjectCommand(s), newUninjectCommand(s), newAwaitCommand(s), newInitCommand(s),
 		newInstallCommand(s), newUninstallCommand(s), newControllerCommand(s))
 	root.CompletionOptions.HiddenDefaultCmd = false

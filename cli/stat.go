@@ -62,3 +62,48 @@ port-forward does.`,
 	addClusterFlags(cmd)
 	return cmd
 }
+
+func newEdgesCommand(s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "edges [RESOURCE]",
+		Short: "Show who talks to whom, with the identity each side proved and whether it was mTLS",
+		Long: `Show the edges between workloads in recent traffic, as their proxies saw it:
+the client's proxy names the server by the authority the app used and the
+identity the server proved; the server's proxy names the client by the
+identity it proved. A client without a proxy proves none and is shown as -;
+an edge that is not mTLS says why. RESOURCE is as for mesh stat; an edge is
+shown when either end is selected.`,
+		Example: `  mesh edges deploy -n shop
+  mesh edges deploy/web
+  mesh edges -A -o json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			format, err := outputFormat(v, "table or json", "table", "json")
+			if err != nil {
+				return err
+			}
+			m, done, err := meshFrom(cmd.Context(), cmd, s.ErrOut)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resource := ""
+			if len(args) == 1 {
+				resource = args[0]
+			}
+			edges, err := stat.Edges(cmd.Context(), m, resource, int(v.GetDuration("window")/time.Second), stat.HTTPFetcher)
+			if err != nil {
+				return err
+			}
+			return stat.RenderEdges(s.Out, edges, format)
+		},
+	}
+	cmd.Flags().StringP("output", "o", "table", "output format: table or json")
+	cmd.Flags().Duration("window", 10*time.Second, "how much recent traffic to look at (at most 60s)")
+	addClusterFlags(cmd)
+	return cmd
+}

@@ -7,6 +7,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -31,14 +32,20 @@ func addClusterFlags(cmd *cobra.Command) {
 	f.Bool("local", false, "the local mesh of mesh demo, even when a cluster is reachable")
 }
 
-// meshFrom finds the mesh: the cluster when a cluster flag is given or no
-// local demo runs, else the demo. It tells errOut which, and what to type
-// for the other. The closer stops what reaching the mesh started
-// (port-forwards).
-func meshFrom(ctx context.Context, cmd *cobra.Command, errOut interface{ Write([]byte) (int, error) }) (*inventory.Mesh, func(), error) {
+// where is the mesh a command talks to: the local demo's state file, or
+// a cluster.
+type where struct {
+	local   *inventory.StateFile
+	cluster *kube.Source
+}
+
+// whereIs picks the cluster when a cluster flag is given or no local demo
+// runs, else the demo, and tells errOut which, and what to type for the
+// other.
+func whereIs(cmd *cobra.Command, errOut io.Writer) (*where, error) {
 	v, err := settings(cmd)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	local := inventory.StateFile{Path: v.GetString("state-file")}
 	wantsCluster := false
@@ -50,38 +57,46 @@ func meshFrom(ctx context.Context, cmd *cobra.Command, errOut interface{ Write([
 	// --state-file names the demo as plainly as --local does.
 	wantsLocal := v.GetBool("local") || cmd.Flags().Lookup("state-file").Changed
 	if wantsLocal && wantsCluster {
-		return nil, nil, usagef("--local and --state-file are the demo on this machine; they take no cluster flags")
+		return nil, usagef("--local and --state-file are the demo on this machine; they take no cluster flags")
 	}
 	_, statErr := os.Stat(local.Path)
 	if wantsLocal || (!wantsCluster && statErr == nil) {
-		m, err := local.Mesh(ctx)
-		if err == nil && !wantsLocal {
+		if !wantsLocal {
 			fmt.Fprintf(errOut, "(the local demo, from %s; -n NAMESPACE or --context for a cluster)\n", local.Path)
 		}
-		return m, func() {}, err
+		return &where{local: &local}, nil
 	}
 	src, err := kube.Load(kube.Options{Kubeconfig: v.GetString("kubeconfig"), Context: v.GetString("context"),
 		Namespace: v.GetString("namespace"), AllNamespaces: v.GetBool("all-namespaces")})
 	if err != nil {
 		if !wantsCluster {
-			return nil, nil, fmt.Errorf("no local demo runs (%s does not exist) and no cluster is reachable: %w", local.Path, err)
+			return nil, fmt.Errorf("no local demo runs (%s does not exist) and no cluster is reachable: %w", local.Path, err)
 		}
-		return nil, nil, err
-	}
-	fmt.Fprintf(errOut, "(%s)\n", src.Describe())
-	m, err := src.Mesh(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	return m, src.Close, nil
-}
-
-// localMesh is the demo's mesh, for the commands that have no cluster side
-// yet.
-func localMesh(ctx context.Context, cmd *cobra.Command) (*inventory.Mesh, error) {
-	v, err := settings(cmd)
-	if err != nil {
 		return nil, err
 	}
-	return inventory.StateFile{Path: v.GetString("state-file")}.Mesh(ctx)
+	fmt.Fprintf(errOut, "(%s)\n", src.Describe())
+	return &where{cluster: src}, nil
+}
+
+// mesh lists the workloads; the closer stops what reaching them started
+// (port-forwards).
+func (w *where) mesh(ctx context.Context) (*inventory.Mesh, func(), error) {
+	if w.local != nil {
+		m, err := w.local.Mesh(ctx)
+		return m, func() {}, err
+	}
+	m, err := w.cluster.Mesh(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, w.cluster.Close, nil
+}
+
+// meshFrom finds the mesh (see whereIs) and lists its workloads.
+func meshFrom(ctx context.Context, cmd *cobra.Command, errOut io.Writer) (*inventory.Mesh, func(), error) {
+	w, err := whereIs(cmd, errOut)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w.mesh(ctx)
 }

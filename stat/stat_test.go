@@ -103,3 +103,43 @@ func TestQuantileInterpolatesInsideBuckets(t *testing.T) {
 		t.Error("quantile of nothing")
 	}
 }
+
+func TestEdgesNameBothSidesAndWhatEachProved(t *testing.T) {
+	for _, c := range []struct{ resource, golden string }{{"", "edges_all"}, {"deploy/api", "edges_api"}} {
+		edges, err := Edges(context.Background(), mesh, c.resource, 10, recorded)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var table, js bytes.Buffer
+		if err := RenderEdges(&table, edges, Table); err != nil {
+			t.Fatal(err)
+		}
+		if err := RenderEdges(&js, edges, JSON); err != nil {
+			t.Fatal(err)
+		}
+		golden.Check(t, "testdata/"+c.golden+".golden", append(table.Bytes(), js.Bytes()...))
+	}
+}
+
+func TestAnEdgeSeenFromBothSidesIsOneEdge(t *testing.T) {
+	edges, err := Edges(context.Background(), mesh, "deploy/auth", 10, recorded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(edges) != 1 || edges[0].Src != "deploy/web" || !edges[0].MTLS || edges[0].Requests != 200 ||
+		edges[0].ClientID != "spiffe://cluster.local/ns/demo/sa/web" || edges[0].ServerID != "spiffe://cluster.local/ns/demo/sa/auth" {
+		t.Errorf("web -> auth, seen by both proxies: %+v", edges)
+	}
+}
+
+func TestAnEdgeCountsEveryInstanceOfTheServer(t *testing.T) {
+	// api-1 and api-2 served web 170 and 20 calls; web's proxy sent 190.
+	m := &inventory.Mesh{Workloads: mesh.Workloads[1:2]}
+	edges, err := Edges(context.Background(), m, "", 10, recorded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(edges) != 1 || edges[0].Requests != 190 || edges[0].Src != "spiffe://cluster.local/ns/demo/sa/web" {
+		t.Errorf("api's two instances' inbound windows: %+v", edges)
+	}
+}

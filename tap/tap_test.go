@@ -71,3 +71,40 @@ func TestATapWhoseEveryProxyFailsIsAnError(t *testing.T) {
 		t.Fatalf("Stream with no proxy reachable: %v; want an error naming the instance", err)
 	}
 }
+
+func TestTopCountsFinishedRequestsByPathAndNamesCallersByIdentity(t *testing.T) {
+	web := "spiffe://cluster.local/ns/shop/sa/web"
+	top := &Top{Names: NamesFor([]inventory.Workload{
+		{Kind: "deploy", Name: "web", Identity: web},
+		{Kind: "deploy", Name: "a", Identity: "spiffe://cluster.local/ns/shop/sa/default"},
+		{Kind: "deploy", Name: "b", Identity: "spiffe://cluster.local/ns/shop/sa/default"},
+	})}
+	end := func(dir, client, src, path string, status int, grpc string, ms float64) Event {
+		return Event{TapEvent: adminapi.TapEvent{Type: "end", Direction: dir, ClientID: client, Source: src, Method: "GET",
+			Authority: "api.shop:80", Path: path, Status: status, GRPCStatus: grpc, DurationMS: ms}, Instance: "api-1"}
+	}
+	for _, e := range []Event{
+		end("inbound", web, "10.0.0.5:4242", "/items", 200, "", 3),
+		end("inbound", web, "10.0.0.6:4242", "/items", 503, "", 9),
+		end("inbound", web, "10.0.0.5:4243", "/items", 200, "", 1),
+		end("inbound", "", "10.0.0.9:5555", "/health", 200, "", 0.5),
+		end("inbound", "spiffe://cluster.local/ns/shop/sa/default", "10.0.0.7:1", "/grpc.X/Y", 200, "14", 2),
+		end("outbound", "", "127.0.0.1:1", "/up", 200, "", 4),
+		{TapEvent: adminapi.TapEvent{Type: "request", Direction: "inbound", Path: "/items"}},
+	} {
+		top.Add(e)
+	}
+	var out strings.Builder
+	if err := RenderTop(&out, top.Rows(), 0); err != nil {
+		t.Fatal(err)
+	}
+	want := `SOURCE                                      DESTINATION   METHOD   PATH        COUNT   BEST    WORST   LAST    SUCCESS
+deploy/web                                  api-1         GET      /items      3       1.0ms   9.0ms   1.0ms   66.67%
+10.0.0.9                                    api-1         GET      /health     1       0.5ms   0.5ms   0.5ms   100.00%
+api-1                                       api.shop:80   GET      /up         1       4.0ms   4.0ms   4.0ms   100.00%
+spiffe://cluster.local/ns/shop/sa/default   api-1         GET      /grpc.X/Y   1       2.0ms   2.0ms   2.0ms   0.00%
+`
+	if out.String() != want {
+		t.Errorf("mesh top:\n%s\nwant\n%s", out.String(), want)
+	}
+}

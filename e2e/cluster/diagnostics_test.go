@@ -30,8 +30,9 @@ func mask(s string) string {
 
 func diagnosticsStep(t *testing.T) {
 	const ns = "shop"
-	// Traffic for the proxies' windows: 1,500 calls at 50 a second.
-	kubectl(t, clientJob(ns, "stat-load", 1500, 50), "apply", "-f", "-")
+	// Traffic for the proxies' windows: 3,000 calls at 50 a second, a
+	// minute for every command below.
+	kubectl(t, clientJob(ns, "stat-load", 3000, 50), "apply", "-f", "-")
 	kubectl(t, "", "-n", ns, "wait", "pod", "-l", "app=stat-load", "--for=condition=Ready", "--timeout=120s")
 	time.Sleep(5 * time.Second)
 	env := []string{"KUBECONFIG=" + cluster.Kubeconfig, "MESH_STATE_FILE=" + filepath.Join(t.TempDir(), "none.json")}
@@ -71,7 +72,129 @@ func diagnosticsStep(t *testing.T) {
 	if n := strings.Count(strings.TrimSpace(out), "\n") + 1; n != 5 || !strings.Contains(out, `spiffe://cluster.local/ns/shop/sa/client`) {
 		t.Errorf("mesh tap --max 5 gave %d events, want 5 naming the client's identity:\n%s", n, out)
 	}
+	mesh := func(args ...string) string {
+		t.Helper()
+		out, stderr, err := meshRun("", env, args...)
+		if err != nil {
+			t.Fatalf("mesh %s: %v\n%s%s", strings.Join(args, " "), err, stderr, out)
+		}
+		t.Logf("mesh %s:\n%s", strings.Join(args, " "), out)
+		return out
+	}
+
+	// The same healthy mesh, checked from every side.
+	out = mesh("check", "-n", ns)
+	golden.Check(t, "testdata/check.golden", []byte(out))
+	var report struct {
+		Success bool `json:"success"`
+		Checks  []struct {
+			Status string `json:"status"`
+		} `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(mesh("check", "-n", ns, "-o", "json")), &report); err != nil || !report.Success || len(report.Checks) < 15 {
+		t.Errorf("mesh check -o json: success %v with %d checks (%v)", report.Success, len(report.Checks), err)
+	}
+
+	// Who talks to whom: the client Job to the server, with both
+	// identities proved.
+	golden.Check(t, "testdata/edges_deploy.golden", []byte(mesh("edges", "job", "-n", ns)))
+
+	// Edges from either side, and a Service's name for its workload.
+	for _, args := range [][]string{
+		{"stat", "deploy/server", "--from", "job/stat-load", "-n", ns, "-o", "json"},
+		{"stat", "job/stat-load", "--to", "svc/server", "-n", ns, "-o", "json"},
+		{"stat", "svc/server", "-n", ns, "-o", "json"},
+	} {
+		if err := json.Unmarshal([]byte(mesh(args...)), &rows); err != nil || len(rows) != 1 || rows[0].RPS < 10 || rows[0].SuccessRate == nil || *rows[0].SuccessRate != 1 {
+			t.Errorf("mesh %s: want one row of 50 calls a second, all answered (%v)", strings.Join(args, " "), err)
+		}
+	}
+	out = mesh("tap", "job/stat-load", "--to", "svc/server", "-n", ns, "--max", "4", "-o", "json")
+	if n := strings.Count(out, `"direction":"outbound"`); n != 4 || !strings.Contains(out, `"serverID":"spiffe://cluster.local/ns/shop/sa/server"`) {
+		t.Errorf("mesh tap --to svc/server gave %d outbound events, want 4 to the server's identity", n)
+	}
+
+	// The most frequent paths: the client's HTTP and gRPC calls.
+	out = mesh("top", "deploy/server", "-n", ns, "--max", "40")
+	if !strings.Contains(out, "SOURCE") || !strings.Contains(out, "job/stat-load") || !strings.Contains(out, "/grpc.health.v1.Health/Check") {
+		t.Errorf("mesh top does not show the client's calls by path")
+	}
+
+	// What the controller serves for the server's Service.
+	out = mesh("diagnostics", "endpoints", "server.shop:8080")
+	if !strings.Contains(out, "server.shop.svc.cluster.local:8080") || strings.Count(out, "spiffe://cluster.local/ns/shop/sa/server") != 2 {
+		t.Errorf("mesh diagnostics endpoints: want the Service's two endpoints with the server's identity")
+	}
+	if out = mesh("diagnostics", "endpoints", "server:9090", "-n", ns, "-o", "json"); !strings.Contains(out, `"identity": "spiffe://cluster.local/ns/shop/sa/server"`) {
+		t.Errorf("mesh diagnostics endpoints -o json: no endpoint with the server's identity")
+	}
+	if _, stderr, err := meshRun("", env, "diagnostics", "endpoints", "nothing.shop:80"); err == nil || !strings.Contains(stderr, "knows no nothing.shop.svc.cluster.local:80") {
+		t.Errorf("mesh diagnostics endpoints of no service: %v\n%s", err, stderr)
+	}
+	server := ""
+	for name := range podsOf(t, ns, "server") {
+		server = name
+	}
+	var dump struct {
+		Ready    bool `json:"ready"`
+		Identity struct {
+			ID string `json:"id"`
+		} `json:"identity"`
+	}
+	if err := json.Unmarshal([]byte(mesh("diagnostics", "config", "po/"+server, "-n", ns)), &dump); err != nil || !dump.Ready || dump.Identity.ID != "spiffe://cluster.local/ns/shop/sa/server" {
+		t.Errorf("mesh diagnostics config po/%s: %+v (%v)", server, dump, err)
+	}
+	if _, stderr, err := meshRun("", env, "diagnostics", "config", "deploy/server", "-n", ns); err == nil || !strings.Contains(stderr, "has 2 pods: name one of po/server-") {
+		t.Errorf("mesh diagnostics config of two pods: %v\n%s", err, stderr)
+	}
+	if out = mesh("diagnostics", "proxy-metrics", "deploy/server", "-n", ns); strings.Count(out, "# POD server-") != 2 || !strings.Contains(out, "request_total{") {
+		t.Errorf("mesh diagnostics proxy-metrics deploy/server: want both pods' metrics")
+	}
 	waitJob(t, ns, "stat-load", 2*time.Minute)
+}
+
+// A pod made before its namespace asked for the mesh has no proxy, and a
+// pod on the host's network cannot have one: mesh check names both, and
+// why, and fails for the first.
+func checkFindsUnmeshedPodsStep(t *testing.T) {
+	const ns = "late"
+	kubectl(t, fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: early, namespace: %[1]s}
+spec:
+  containers: [{name: app, image: %[2]s, imagePullPolicy: Never, args: [server]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hostnet, namespace: %[1]s, labels: {mesh.io/inject: enabled}}
+spec:
+  hostNetwork: true
+  containers: [{name: app, image: %[2]s, imagePullPolicy: Never, args: [server, -http, "127.0.0.1:18999", -grpc, "127.0.0.1:18998"]}]
+`, ns, appImage), "apply", "-f", "-")
+	kubectl(t, "", "-n", ns, "wait", "pod", "--all", "--for=condition=Ready", "--timeout=120s")
+	kubectl(t, "", "label", "namespace", ns, "mesh.io/inject=enabled")
+	env := []string{"KUBECONFIG=" + cluster.Kubeconfig}
+	out, _, err := meshRun("", env, "check", "--proxy", "-n", ns)
+	if err == nil {
+		t.Errorf("mesh check passed with a pod that has no proxy:\n%s", out)
+	}
+	t.Logf("mesh check --proxy -n %s:\n%s", ns, out)
+	for _, want := range []string{
+		"× every running pod in a namespace that asks for the mesh has a proxy",
+		"late/early: no proxy; created ",
+		"while the webhook was down or before late asked for the mesh",
+		"late/hostnet: uses the host's network, which the mesh cannot intercept",
+		"hint: a pod made while the webhook was down",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("mesh check does not say %q", want)
+		}
+	}
+	kubectl(t, "", "delete", "namespace", ns, "--wait=true", "--timeout=120s")
 }
 
 // A user whose kubeconfig gets its token from an exec credential plugin
@@ -85,7 +208,7 @@ func rbacStep(t *testing.T) {
 kind: Role
 metadata: {name: mesh-viewer, namespace: %s}
 rules:
-- {apiGroups: [""], resources: [pods], verbs: [get, list]}
+- {apiGroups: [""], resources: [pods, services], verbs: [get, list]}
 - {apiGroups: [apps], resources: [replicasets], verbs: [get, list]}
 %s`, ns, extra)
 	}
