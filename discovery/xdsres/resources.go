@@ -1,9 +1,9 @@
 // Package xdsres is the protocol both sides of discovery share: how a
 // service port becomes the xDS v3 resources the controller serves (a
 // Listener, a Cluster and a ClusterLoadAssignment, readable by Envoy and by
-// grpc-go's xds resolver too), and how the proxy reads them back. The
-// controller encodes with it; the proxy's ADS client (proxy/discovery/xds)
-// decodes with it. It does no I/O.
+// grpc-go's xds resolver too). The controller encodes with it; the
+// proxy reads the result back with package xdswire, from the wire format,
+// without linking the Envoy types. It does no I/O.
 //
 // What xDS has no field for (mesh's own balancers such as peak-EWMA, hash
 // keys, opaque ports, the SPIFFE identity an endpoint must present) travels
@@ -11,12 +11,9 @@
 package xdsres
 
 import (
-	"fmt"
 	"maps"
-	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -32,22 +29,22 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshproj/mesh/discovery"
+	"github.com/meshproj/mesh/discovery/xdswire"
 )
 
-// Type URLs of the resources served.
+// Type URLs of the resources served, and the metadata key: xdswire's,
+// which reads them back.
 const (
-	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
-	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	ListenerType = xdswire.ListenerType
+	ClusterType  = xdswire.ClusterType
+	EndpointType = xdswire.EndpointType
+	MetadataKey  = xdswire.MetadataKey
 )
-
-// MetadataKey is the filter-metadata namespace of mesh's own fields.
-const MetadataKey = "mesh.io"
 
 // Name is the name of a service port's Listener, Cluster and
 // ClusterLoadAssignment: its fully qualified host and port, which is also
 // what a proxyless gRPC client dials (xds:///web.shop.svc.cluster.local:80).
-func Name(k discovery.Key) string { return k.String() }
+func Name(k discovery.Key) string { return xdswire.Name(k) }
 
 // Resources are the three xDS resources of one service port.
 type Resources struct {
@@ -227,130 +224,4 @@ func metadata(fields map[string]any) (*corev3.Metadata, error) {
 		return nil, err
 	}
 	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: st}}, nil
-}
-
-func meshFields(m *corev3.Metadata) map[string]*structpb.Value {
-	return m.GetFilterMetadata()[MetadataKey].GetFields()
-}
-
-// Route is what a proxy learns from a Listener: which service port a name
-// and its virtual IPs lead to.
-type Route struct {
-	Key     discovery.Key
-	Cluster string
-	VIPs    []netip.AddrPort
-}
-
-// DecodeListener reads a Listener made by Encode.
-func DecodeListener(l *listenerv3.Listener) (Route, error) {
-	key, err := KeyOf(l.GetName())
-	if err != nil {
-		return Route{}, fmt.Errorf("listener %q: %w", l.GetName(), err)
-	}
-	r := Route{Key: key, Cluster: meshFields(l.GetMetadata())["cluster"].GetStringValue()}
-	if r.Cluster == "" {
-		return Route{}, fmt.Errorf("listener %q: no %s cluster in its metadata", l.GetName(), MetadataKey)
-	}
-	addrs := []*corev3.Address{l.GetAddress()}
-	for _, a := range l.GetAdditionalAddresses() {
-		addrs = append(addrs, a.GetAddress())
-	}
-	for _, a := range addrs {
-		if a == nil {
-			continue
-		}
-		ap, err := addrPort(a)
-		if err != nil {
-			return Route{}, fmt.Errorf("listener %q: %w", l.GetName(), err)
-		}
-		r.VIPs = append(r.VIPs, ap)
-	}
-	return r, nil
-}
-
-func KeyOf(name string) (discovery.Key, error) {
-	host, port, err := net.SplitHostPort(name)
-	if err != nil {
-		return discovery.Key{}, err
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || n == 0 {
-		return discovery.Key{}, fmt.Errorf("bad port %q", port)
-	}
-	return discovery.Key{Host: host, Port: uint16(n)}, nil
-}
-
-func addrPort(a *corev3.Address) (netip.AddrPort, error) {
-	sa := a.GetSocketAddress()
-	ip, err := netip.ParseAddr(sa.GetAddress())
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("address %q: %w", sa.GetAddress(), err)
-	}
-	if sa.GetPortValue() == 0 || sa.GetPortValue() > 65535 {
-		return netip.AddrPort{}, fmt.Errorf("address %s: bad port %d", ip, sa.GetPortValue())
-	}
-	return netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue())), nil
-}
-
-// DecodeCluster reads a Cluster's settings into a service without
-// endpoints.
-func DecodeCluster(c *clusterv3.Cluster) (discovery.Service, error) {
-	key, err := KeyOf(c.GetName())
-	if err != nil {
-		return discovery.Service{}, fmt.Errorf("cluster %q: %w", c.GetName(), err)
-	}
-	f := meshFields(c.GetMetadata())
-	s := discovery.Service{Name: key.Host, Port: key.Port, Opaque: f["opaque"].GetBoolValue()}
-	s.LoadBalancer = discovery.LoadBalancer(f["balancer"].GetStringValue())
-	if s.LoadBalancer == "" { // a cluster from another control plane
-		switch c.GetLbPolicy() {
-		case clusterv3.Cluster_RING_HASH:
-			s.LoadBalancer = discovery.RingHash
-		case clusterv3.Cluster_MAGLEV:
-			s.LoadBalancer = discovery.Maglev
-		case clusterv3.Cluster_RANDOM:
-			s.LoadBalancer = discovery.Random
-		case clusterv3.Cluster_LEAST_REQUEST:
-			s.LoadBalancer = discovery.LeastRequest
-		default:
-			s.LoadBalancer = discovery.RoundRobin
-		}
-	}
-	if !s.LoadBalancer.Valid() {
-		return discovery.Service{}, fmt.Errorf("cluster %q: unknown balancer %q", c.GetName(), s.LoadBalancer)
-	}
-	s.HashKey = discovery.HashKey{Header: f["hashHeader"].GetStringValue(), Cookie: f["hashCookie"].GetStringValue(), SourceIP: f["hashSourceIP"].GetBoolValue()}
-	if s.LoadBalancer.Hashing() && s.HashKey.IsZero() {
-		s.HashKey.SourceIP = true
-	}
-	if t := f["requestTimeout"].GetStringValue(); t != "" {
-		if s.Timeouts.Request, err = time.ParseDuration(t); err != nil {
-			return discovery.Service{}, fmt.Errorf("cluster %q: requestTimeout: %w", c.GetName(), err)
-		}
-	}
-	return s, nil
-}
-
-// DecodeEndpoints reads a ClusterLoadAssignment.
-func DecodeEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]discovery.Endpoint, error) {
-	var out []discovery.Endpoint
-	for _, loc := range cla.GetEndpoints() {
-		for _, lbe := range loc.GetLbEndpoints() {
-			switch lbe.GetHealthStatus() {
-			case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
-				continue
-			}
-			ap, err := addrPort(lbe.GetEndpoint().GetAddress())
-			if err != nil {
-				return nil, fmt.Errorf("endpoints of %q: %w", cla.GetClusterName(), err)
-			}
-			out = append(out, discovery.Endpoint{
-				Address:  ap,
-				Weight:   max(lbe.GetLoadBalancingWeight().GetValue(), 1),
-				Identity: meshFields(lbe.GetMetadata())["identity"].GetStringValue(),
-				Zone:     loc.GetLocality().GetZone(),
-			})
-		}
-	}
-	return out, nil
 }

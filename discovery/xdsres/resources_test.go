@@ -7,9 +7,24 @@ import (
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshproj/mesh/discovery"
+	"github.com/meshproj/mesh/discovery/xdswire"
 )
+
+// wire is a resource as the controller sends it.
+func wire(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The proxy reads what Encode writes with xdswire, from the wire format,
+// without the Envoy types: both must agree on every field.
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
 	in := discovery.Service{
@@ -30,21 +45,22 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	if r.Listener.GetName() != "web.shop.svc.cluster.local:80" || r.Cluster.GetName() != r.Listener.GetName() || r.Endpoints.GetClusterName() != r.Listener.GetName() {
 		t.Fatalf("names: %s %s %s", r.Listener.GetName(), r.Cluster.GetName(), r.Endpoints.GetClusterName())
 	}
-	route, err := DecodeListener(r.Listener)
+	route, err := xdswire.DecodeListener(wire(t, r.Listener))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRoute := Route{Key: in.Key(), Cluster: r.Cluster.GetName(), VIPs: []netip.AddrPort{
+	wantRoute := xdswire.Route{Key: in.Key(), Cluster: r.Cluster.GetName(), VIPs: []netip.AddrPort{
 		netip.MustParseAddrPort("10.96.0.10:80"), netip.MustParseAddrPort("[fd00::10]:80")}}
 	if diff := cmp.Diff(wantRoute, route, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 		t.Errorf("route (-want +got):\n%s", diff)
 	}
-	out, err := DecodeCluster(r.Cluster)
+	out, err := xdswire.DecodeCluster(wire(t, r.Cluster))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Endpoints, err = DecodeEndpoints(r.Endpoints); err != nil {
-		t.Fatal(err)
+	var cluster string
+	if cluster, out.Endpoints, err = xdswire.DecodeEndpoints(wire(t, r.Endpoints)); err != nil || cluster != r.Cluster.GetName() {
+		t.Fatal(cluster, err)
 	}
 	out.Addresses = in.Addresses
 	// Endpoints come back grouped by zone.
@@ -75,15 +91,15 @@ func TestDecodeRefusesWhatItCannotUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := DecodeCluster(r.Cluster); err != nil || s.LoadBalancer != discovery.PeakEWMA {
+	if s, err := xdswire.DecodeCluster(wire(t, r.Cluster)); err != nil || s.LoadBalancer != discovery.PeakEWMA {
 		t.Fatalf("default balancer: %v %v", s.LoadBalancer, err)
 	}
 	r.Cluster.Name = "no-port"
-	if _, err := DecodeCluster(r.Cluster); err == nil {
+	if _, err := xdswire.DecodeCluster(wire(t, r.Cluster)); err == nil {
 		t.Error("a cluster name without a port was accepted")
 	}
 	r.Listener.Metadata = nil
-	if _, err := DecodeListener(r.Listener); err == nil {
+	if _, err := xdswire.DecodeListener(wire(t, r.Listener)); err == nil {
 		t.Error("a listener without its cluster was accepted")
 	}
 }

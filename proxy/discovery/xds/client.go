@@ -1,7 +1,9 @@
 // Package xds is the proxy's discovery backend on Kubernetes: an ADS
 // client (xDS v3 over gRPC) that holds the controller's directory of
 // services and subscribes to a service's resources the first time the app
-// uses it. What the resources mean is package discovery/xdsres's.
+// uses it. It reads the resources from the wire with package
+// discovery/xdswire and speaks gRPC over net/http's HTTP/2 client, linking
+// neither the Envoy types nor grpc-go.
 package xds
 
 import (
@@ -19,22 +21,8 @@ import (
 	"sync"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	statuspb "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
-
 	"github.com/meshproj/mesh/discovery"
-	"github.com/meshproj/mesh/discovery/xdsres"
+	"github.com/meshproj/mesh/discovery/xdswire"
 )
 
 // Backend is the proxy's xDS client: one ADS stream to the controller.
@@ -60,7 +48,7 @@ type Backend struct {
 	once      sync.Once
 	mu        sync.Mutex
 	update    func(discovery.State)
-	routes    map[discovery.Key]xdsres.Route
+	routes    map[discovery.Key]xdswire.Route
 	byVIP     map[netip.AddrPort]string
 	routesIn  chan struct{} // closed by the first Listener response
 	clusters  map[string]*subscription
@@ -148,8 +136,7 @@ type typeState struct{ version, nonce string }
 // nonce last seen and the names last asked for.
 type adsStream struct {
 	b      *Backend
-	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-	node   *corev3.Node
+	stream *grpcStream
 	states map[string]*typeState
 	sent   map[string][]string
 }
@@ -157,30 +144,18 @@ type adsStream struct {
 // stream opens one ADS stream to the controller and serves it until ctx
 // ends (nil) or the stream fails (the caller reconnects).
 func (b *Backend) stream(ctx context.Context) error {
-	creds := insecure.NewCredentials()
-	if b.TLS != nil {
-		creds = credentials.NewTLS(b.TLS)
-	}
-	// Keepalives notice a controller that vanished without closing the
-	// connection (its node died), so the proxy moves to another replica.
-	conn, err := grpc.NewClient(b.Addr, grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(sctx)
+	gs, err := dialADS(sctx, b.Addr, b.TLS, "mesh-proxy")
 	if err != nil {
 		return err
 	}
-	s := &adsStream{b: b, stream: stream,
-		node:   &corev3.Node{Id: b.NodeID, Cluster: b.Namespace, UserAgentName: "mesh-proxy"},
-		states: map[string]*typeState{xdsres.ListenerType: {}, xdsres.ClusterType: {}, xdsres.EndpointType: {}},
+	defer gs.Close()
+	s := &adsStream{b: b, stream: gs,
+		states: map[string]*typeState{xdswire.ListenerType: {}, xdswire.ClusterType: {}, xdswire.EndpointType: {}},
 		sent:   map[string][]string{}}
 	// Every listener; the clusters already in use (after a reconnect).
-	if err := s.send(xdsres.ListenerType, nil, nil); err != nil {
+	if err := s.send(xdswire.ListenerType, nil, nil); err != nil {
 		return err
 	}
 	if err := s.subscribe(); err != nil {
@@ -205,13 +180,17 @@ func (b *Backend) stream(ctx context.Context) error {
 	}
 }
 
+// nackCode is the gRPC status a refusal carries: INVALID_ARGUMENT.
+const nackCode = 3
+
 // send asks for names of a type, acknowledging what was last seen of it,
 // or refusing it when nack is set.
 func (s *adsStream) send(typeURL string, names []string, nack error) error {
 	st := s.states[typeURL]
-	req := &discoveryv3.DiscoveryRequest{Node: s.node, TypeUrl: typeURL, ResourceNames: names, VersionInfo: st.version, ResponseNonce: st.nonce}
+	req := &xdswire.Request{NodeID: s.b.NodeID, NodeCluster: s.b.Namespace, UserAgent: "mesh-proxy",
+		TypeURL: typeURL, Names: names, Version: st.version, Nonce: st.nonce}
 	if nack != nil {
-		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
+		req.ErrorCode, req.ErrorMessage = nackCode, nack.Error()
 	}
 	s.sent[typeURL] = names
 	return s.stream.Send(req)
@@ -221,7 +200,7 @@ func (s *adsStream) send(typeURL string, names []string, nack error) error {
 // when that set has changed since it was last asked for.
 func (s *adsStream) subscribe() error {
 	names := s.b.clusterNames()
-	for _, t := range []string{xdsres.ClusterType, xdsres.EndpointType} {
+	for _, t := range []string{xdswire.ClusterType, xdswire.EndpointType} {
 		if len(names) == 0 && len(s.sent[t]) == 0 || slices.Equal(names, s.sent[t]) {
 			continue
 		}
@@ -234,8 +213,8 @@ func (s *adsStream) subscribe() error {
 
 // receive reads responses on a goroutine of its own until the stream fails
 // or ctx ends.
-func (s *adsStream) receive(ctx context.Context) (<-chan *discoveryv3.DiscoveryResponse, <-chan error) {
-	responses := make(chan *discoveryv3.DiscoveryResponse)
+func (s *adsStream) receive(ctx context.Context) (<-chan *xdswire.Response, <-chan error) {
+	responses := make(chan *xdswire.Response)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -256,19 +235,19 @@ func (s *adsStream) receive(ctx context.Context) (<-chan *discoveryv3.DiscoveryR
 
 // handle applies a response and acknowledges it, or keeps the last state
 // and refuses it.
-func (s *adsStream) handle(resp *discoveryv3.DiscoveryResponse) error {
-	st := s.states[resp.GetTypeUrl()]
+func (s *adsStream) handle(resp *xdswire.Response) error {
+	st := s.states[resp.TypeURL]
 	if st == nil {
 		return nil
 	}
-	st.nonce = resp.GetNonce()
+	st.nonce = resp.Nonce
 	if err := s.b.apply(resp); err != nil {
-		s.b.Log.Error("xDS response rejected; keeping the last state", slog.String("type", resp.GetTypeUrl()),
-			slog.String("version", resp.GetVersionInfo()), slog.Any("error", err))
-		return s.send(resp.GetTypeUrl(), s.sent[resp.GetTypeUrl()], err)
+		s.b.Log.Error("xDS response rejected; keeping the last state", slog.String("type", resp.TypeURL),
+			slog.String("version", resp.Version), slog.Any("error", err))
+		return s.send(resp.TypeURL, s.sent[resp.TypeURL], err)
 	}
-	st.version = resp.GetVersionInfo()
-	return s.send(resp.GetTypeUrl(), s.sent[resp.GetTypeUrl()], nil)
+	st.version = resp.Version
+	return s.send(resp.TypeURL, s.sent[resp.TypeURL], nil)
 }
 
 func (b *Backend) clusterNames() []string {
@@ -282,31 +261,15 @@ func (b *Backend) clusterNames() []string {
 	return names
 }
 
-func unpack[T proto.Message](resources []*anypb.Any, newT func() T) ([]T, error) {
-	out := make([]T, 0, len(resources))
-	for _, a := range resources {
-		m := newT()
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", a.GetTypeUrl(), err)
-		}
-		out = append(out, m)
-	}
-	return out, nil
-}
-
 // apply decodes a whole response first and changes nothing if any of it
 // is bad.
-func (b *Backend) apply(resp *discoveryv3.DiscoveryResponse) error {
-	switch resp.GetTypeUrl() {
-	case xdsres.ListenerType:
-		ls, err := unpack(resp.GetResources(), func() *listenerv3.Listener { return new(listenerv3.Listener) })
-		if err != nil {
-			return err
-		}
-		routes := make(map[discovery.Key]xdsres.Route, len(ls))
+func (b *Backend) apply(resp *xdswire.Response) error {
+	switch resp.TypeURL {
+	case xdswire.ListenerType:
+		routes := make(map[discovery.Key]xdswire.Route, len(resp.Resources))
 		byVIP := map[netip.AddrPort]string{}
-		for _, l := range ls {
-			r, err := xdsres.DecodeListener(l)
+		for _, res := range resp.Resources {
+			r, err := xdswire.DecodeListener(res)
 			if err != nil {
 				return err
 			}
@@ -328,18 +291,14 @@ func (b *Backend) apply(resp *discoveryv3.DiscoveryResponse) error {
 			close(b.routesIn)
 		}
 		b.deliverLocked()
-	case xdsres.ClusterType:
-		cs, err := unpack(resp.GetResources(), func() *clusterv3.Cluster { return new(clusterv3.Cluster) })
-		if err != nil {
-			return err
-		}
+	case xdswire.ClusterType:
 		got := map[string]*discovery.Service{}
-		for _, c := range cs {
-			s, err := xdsres.DecodeCluster(c)
+		for _, res := range resp.Resources {
+			s, err := xdswire.DecodeCluster(res)
 			if err != nil {
 				return err
 			}
-			got[c.GetName()] = &s
+			got[xdswire.Name(discovery.Key{Host: s.Name, Port: s.Port})] = &s
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -353,18 +312,14 @@ func (b *Backend) apply(resp *discoveryv3.DiscoveryResponse) error {
 			}
 		}
 		b.deliverLocked()
-	case xdsres.EndpointType:
-		clas, err := unpack(resp.GetResources(), func() *endpointv3.ClusterLoadAssignment { return new(endpointv3.ClusterLoadAssignment) })
-		if err != nil {
-			return err
-		}
+	case xdswire.EndpointType:
 		got := map[string][]discovery.Endpoint{}
-		for _, cla := range clas {
-			eps, err := xdsres.DecodeEndpoints(cla)
+		for _, res := range resp.Resources {
+			name, eps, err := xdswire.DecodeEndpoints(res)
 			if err != nil {
 				return err
 			}
-			got[cla.GetClusterName()] = eps
+			got[name] = eps
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -467,7 +422,7 @@ func (b *Backend) Want(ctx context.Context, key discovery.Key) error {
 		n := len(b.routes)
 		b.mu.Unlock()
 		return fmt.Errorf("%w: the controller at %s knows no %s among its %d service ports",
-			discovery.ErrNotFound, b.Addr, xdsres.Name(discovery.Key{Host: candidates[0], Port: key.Port}), n)
+			discovery.ErrNotFound, b.Addr, xdswire.Name(discovery.Key{Host: candidates[0], Port: key.Port}), n)
 	}
 	ch := b.subscribeLocked(cluster, key.Host)
 	b.mu.Unlock()
@@ -531,7 +486,7 @@ func (b *Backend) subscribeLocked(cluster, alias string) <-chan struct{} {
 		default:
 		}
 	}
-	if key, err := xdsres.KeyOf(cluster); err == nil && alias != "" && alias != key.Host && !sub.aliases[alias] {
+	if key, err := xdswire.KeyOf(cluster); err == nil && alias != "" && alias != key.Host && !sub.aliases[alias] {
 		sub.aliases[alias] = true
 		if sub.svc != nil && sub.haveEps {
 			sub.delivered = make(chan struct{})

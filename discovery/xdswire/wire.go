@@ -1,0 +1,554 @@
+// Package xdswire reads and writes the few xDS v3 messages a mesh proxy
+// exchanges with the controller, straight from and to protobuf's wire
+// format: the DiscoveryRequest it sends, the DiscoveryResponse it gets,
+// and the Listener, Cluster and ClusterLoadAssignment fields that
+// package xdsres writes. It does so without the generated Envoy types,
+// whose registration alone costs every sidecar several megabytes (see
+// bench/README.md, Memory): a proxy reads a dozen fields of them.
+//
+// Fields it does not know are skipped, as protobuf requires, so a
+// controller that sends more stays readable.
+package xdswire
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/meshproj/mesh/discovery"
+)
+
+// Type URLs of the resources the controller serves.
+const (
+	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+)
+
+// MetadataKey is the filter-metadata namespace of mesh's own fields.
+const MetadataKey = "mesh.io"
+
+// Request is a DiscoveryRequest: what the proxy asks for of one type, and
+// the acknowledgement (version and nonce) or refusal (error) of what it
+// last got.
+type Request struct {
+	Version, TypeURL, Nonce string
+	Names                   []string
+	// The node: who asks.
+	NodeID, NodeCluster, UserAgent string
+	// A refusal of the last response (a NACK): its status code and why.
+	ErrorCode    int32
+	ErrorMessage string
+}
+
+// Marshal encodes the request (envoy.service.discovery.v3.DiscoveryRequest).
+func (r *Request) Marshal() []byte {
+	var node []byte
+	node = appendString(node, 1, r.NodeID)
+	node = appendString(node, 2, r.NodeCluster)
+	node = appendString(node, 6, r.UserAgent)
+	var b []byte
+	b = appendString(b, 1, r.Version)
+	if len(node) > 0 {
+		b = appendBytes(b, 2, node)
+	}
+	for _, n := range r.Names {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b = protowire.AppendString(b, n)
+	}
+	b = appendString(b, 4, r.TypeURL)
+	b = appendString(b, 5, r.Nonce)
+	if r.ErrorCode != 0 || r.ErrorMessage != "" {
+		var st []byte
+		if r.ErrorCode != 0 {
+			st = protowire.AppendTag(st, 1, protowire.VarintType)
+			st = protowire.AppendVarint(st, uint64(int64(r.ErrorCode)))
+		}
+		st = appendString(st, 2, r.ErrorMessage)
+		b = appendBytes(b, 6, st)
+	}
+	return b
+}
+
+func appendString(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+func appendBytes(b []byte, num protowire.Number, v []byte) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, v)
+}
+
+// Response is a DiscoveryResponse: a version of every resource of one
+// type, each still encoded.
+type Response struct {
+	Version, TypeURL, Nonce string
+	Resources               [][]byte
+}
+
+// ParseResponse decodes a DiscoveryResponse. Every resource must be of
+// the response's type.
+func ParseResponse(b []byte) (*Response, error) {
+	r := &Response{}
+	type any struct {
+		url   string
+		value []byte
+	}
+	var anys []any
+	err := walk(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&r.Version)
+		case 2:
+			var a any
+			if f.typ != protowire.BytesType {
+				return f.wrongType("resources")
+			}
+			err := walk(f.bytes, func(g field) error {
+				switch g.num {
+				case 1:
+					return g.str(&a.url)
+				case 2:
+					if g.typ != protowire.BytesType {
+						return g.wrongType("value")
+					}
+					a.value = g.bytes
+				}
+				return nil
+			})
+			anys = append(anys, a)
+			return err
+		case 4:
+			return f.str(&r.TypeURL)
+		case 5:
+			return f.str(&r.Nonce)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("discovery response: %w", err)
+	}
+	for _, a := range anys {
+		if a.url != r.TypeURL {
+			return nil, fmt.Errorf("discovery response of %s holds a %s", r.TypeURL, a.url)
+		}
+		r.Resources = append(r.Resources, a.value)
+	}
+	return r, nil
+}
+
+// field is one field of a message, as read from the wire.
+type field struct {
+	num   protowire.Number
+	typ   protowire.Type
+	bytes []byte // BytesType
+	n     uint64 // VarintType, Fixed32Type, Fixed64Type
+}
+
+func (f field) wrongType(name string) error {
+	return fmt.Errorf("field %d (%s) has wire type %d", f.num, name, f.typ)
+}
+
+func (f field) str(dst *string) error {
+	if f.typ != protowire.BytesType {
+		return f.wrongType("string")
+	}
+	*dst = string(f.bytes)
+	return nil
+}
+
+func (f field) varint(dst *uint64) error {
+	if f.typ != protowire.VarintType {
+		return f.wrongType("varint")
+	}
+	*dst = f.n
+	return nil
+}
+
+// walk calls fn for each field of a message, and fails on a malformed one.
+func walk(b []byte, fn func(field) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		f := field{num: num, typ: typ}
+		switch typ {
+		case protowire.VarintType:
+			f.n, n = protowire.ConsumeVarint(b)
+		case protowire.Fixed32Type:
+			var v uint32
+			v, n = protowire.ConsumeFixed32(b)
+			f.n = uint64(v)
+		case protowire.Fixed64Type:
+			f.n, n = protowire.ConsumeFixed64(b)
+		case protowire.BytesType:
+			f.bytes, n = protowire.ConsumeBytes(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if err := fn(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// message calls fn on the fields of an embedded message field.
+func (f field) message(name string, fn func(field) error) error {
+	if f.typ != protowire.BytesType {
+		return f.wrongType(name)
+	}
+	return walk(f.bytes, fn)
+}
+
+// Route is what a proxy learns from a Listener: which service port a name
+// and its virtual IPs lead to.
+type Route struct {
+	Key     discovery.Key
+	Cluster string
+	VIPs    []netip.AddrPort
+}
+
+// Name is the name of a service port's Listener, Cluster and
+// ClusterLoadAssignment: its host and port.
+func Name(k discovery.Key) string { return k.String() }
+
+// KeyOf reads a resource name (host:port) as a service port.
+func KeyOf(name string) (discovery.Key, error) {
+	host, port, err := net.SplitHostPort(name)
+	if err != nil {
+		return discovery.Key{}, err
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return discovery.Key{}, fmt.Errorf("bad port %q", port)
+	}
+	return discovery.Key{Host: host, Port: uint16(n)}, nil
+}
+
+// value is a google.protobuf.Value of mesh metadata: a string or a bool.
+type value struct {
+	str string
+	b   bool
+}
+
+// meshFields reads the mesh.io entry of a core.v3.Metadata's
+// filter_metadata (a map of google.protobuf.Struct).
+func meshFields(f field) (map[string]value, error) {
+	out := map[string]value{}
+	err := f.message("metadata", func(e field) error {
+		if e.num != 1 { // filter_metadata
+			return nil
+		}
+		var key string
+		var st []byte
+		if err := e.message("filter_metadata", func(kv field) error {
+			switch kv.num {
+			case 1:
+				return kv.str(&key)
+			case 2:
+				if kv.typ != protowire.BytesType {
+					return kv.wrongType("filter_metadata value")
+				}
+				st = kv.bytes
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if key != MetadataKey {
+			return nil
+		}
+		return walk(st, func(sf field) error { // Struct.fields
+			if sf.num != 1 {
+				return nil
+			}
+			var name string
+			var v value
+			if err := sf.message("struct field", func(kv field) error {
+				switch kv.num {
+				case 1:
+					return kv.str(&name)
+				case 2:
+					return kv.message("value", func(vf field) error {
+						switch vf.num {
+						case 3: // string_value
+							return vf.str(&v.str)
+						case 4: // bool_value
+							var n uint64
+							err := vf.varint(&n)
+							v.b = n != 0
+							return err
+						}
+						return nil
+					})
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			out[name] = v
+			return nil
+		})
+	})
+	return out, err
+}
+
+// socketAddress reads a core.v3.Address holding a SocketAddress.
+func socketAddress(f field) (netip.AddrPort, error) {
+	var ip string
+	var port uint64
+	err := f.message("address", func(a field) error {
+		if a.num != 1 { // socket_address
+			return nil
+		}
+		return a.message("socket_address", func(s field) error {
+			switch s.num {
+			case 2:
+				return s.str(&ip)
+			case 3:
+				return s.varint(&port)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("address %q: %w", ip, err)
+	}
+	if port == 0 || port > math.MaxUint16 {
+		return netip.AddrPort{}, fmt.Errorf("address %s: bad port %d", addr, port)
+	}
+	return netip.AddrPortFrom(addr.Unmap(), uint16(port)), nil
+}
+
+// DecodeListener reads a Listener made by xdsres.Encode.
+func DecodeListener(b []byte) (Route, error) {
+	var name string
+	var meta map[string]value
+	var addrs []field
+	err := walk(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&name)
+		case 2:
+			addrs = append(addrs, f)
+		case 6:
+			var err error
+			meta, err = meshFields(f)
+			return err
+		case 33: // additional_addresses: AdditionalAddress{address = 1}
+			return f.message("additional_addresses", func(a field) error {
+				if a.num == 1 {
+					addrs = append(addrs, a)
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return Route{}, fmt.Errorf("listener %q: %w", name, err)
+	}
+	key, err := KeyOf(name)
+	if err != nil {
+		return Route{}, fmt.Errorf("listener %q: %w", name, err)
+	}
+	r := Route{Key: key, Cluster: meta["cluster"].str}
+	if r.Cluster == "" {
+		return Route{}, fmt.Errorf("listener %q: no %s cluster in its metadata", name, MetadataKey)
+	}
+	for _, a := range addrs {
+		ap, err := socketAddress(a)
+		if err != nil {
+			return Route{}, fmt.Errorf("listener %q: %w", name, err)
+		}
+		r.VIPs = append(r.VIPs, ap)
+	}
+	return r, nil
+}
+
+// Cluster load-balancing policies (envoy.config.cluster.v3.Cluster.LbPolicy).
+const (
+	lbRoundRobin   = 0
+	lbLeastRequest = 1
+	lbRingHash     = 2
+	lbRandom       = 3
+	lbMaglev       = 5
+)
+
+// DecodeCluster reads a Cluster's settings into a service without
+// endpoints.
+func DecodeCluster(b []byte) (discovery.Service, error) {
+	var name string
+	var policy uint64
+	meta := map[string]value{}
+	err := walk(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&name)
+		case 6:
+			return f.varint(&policy)
+		case 25:
+			var err error
+			meta, err = meshFields(f)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return discovery.Service{}, fmt.Errorf("cluster %q: %w", name, err)
+	}
+	key, err := KeyOf(name)
+	if err != nil {
+		return discovery.Service{}, fmt.Errorf("cluster %q: %w", name, err)
+	}
+	s := discovery.Service{Name: key.Host, Port: key.Port, Opaque: meta["opaque"].b}
+	s.LoadBalancer = discovery.LoadBalancer(meta["balancer"].str)
+	if s.LoadBalancer == "" { // a cluster from another control plane
+		switch policy {
+		case lbRingHash:
+			s.LoadBalancer = discovery.RingHash
+		case lbMaglev:
+			s.LoadBalancer = discovery.Maglev
+		case lbRandom:
+			s.LoadBalancer = discovery.Random
+		case lbLeastRequest:
+			s.LoadBalancer = discovery.LeastRequest
+		default:
+			s.LoadBalancer = discovery.RoundRobin
+		}
+	}
+	if !s.LoadBalancer.Valid() {
+		return discovery.Service{}, fmt.Errorf("cluster %q: unknown balancer %q", name, s.LoadBalancer)
+	}
+	s.HashKey = discovery.HashKey{Header: meta["hashHeader"].str, Cookie: meta["hashCookie"].str, SourceIP: meta["hashSourceIP"].b}
+	if s.LoadBalancer.Hashing() && s.HashKey.IsZero() {
+		s.HashKey.SourceIP = true
+	}
+	if t := meta["requestTimeout"].str; t != "" {
+		if s.Timeouts.Request, err = time.ParseDuration(t); err != nil {
+			return discovery.Service{}, fmt.Errorf("cluster %q: requestTimeout: %w", name, err)
+		}
+	}
+	return s, nil
+}
+
+// Endpoint health (envoy.config.core.v3.HealthStatus) that takes an
+// endpoint out of rotation.
+const (
+	healthUnhealthy = 2
+	healthDraining  = 3
+	healthTimeout   = 4
+)
+
+// DecodeEndpoints reads a ClusterLoadAssignment: the cluster it is for,
+// and its endpoints in rotation.
+func DecodeEndpoints(b []byte) (string, []discovery.Endpoint, error) {
+	var name string
+	var out []discovery.Endpoint
+	err := walk(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&name)
+		case 2: // LocalityLbEndpoints
+			var zone string
+			var eps []discovery.Endpoint
+			err := f.message("endpoints", func(l field) error {
+				switch l.num {
+				case 1: // locality
+					return l.message("locality", func(z field) error {
+						if z.num == 2 {
+							return z.str(&zone)
+						}
+						return nil
+					})
+				case 2: // LbEndpoint
+					e, ok, err := lbEndpoint(l)
+					if err != nil || !ok {
+						return err
+					}
+					eps = append(eps, e)
+				}
+				return nil
+			})
+			for i := range eps {
+				eps[i].Zone = zone
+			}
+			out = append(out, eps...)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("endpoints of %q: %w", name, err)
+	}
+	return name, out, nil
+}
+
+var errNoAddress = errors.New("an endpoint without an address")
+
+// lbEndpoint reads one LbEndpoint; ok is false for one out of rotation.
+func lbEndpoint(f field) (discovery.Endpoint, bool, error) {
+	var e discovery.Endpoint
+	var health, weight uint64
+	addrErr := errNoAddress
+	var meta map[string]value
+	err := f.message("lb_endpoints", func(g field) error {
+		switch g.num {
+		case 1: // endpoint: Endpoint{address = 1}
+			return g.message("endpoint", func(a field) error {
+				if a.num == 1 {
+					e.Address, addrErr = socketAddress(a)
+				}
+				return nil
+			})
+		case 2:
+			return g.varint(&health)
+		case 3:
+			var err error
+			meta, err = meshFields(g)
+			return err
+		case 4: // google.protobuf.UInt32Value{value = 1}
+			return g.message("load_balancing_weight", func(w field) error {
+				if w.num == 1 {
+					return w.varint(&weight)
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return e, false, err
+	}
+	switch health {
+	case healthUnhealthy, healthDraining, healthTimeout:
+		return e, false, nil
+	}
+	if addrErr != nil {
+		return e, false, addrErr
+	}
+	e.Weight = uint32(min(max(weight, 1), math.MaxUint32))
+	e.Identity = meta["identity"].str
+	return e, true, nil
+}

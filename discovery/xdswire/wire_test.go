@@ -1,0 +1,136 @@
+package xdswire
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+func TestARequestReadsAsEnvoysDiscoveryRequest(t *testing.T) {
+	r := Request{Version: "v7", TypeURL: ClusterType, Nonce: "n3", Names: []string{"a.x.svc.cluster.local:80", "b.x.svc.cluster.local:81"},
+		NodeID: "web-1.shop", NodeCluster: "shop", UserAgent: "mesh-proxy", ErrorCode: 3, ErrorMessage: "bad balancer"}
+	var got discoveryv3.DiscoveryRequest
+	if err := proto.Unmarshal(r.Marshal(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.GetVersionInfo() != "v7" || got.GetTypeUrl() != ClusterType || got.GetResponseNonce() != "n3" ||
+		strings.Join(got.GetResourceNames(), ",") != "a.x.svc.cluster.local:80,b.x.svc.cluster.local:81" ||
+		got.GetNode().GetId() != "web-1.shop" || got.GetNode().GetCluster() != "shop" || got.GetNode().GetUserAgentName() != "mesh-proxy" ||
+		got.GetErrorDetail().GetCode() != 3 || got.GetErrorDetail().GetMessage() != "bad balancer" {
+		t.Errorf("decoded as %v", &got)
+	}
+	// A first request: no version, nonce or error, every name (a wildcard).
+	first := Request{TypeURL: ListenerType, NodeID: "n"}
+	if err := proto.Unmarshal(first.Marshal(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.GetErrorDetail() != nil || got.GetVersionInfo() != "" || len(got.GetResourceNames()) != 0 {
+		t.Errorf("first request decoded as %v", &got)
+	}
+}
+
+func TestAResponseGivesItsResourcesOfItsTypeOnly(t *testing.T) {
+	l, err := anypb.New(&listenerv3.Listener{Name: "a:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := &discoveryv3.DiscoveryResponse{VersionInfo: "v1", TypeUrl: ListenerType, Nonce: "x", Resources: []*anypb.Any{l, l},
+		ControlPlane: &corev3.ControlPlane{Identifier: "someone else's field"}}
+	b, err := proto.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ParseResponse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Version != "v1" || r.TypeURL != ListenerType || r.Nonce != "x" || len(r.Resources) != 2 || !proto.Equal(mustListener(t, r.Resources[0]), &listenerv3.Listener{Name: "a:1"}) {
+		t.Errorf("parsed %+v", r)
+	}
+	resp.TypeUrl = ClusterType
+	b, _ = proto.Marshal(resp)
+	if _, err := ParseResponse(b); err == nil || !strings.Contains(err.Error(), "holds a type.googleapis.com/envoy.config.listener.v3.Listener") {
+		t.Errorf("a cluster response holding listeners: %v", err)
+	}
+	if _, err := ParseResponse(b[:len(b)-3]); err == nil {
+		t.Error("a truncated response parsed")
+	}
+}
+
+func mustListener(t *testing.T, b []byte) *listenerv3.Listener {
+	var l listenerv3.Listener
+	if err := proto.Unmarshal(b, &l); err != nil {
+		t.Fatal(err)
+	}
+	return &l
+}
+
+func TestEndpointsOutOfRotationAreLeftOut(t *testing.T) {
+	ep := func(ip string, h corev3.HealthStatus) *endpointv3.LbEndpoint {
+		return &endpointv3.LbEndpoint{HealthStatus: h, LoadBalancingWeight: wrapperspb.UInt32(0),
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{
+				Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: ip,
+					PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080}}}}}}}
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: "web:80", Endpoints: []*endpointv3.LocalityLbEndpoints{{
+		Locality: &corev3.Locality{Zone: "z1"},
+		LbEndpoints: []*endpointv3.LbEndpoint{ep("10.0.0.1", corev3.HealthStatus_HEALTHY), ep("10.0.0.2", corev3.HealthStatus_UNHEALTHY),
+			ep("10.0.0.3", corev3.HealthStatus_DRAINING), ep("10.0.0.4", corev3.HealthStatus_TIMEOUT), ep("::ffff:10.0.0.5", corev3.HealthStatus_UNKNOWN),
+			{HealthStatus: corev3.HealthStatus_DRAINING}}, // no address, but out of rotation anyway
+	}}}
+	b, err := proto.Marshal(cla)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, eps, err := DecodeEndpoints(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name != "web:80" || len(eps) != 2 || eps[0].Address != netip.MustParseAddrPort("10.0.0.1:8080") || eps[1].Address != netip.MustParseAddrPort("10.0.0.5:8080") ||
+		eps[0].Weight != 1 || eps[0].Zone != "z1" {
+		t.Errorf("%s: %+v", name, eps)
+	}
+	cla.Endpoints[0].LbEndpoints = append(cla.Endpoints[0].LbEndpoints, &endpointv3.LbEndpoint{})
+	b, _ = proto.Marshal(cla)
+	if _, _, err := DecodeEndpoints(b); err == nil {
+		t.Error("an endpoint in rotation without an address was accepted")
+	}
+}
+
+func TestMetadataOfAnotherNamespaceIsNotMeshs(t *testing.T) {
+	st, _ := structpb.NewStruct(map[string]any{"cluster": "evil:80"})
+	ours, _ := structpb.NewStruct(map[string]any{"cluster": "web:80", "other": 3.5, "list": []any{"x"}})
+	l := &listenerv3.Listener{Name: "web:80", Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"envoy.lb": st, MetadataKey: ours}}}
+	b, _ := proto.Marshal(l)
+	r, err := DecodeListener(b)
+	if err != nil || r.Cluster != "web:80" {
+		t.Errorf("route %+v, %v", r, err)
+	}
+}
+
+// FuzzDecoders: whatever arrives from the network, the decoders return a
+// value or an error, and never panic.
+func FuzzDecoders(f *testing.F) {
+	ours, _ := structpb.NewStruct(map[string]any{"cluster": "web:80", "opaque": true})
+	l, _ := proto.Marshal(&listenerv3.Listener{Name: "web:80", Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: ours}}})
+	f.Add(l)
+	a, _ := anypb.New(&listenerv3.Listener{Name: "a:1"})
+	resp, _ := proto.Marshal(&discoveryv3.DiscoveryResponse{TypeUrl: ListenerType, Resources: []*anypb.Any{a}})
+	f.Add(resp)
+	f.Add([]byte{0x12, 0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ParseResponse(b)
+		DecodeListener(b)
+		DecodeCluster(b)
+		DecodeEndpoints(b)
+	})
+}
