@@ -16,7 +16,7 @@ func newIdentityCommand(s Streams) *cobra.Command {
 		Use:   "identity",
 		Short: "Run the local identity service (certificates for proxies without Kubernetes)",
 		Long: `The identity service signs short-lived certificates for proxies. On Kubernetes
-it is part of 'mesh controller' and checks ServiceAccount tokens; in local mode
+it is part of mesh-controller and checks ServiceAccount tokens; in local mode
 it runs on its own with tokens it issues itself.
 
   mesh identity init --dir ./identity        # trust anchor, issuer, token key

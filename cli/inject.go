@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
-	"github.com/meshproj/mesh/controller"
 	"github.com/meshproj/mesh/inject"
+	"github.com/meshproj/mesh/kubeapi"
 	"github.com/meshproj/mesh/manifest"
 	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/wellknown"
@@ -99,11 +99,11 @@ func trustAnchors(ctx context.Context, v *viper.Viper) (string, error) {
 		}
 		return string(data), nil
 	}
-	client, err := kubeClient(v.GetString("kubeconfig"))
+	client, err := kubeapi.Find(v.GetString("kubeconfig"))
 	if err != nil {
 		return "", fmt.Errorf("the proxies need the mesh's trust anchors: give --identity-trust-anchors-file, or a kubeconfig that reaches the cluster (%w)", err)
 	}
-	return controller.ReadTrustAnchors(ctx, client, v.GetString("mesh-namespace"))
+	return kubeapi.ReadTrustAnchors(ctx, client, v.GetString("mesh-namespace"))
 }
 
 func str(v any) string { s, _ := v.(string); return s }

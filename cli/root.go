@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
 )
 
 // Streams are a command's input and outputs; tests pass buffers.
@@ -37,7 +39,22 @@ func Execute() int {
 
 // Run runs mesh with the given arguments and streams.
 func Run(ctx context.Context, args []string, s Streams) int {
-	cmd := NewRootCommand(s)
+	return runRoot(ctx, NewRootCommand(s), args, s)
+}
+
+// Main runs a binary of its own whose command tree root builds (the
+// controller's: cmd/mesh-controller), with mesh's configuration flags,
+// logging and exit codes, and returns the exit code.
+func Main(root func(Streams) *cobra.Command) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	s := Streams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	cmd := root(s)
+	setUp(cmd, s)
+	return runRoot(ctx, cmd, os.Args[1:], s)
+}
+
+func runRoot(ctx context.Context, cmd *cobra.Command, args []string, s Streams) int {
 	cmd.SetArgs(args)
 	ran, err := cmd.ExecuteContextC(ctx)
 	if err == nil {
@@ -68,9 +85,21 @@ plane and the diagnostics.
 Configuration comes from flags, then MESH_* environment variables (the flag
 name in upper case with - as _, for example MESH_LOG_LEVEL), then the file
 named by --config (YAML keys are flag names).`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
 	}
+	setUp(root, s)
+	root.AddCommand(newVersionCommand(s), newProxyCommand(s), newIdentityCommand(s),
+		newDemoCommand(s), newStatCommand(s), newEdgesCommand(s), newTapCommand(s), newTopCommand(s), newCheckCommand(s),
+		newDiagnosticsCommand(s),
+		newInjectCommand(s), newUninjectCommand(s), newAwaitCommand(s), newInitCommand(s),
+		newInstallCommand(s), newUninstallCommand(s), newControllerMovedCommand(s))
+	root.CompletionOptions.HiddenDefaultCmd = false
+	return root
+}
+
+// setUp gives a root command mesh's streams, usage errors and the flags
+// every command shares.
+func setUp(root *cobra.Command, s Streams) {
+	root.SilenceUsage, root.SilenceErrors = true, true
 	root.SetIn(s.In)
 	root.SetOut(s.Out)
 	root.SetErr(s.ErrOut)
@@ -78,11 +107,36 @@ named by --config (YAML keys are flag names).`,
 	root.PersistentFlags().String("config", "", "configuration file (YAML; keys are flag names)")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "auto", "log format: text, json, or auto (text on a terminal, JSON otherwise)")
-	root.AddCommand(newVersionCommand(s), newProxyCommand(s), newIdentityCommand(s),
-		newDemoCommand(s), newStatCommand(s), newEdgesCommand(s), newTapCommand(s), newTopCommand(s), newCheckCommand(s),
-		newDiagnosticsCommand(s),
-		newInjectCommand(s), newUninjectCommand(s), newAwaitCommand(s), newInitCommand(s),
-		newInstallCommand(s), newUninstallCommand(s), newControllerCommand(s))
-	root.CompletionOptions.HiddenDefaultCmd = false
-	return root
+}
+
+// UsageError marks err as a mistake in how a command was called (exit
+// code 2, and a pointer to --help).
+func UsageError(err error) error { return usageError{err} }
+
+// SettingsAndLogger resolves a command's configuration (flags, MESH_*
+// variables, --config) and builds its logger, for the commands of other
+// binaries (cmd/mesh-controller).
+func SettingsAndLogger(cmd *cobra.Command, w io.Writer) (*viper.Viper, *slog.Logger, error) {
+	return settingsAndLogger(cmd, w)
+}
+
+// NoArgs refuses arguments, as a usage error.
+func NoArgs(cmd *cobra.Command, args []string) error { return noArgs(cmd, args) }
+
+// ProxyVersion is the proxy version a flag names, else this binary's.
+func ProxyVersion(flag string) string { return proxyVersion(flag) }
+
+// newControllerMovedCommand says where the controller went: it is a
+// binary of its own, so that every sidecar running this one does not load
+// it.
+func newControllerMovedCommand(Streams) *cobra.Command {
+	return &cobra.Command{
+		Use:                "controller",
+		Short:              "The control plane is the mesh-controller binary (in the image beside this one)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(*cobra.Command, []string) error {
+			return errors.New("the controller is a binary of its own: mesh-controller, at /mesh-controller in the image (go build ./cmd/mesh-controller); it takes the flags mesh controller took")
+		},
+	}
 }

@@ -102,7 +102,7 @@ func Run(ctx context.Context, c Config) error {
 	}
 	// Read once: rotating the anchors (old and new side by side first)
 	// takes a restart of the controller, then of the workloads.
-	anchors, err := ReadTrustAnchors(ctx, c.Client, c.Namespace)
+	anchors, err := kubeapi.ReadTrustAnchors(ctx, c.Client, c.Namespace)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-// Package controller is the control plane behind `mesh controller`: the
+// Package controller is the control plane behind `mesh-controller`: the
 // identity service with Kubernetes ServiceAccount tokens, the injection
 // webhook, and (next) discovery over xDS. Each part is a small type here;
 // the command wires them to the API server.

@@ -33,7 +33,7 @@ import (
 	"github.com/meshproj/mesh/pki"
 )
 
-// kubeController runs `mesh controller` against the test's API server,
+// kubeController runs `mesh-controller` against the test's API server,
 // on the same addresses each time it is (re)started.
 type kubeController struct {
 	kubeconfig, dir               string
@@ -76,7 +76,7 @@ func newKubeController(t *testing.T, env *kubetest.Env, client kubernetes.Interf
 // start runs the controller on the addresses in c (the same each time).
 func (c *kubeController) start(t *testing.T) {
 	t.Helper()
-	c.proc = startMesh(t, "controller", "--kubeconfig", c.kubeconfig, "--xds-addr", c.xds, "--identity-addr", c.identity,
+	c.proc = startCmd(t, controllerBin, "--kubeconfig", c.kubeconfig, "--xds-addr", c.xds, "--identity-addr", c.identity,
 		"--webhook-addr", c.webhook, "--admin-addr", c.admin, "--log-level", "debug",
 		"--webhook-cert-file", filepath.Join(c.dir, "wh.crt"), "--webhook-key-file", filepath.Join(c.dir, "wh.key"))
 	waitFor(t, "the controller to be ready", func() bool {

@@ -21,8 +21,9 @@ import (
 	"github.com/meshproj/mesh/internal/freeport"
 )
 
-// meshBin is the binary under test, built once by TestMain.
-var meshBin string
+// meshBin and controllerBin are the binaries under test, built once by
+// TestMain.
+var meshBin, controllerBin string
 
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == helperArg {
@@ -37,12 +38,15 @@ func TestMain(m *testing.M) {
 	// reach the binary.
 	os.Chmod(dir, 0o755)
 	meshBin = filepath.Join(dir, "mesh")
-	build := exec.Command("go", "build", "-o", meshBin, "github.com/meshproj/mesh")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building mesh: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	controllerBin = filepath.Join(dir, "mesh-controller")
+	for bin, pkg := range map[string]string{meshBin: "github.com/meshproj/mesh", controllerBin: "github.com/meshproj/mesh/cmd/mesh-controller"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -1,20 +1,25 @@
-package cli
+// Package controllercli is the command line of the control plane, the
+// mesh-controller binary (cmd/mesh-controller): a binary of its own, so
+// that the sidecars, which run the mesh binary, do not load the
+// controller's xDS server, gRPC and the Envoy types.
+package controllercli
 
 import (
-	"os"
-	"path/filepath"
+	"errors"
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshproj/mesh/cli"
 	"github.com/meshproj/mesh/controller"
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/kubeapi"
 	"github.com/meshproj/mesh/wellknown"
 )
 
-func newControllerCommand(s Streams) *cobra.Command {
+// NewCommand is mesh-controller's command.
+func NewCommand(s cli.Streams) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "controller",
+		Use:   "mesh-controller",
 		Short: "Run the control plane (what mesh install deploys)",
 		Long: `Run the control plane on Kubernetes: discovery over xDS (ADS over gRPC),
 built from Services, EndpointSlices and Pods, for mesh proxies and proxyless
@@ -22,9 +27,9 @@ gRPC clients; the identity service, which signs proxy certificates for
 ServiceAccount tokens checked with the TokenReview API; and the mutating
 admission webhook that injects the proxy into pods of annotated namespaces. The issuer comes from the mesh-identity-issuer Secret and is
 reloaded when the Secret changes. Every replica serves; none needs to lead.`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, log, err := settingsAndLogger(cmd, s.ErrOut)
+			v, log, err := cli.SettingsAndLogger(cmd, s.ErrOut)
 			if err != nil {
 				return err
 			}
@@ -39,10 +44,10 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 				XDSAddr:      v.GetString("xds-addr"), IdentityAddr: v.GetString("identity-addr"),
 				WebhookAddr: v.GetString("webhook-addr"), AdminAddr: v.GetString("admin-addr"),
 				WebhookCertFile: v.GetString("webhook-cert-file"), WebhookKeyFile: v.GetString("webhook-key-file"),
-				ProxyVersion: proxyVersion(v.GetString("proxy-version")), Log: log,
+				ProxyVersion: cli.ProxyVersion(v.GetString("proxy-version")), Log: log,
 			}
 			if err := c.Validate(); err != nil {
-				return usageError{err}
+				return cli.UsageError(err)
 			}
 			return controller.Run(cmd.Context(), c)
 		},
@@ -65,23 +70,11 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 }
 
 // kubeClient uses the kubeconfig given, else the pod's ServiceAccount,
-// else $KUBECONFIG.
+// else $KUBECONFIG; none is a usage error.
 func kubeClient(path string) (*kubeapi.Client, error) {
-	if path != "" {
-		return kubeapi.FromKubeconfig(path)
+	c, err := kubeapi.Find(path)
+	if errors.Is(err, kubeapi.ErrNoKubeconfig) {
+		return nil, cli.UsageError(err)
 	}
-	if c, err := kubeapi.InCluster(); err == nil {
-		return c, nil
-	}
-	if env := os.Getenv("KUBECONFIG"); env != "" {
-		return kubeapi.FromKubeconfig(env)
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		if p := filepath.Join(home, ".kube", "config"); fileExists(p) {
-			return kubeapi.FromKubeconfig(p)
-		}
-	}
-	return nil, usagef("not in a cluster and no kubeconfig: give --kubeconfig or set KUBECONFIG")
+	return c, err
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

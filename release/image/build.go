@@ -22,8 +22,8 @@ var (
 )
 
 // imageFor is the image of one platform: a single layer holding the
-// binary, the CA certificates and the users, run as the proxy's user.
-func imageFor(platform v1.Platform, binary, caCerts []byte, version string) (v1.Image, error) {
+// binaries, the CA certificates and the users, run as the proxy's user.
+func imageFor(platform v1.Platform, mesh, controller, caCerts []byte, version string) (v1.Image, error) {
 	return ociarchive.Image(platform, []ociarchive.File{
 		{Name: "etc/", Dir: true},
 		{Name: "etc/passwd", Data: []byte(passwd), Mode: 0o644},
@@ -31,7 +31,8 @@ func imageFor(platform v1.Platform, binary, caCerts []byte, version string) (v1.
 		{Name: "etc/ssl/", Dir: true},
 		{Name: "etc/ssl/certs/", Dir: true},
 		{Name: "etc/ssl/certs/ca-certificates.crt", Data: caCerts, Mode: 0o644},
-		{Name: "mesh", Data: binary, Mode: 0o755},
+		{Name: "mesh", Data: mesh, Mode: 0o755},
+		{Name: "mesh-controller", Data: controller, Mode: 0o755},
 		{Name: "tmp/", Dir: true, Mode: 0o1777},
 	}, ociarchive.Config{
 		Entrypoint: []string{"/mesh"},

@@ -21,7 +21,7 @@ func TestArchiveIsAnIndexOfMinimalNonRootImagesNamedForThisVersion(t *testing.T)
 	var images []ociarchive.PlatformImage
 	for _, arch := range []string{"amd64", "arm64"} {
 		p := v1.Platform{OS: "linux", Architecture: arch}
-		img, err := imageFor(p, []byte("binary for "+arch), []byte("CA CERTS"), "v9.8.7")
+		img, err := imageFor(p, []byte("binary for "+arch), []byte("controller for "+arch), []byte("CA CERTS"), "v9.8.7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,6 +74,9 @@ func TestArchiveIsAnIndexOfMinimalNonRootImagesNamedForThisVersion(t *testing.T)
 		if got := string(files["mesh"]); got != "binary for "+m.Platform.Architecture {
 			t.Errorf("/mesh is %q; want the binary for its platform", got)
 		}
+		if got := string(files["mesh-controller"]); got != "controller for "+m.Platform.Architecture {
+			t.Errorf("/mesh-controller is %q; want the controller for its platform", got)
+		}
 		if string(files["etc/ssl/certs/ca-certificates.crt"]) != "CA CERTS" {
 			t.Error("no CA certificates")
 		}
@@ -94,7 +97,7 @@ func TestArchiveIsAnIndexOfMinimalNonRootImagesNamedForThisVersion(t *testing.T)
 func TestTheSameInputsGiveTheSameImage(t *testing.T) {
 	digest := func() v1.Hash {
 		p := v1.Platform{OS: "linux", Architecture: "amd64"}
-		img, err := imageFor(p, []byte("bin"), []byte("ca"), "v1")
+		img, err := imageFor(p, []byte("bin"), []byte("ctl"), []byte("ca"), "v1")
 		if err != nil {
 			t.Fatal(err)
 		}

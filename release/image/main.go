@@ -7,8 +7,10 @@
 //	go run ./release/image -o mesh-image.tar                 # version "dev", as go run . install says
 //	go run ./release/image -o mesh-image.tar -version v0.2.0 # a release
 //
-// The image holds the binary, CA certificates and the users the manifests
-// run as (mesh-proxy 2102, the default; mesh-controller 2103), and no shell.
+// The image holds the two binaries (/mesh, which every sidecar runs, and
+// /mesh-controller, the control plane), CA certificates and the users the
+// manifests run as (mesh-proxy 2102, the default; mesh-controller 2103),
+// and no shell.
 package main
 
 import (
@@ -59,15 +61,17 @@ func run(out, version, platforms, caFile string) (string, error) {
 		if err != nil || platform.OS != "linux" || platform.Architecture == "" {
 			return "", fmt.Errorf("platform %q: want linux/ARCH, such as linux/arm64", p)
 		}
-		bin := filepath.Join(work, "mesh-"+platform.Architecture)
-		if err := buildBinary(bin, *platform, version); err != nil {
-			return "", err
+		var binaries [2][]byte
+		for i, pkg := range []string{"github.com/meshproj/mesh", "github.com/meshproj/mesh/cmd/mesh-controller"} {
+			bin := filepath.Join(work, fmt.Sprintf("%d-%s", i, platform.Architecture))
+			if err := buildBinary(bin, pkg, *platform, version); err != nil {
+				return "", err
+			}
+			if binaries[i], err = os.ReadFile(bin); err != nil {
+				return "", err
+			}
 		}
-		data, err := os.ReadFile(bin)
-		if err != nil {
-			return "", err
-		}
-		img, err := imageFor(*platform, data, caCerts, version)
+		img, err := imageFor(*platform, binaries[0], binaries[1], caCerts, version)
 		if err != nil {
 			return "", err
 		}
@@ -77,18 +81,18 @@ func run(out, version, platforms, caFile string) (string, error) {
 	return ref, ociarchive.Write(out, ociarchive.Index(images), ref)
 }
 
-// buildBinary cross-compiles the static mesh binary, with the version
+// buildBinary cross-compiles a static binary of pkg, with the version
 // stamped as `mesh version` reports it.
-func buildBinary(out string, p v1.Platform, version string) error {
+func buildBinary(out, pkg string, p v1.Platform, version string) error {
 	cmd := exec.Command("go", "build", "-trimpath", "-o", out,
-		"-ldflags", "-s -w -X github.com/meshproj/mesh/cli.Version="+version, "github.com/meshproj/mesh")
+		"-ldflags", "-s -w -X github.com/meshproj/mesh/cli.Version="+version, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Architecture)
 	if p.Variant != "" && p.Architecture == "arm" {
 		cmd.Env = append(cmd.Env, "GOARM="+strings.TrimPrefix(p.Variant, "v"))
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("building mesh for %s: %w", p, err)
+		return fmt.Errorf("building %s for %s: %w", pkg, p, err)
 	}
 	return nil
 }
