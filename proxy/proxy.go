@@ -48,6 +48,7 @@ import (
 
 	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/identity"
+	"github.com/meshproj/mesh/internal/exepages"
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/httpio"
 	"github.com/meshproj/mesh/proxy/metrics"
@@ -409,6 +410,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 		})
 	}
 	p.ready.Store(true)
+	// What start-up alone needed of the binary (every package's
+	// initialisation) is not needed again.
+	if _, err := exepages.Drop(); err != nil {
+		p.log.Debug("start-up pages of the binary kept", slog.Any("error", err))
+	}
 	p.log.Info("proxy ready",
 		slog.String("outbound", p.outboundLn.Addr().String()),
 		slog.String("inbound", p.inboundLn.Addr().String()),
