@@ -3,6 +3,7 @@ package httpio
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -22,7 +23,14 @@ import (
 //   - a SETTINGS frame naming a setting twice (section 6.5.3: processed in
 //     order): net/http closes the connection; the guard passes one entry
 //     per setting, with the last value, which is what processing in order
-//     leaves.
+//     leaves;
+//   - a client that resets most of the streams it opens (rapid reset,
+//     CVE-2023-44487): net/http bounds the handlers running at once, but
+//     when they keep up it starts one for every stream, and the proxy
+//     forwards requests the client has already cancelled. Once a
+//     connection has opened resetMinStreams streams and reset at least
+//     half of them, the guard closes it (Envoy's default for "premature"
+//     resets is the same ratio and count).
 //
 // It decodes header blocks with an HPACK decoder of its own, in step with
 // the server's (it sees the same blocks in the same order), and passes
@@ -41,7 +49,15 @@ type H2Guard struct {
 	started bool // the preface has passed
 	off     bool // stopped looking: everything streams
 	bad     string
+
+	// Streams the client opened and reset, for rapid reset.
+	lastStream     uint32
+	opened, resets int
 }
+
+// resetMinStreams is how many streams a connection opens before the
+// share it resets counts against it.
+const resetMinStreams = 500
 
 // maxFrame is the largest frame the guard reads whole; the proxy's HTTP/2
 // servers advertise it as SETTINGS_MAX_FRAME_SIZE.
@@ -103,6 +119,7 @@ func (g *H2Guard) Read(p []byte) (int, error) {
 const (
 	frameData         = 0x0
 	frameHeaders      = 0x1
+	frameRSTStream    = 0x3
 	frameSettings     = 0x4
 	frameContinuation = 0x9
 
@@ -130,6 +147,19 @@ func (g *H2Guard) next() error {
 	}
 	length := int(g.buf[0])<<16 | int(g.buf[1])<<8 | int(g.buf[2])
 	typ, flags := g.buf[3], g.buf[4]
+	switch stream := binary.BigEndian.Uint32(g.buf[5:9]) & 0x7fffffff; typ {
+	case frameHeaders:
+		if stream > g.lastStream { // a new stream, not trailers
+			g.lastStream = stream
+			g.opened++
+		}
+	case frameRSTStream:
+		g.resets++
+		if g.opened >= resetMinStreams && 2*g.resets >= g.opened {
+			g.bad = fmt.Sprintf("rapid reset: the client reset %d of the %d streams it opened", g.resets, g.opened)
+			return nil
+		}
+	}
 	inspect := typ == frameHeaders || typ == frameContinuation || (typ == frameSettings && flags&flagAck == 0)
 	if !inspect || length > maxFrame {
 		g.pending, g.rest = g.buf, length

@@ -3,6 +3,7 @@ package httpio
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"io"
 	"net"
 	"testing"
@@ -143,4 +144,33 @@ func FuzzH2Guard(f *testing.F) {
 			t.Fatalf("passed on %d bytes of %d", len(out), len(in))
 		}
 	})
+}
+
+func TestH2GuardClosesAConnectionThatResetsMostOfItsStreams(t *testing.T) {
+	conversation := func(streams int, resetEvery int) []byte {
+		return clientBytes(t, func(fr *http2.Framer, enc func(...string) []byte) {
+			fr.WriteSettings()
+			for i := 0; i < streams; i++ {
+				id := uint32(2*i + 1)
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: enc(request...), EndStream: true, EndHeaders: true})
+				if i%resetEvery == 0 {
+					fr.WriteRSTStream(id, http2.ErrCodeCancel)
+				}
+			}
+		})
+	}
+	// Every stream reset: refused once 500 streams have been opened.
+	in := conversation(2000, 1)
+	out, g, err := guarded(in)
+	if !errors.Is(err, ErrH2Refused) || !strings.Contains(g.Refused(), "rapid reset: the client reset 500 of the 500 streams") {
+		t.Errorf("a rapid reset: read %v, refused %q", err, g.Refused())
+	}
+	if len(out) > len(in)/3 {
+		t.Errorf("%d of the attack's %d bytes reached the server", len(out), len(in))
+	}
+	// A client that cancels one call in three keeps its connection.
+	in = conversation(2000, 3)
+	if out, g, err := guarded(in); err != nil || g.Refused() != "" || !bytes.Equal(out, in) {
+		t.Errorf("a third of the streams reset: read %v, refused %q", err, g.Refused())
+	}
 }
