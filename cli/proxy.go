@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/internal/memlimit"
 	"github.com/meshproj/mesh/pki"
@@ -112,6 +113,8 @@ finish for up to --shutdown-grace, and exits.`,
 	f.String("identity-trust-anchors-pem", "", "the trust anchors themselves, PEM (what injected pods get, as MESH_IDENTITY_TRUST_ANCHORS_PEM); instead of --identity-trust-anchors")
 	f.String("identity-token-file", "", "file holding this workload's token, read at each renewal")
 	f.Bool("require-identity", false, "refuse inbound connections that are not mesh TLS")
+	f.String("default-inbound-policy", string(discovery.AllUnauthenticated), "inbound policy for ports no Server selects, and for every port before a policy arrives: all-unauthenticated, all-authenticated, cluster-authenticated, deny or audit")
+	f.StringSlice("cluster-networks", nil, "CIDRs cluster-authenticated admits without a mesh identity (default: 10.0.0.0/8, 100.64.0.0/10, 172.16.0.0/12, 192.168.0.0/16, fd00::/8)")
 	f.StringSlice("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
 	f.Int("cores", 1, "CPU cores the proxy runs on (GOMAXPROCS); 0: what the container's CPU limit allows. GOMAXPROCS in the environment wins over the default")
 	return cmd
@@ -225,6 +228,17 @@ func (o *proxyOptions) validate(v *viper.Viper) error {
 			return usageError{err}
 		}
 		o.cfg.OutboundTCP = append(o.cfg.OutboundTCP, fwd)
+	}
+	o.cfg.DefaultInboundPolicy = discovery.DefaultPolicy(v.GetString("default-inbound-policy"))
+	if !o.cfg.DefaultInboundPolicy.Valid() {
+		return usagef("--default-inbound-policy %q: want one of %v", o.cfg.DefaultInboundPolicy, discovery.DefaultPolicies)
+	}
+	for _, c := range listOf(v, "cluster-networks") {
+		pfx, err := netip.ParsePrefix(c)
+		if err != nil {
+			return usagef("--cluster-networks: %q is not a CIDR", c)
+		}
+		o.cfg.ClusterNetworks = append(o.cfg.ClusterNetworks, pfx.Masked())
 	}
 	for _, p := range listOf(v, "opaque-ports") {
 		n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 16)

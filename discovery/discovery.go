@@ -195,6 +195,9 @@ func (s *Service) Key() Key { return Key{Host: strings.ToLower(s.Name), Port: s.
 // State is everything a backend knows at one moment.
 type State struct {
 	Services []Service
+	// Policies are inbound authorization policies, each for the proxies
+	// it names (see InboundPolicy.Identity).
+	Policies []InboundPolicy
 	// Source says where the state came from, for humans ("file /etc/mesh/discovery.yaml").
 	Source string
 	// Revision changes whenever the state does.

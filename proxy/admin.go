@@ -103,6 +103,7 @@ func (p *Proxy) Dump() adminapi.ConfigDump {
 	if s := p.discState.Load(); s != nil {
 		d.Discovery = adminapi.DiscoveryDump{Source: s.Source, Revision: s.Revision, Updated: s.Updated}
 	}
+	d.InboundPolicy = p.authz.Load().Source()
 	if r, ok := p.cfg.Discovery.(discovery.StatusReporter); ok {
 		d.Discovery.Backend = r.Status()
 	}

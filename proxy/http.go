@@ -126,6 +126,9 @@ func defaultPort(r *http.Request) uint16 {
 
 // serveInbound forwards a request to the local app.
 func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
+	if ci := infoOf(r.Context()); ci != nil && !p.admitRequest(w, r, ci) {
+		return
+	}
 	p.inboundForward.ServeHTTP(w, r)
 }
 
@@ -491,6 +494,8 @@ func grpcCode(status int) string {
 		return "3" // INVALID_ARGUMENT
 	case http.StatusMethodNotAllowed:
 		return "12" // UNIMPLEMENTED
+	case http.StatusForbidden:
+		return "7" // PERMISSION_DENIED
 	}
 	return "14" // UNAVAILABLE
 }

@@ -192,6 +192,9 @@ func (p *Proxy) serveMeshInbound(c net.Conn, target netip.AddrPort) {
 	pr := peer{tls: true, clientID: id.String()}
 	switch cs.NegotiatedProtocol {
 	case alpnTCP:
+		if !p.admitConn(tc, target.Port(), pr.clientID) {
+			return
+		}
 		server, err := net.DialTimeout("tcp", target.String(), p.cfg.ConnectTimeout)
 		if err != nil {
 			p.metrics.HTTPErrors.WithLabelValues(inbound.String(), "connect_failed").Inc()

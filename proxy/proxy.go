@@ -49,6 +49,7 @@ import (
 	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/internal/exepages"
+	"github.com/meshproj/mesh/proxy/authz"
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/httpio"
 	"github.com/meshproj/mesh/proxy/metrics"
@@ -112,6 +113,13 @@ type Config struct {
 	TrustAnchors *x509.CertPool
 	// RequireIdentity refuses inbound connections that are not mesh TLS.
 	RequireIdentity bool
+	// DefaultInboundPolicy is what inbound traffic meets on a port no
+	// Server of the workload's policy selects, and on every port before a
+	// policy has arrived (empty: all-unauthenticated). ClusterNetworks are
+	// what cluster-authenticated admits without an identity (nil: the
+	// private ranges).
+	DefaultInboundPolicy discovery.DefaultPolicy
+	ClusterNetworks      []netip.Prefix
 	// Labels are added to every metric (workload labels).
 	Labels map[string]string
 	Log    *slog.Logger
@@ -148,6 +156,8 @@ type Proxy struct {
 
 	services  atomic.Pointer[serviceTable]
 	discState atomic.Pointer[discovery.State]
+	// authz is the inbound policy in force.
+	authz atomic.Pointer[authz.Policy]
 	// onDemand is the discovery backend when it learns services as they
 	// are asked for (xDS); nil for one that knows them all (the file).
 	onDemand discovery.OnDemand
@@ -227,6 +237,12 @@ func New(cfg Config) (*Proxy, error) {
 		p.opaque[port] = true
 	}
 	p.services.Store(&serviceTable{byKey: map[discovery.Key]*service{}, byVIP: map[netip.AddrPort]*service{}})
+	// Until a policy arrives, the default alone: fail closed under deny.
+	pol, err := authz.Compile(nil, cfg.DefaultInboundPolicy, cfg.ClusterNetworks)
+	if err != nil {
+		return nil, err
+	}
+	p.authz.Store(pol)
 	p.transports = newTransports(cfg.ConnectTimeout, cfg.IdleTimeout, cfg.MaxConnsPerEndpoint)
 	if err := p.bindListeners(); err != nil {
 		return nil, err

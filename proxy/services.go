@@ -152,6 +152,7 @@ func (p *Proxy) apply(s discovery.State) {
 		endpoints += len(d.Endpoints)
 	}
 	p.services.Store(next)
+	p.applyPolicy(&s)
 	p.discState.Store(&s)
 	p.metrics.DiscoveryUpdates.Inc()
 	p.metrics.DiscoveryServices.Set(float64(len(s.Services)))

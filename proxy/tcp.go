@@ -107,6 +107,9 @@ func (p *Proxy) forwardOriginalDst(c net.Conn, dst netip.AddrPort, _ []byte) {
 
 // forwardInboundTCP forwards an opaque connection to the local app.
 func (p *Proxy) forwardInboundTCP(c net.Conn, target netip.AddrPort) {
+	if !p.admitConn(c, target.Port(), "") {
+		return
+	}
 	p.dialAndPipe(c, inbound, target.String())
 }
 

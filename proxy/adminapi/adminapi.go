@@ -20,7 +20,10 @@ type ConfigDump struct {
 	Identity  *IdentityDump `json:"identity,omitempty"`
 	Discovery DiscoveryDump `json:"discovery"`
 	Listeners ListenerDump  `json:"listeners"`
-	Services  []ServiceDump `json:"services"`
+	// InboundPolicy is who may reach the workload through the proxy, as in
+	// force (the default, and a Server per port it selects).
+	InboundPolicy discovery.InboundPolicy `json:"inboundPolicy"`
+	Services      []ServiceDump           `json:"services"`
 }
 
 // IdentityDump is the proxy's own identity and certificate.

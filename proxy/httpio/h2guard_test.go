@@ -3,9 +3,9 @@ package httpio
 import (
 	"bytes"
 	"errors"
-	"strings"
 	"io"
 	"net"
+	"strings"
 	"testing"
 
 	"golang.org/x/net/http2"

@@ -54,6 +54,13 @@ type Metrics struct {
 	ConnectionsRefused *prometheus.CounterVec
 	ConnectionsEvicted *prometheus.CounterVec
 
+	// Inbound authorization: what the policy admitted and refused (audit
+	// "true": refused by the policy, let through because it is in audit
+	// mode). Server is "" for a port no Server selects.
+	HTTPAuthzAllow *prometheus.CounterVec
+	HTTPAuthzDeny  *prometheus.CounterVec
+	TCPAuthzDeny   *prometheus.CounterVec
+
 	DiscoveryUpdates   prometheus.Counter
 	DiscoveryServices  prometheus.Gauge
 	DiscoveryEndpoints prometheus.Gauge
@@ -122,6 +129,15 @@ func New(constLabels map[string]string) *Metrics {
 		ConnectionsEvicted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "listener_connections_evicted_total", Help: "Connections closed to make room for a new one at the listener's bound, by what they were doing (fresh: no whole request yet; idle: between requests).",
 		}, []string{Listener, "state"}),
+		HTTPAuthzAllow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbound_http_authz_allow_total", Help: "Inbound HTTP requests the authorization policy admitted, by server and authorization policy (both empty: the default policy).",
+		}, []string{"server", "authorization_policy"}),
+		HTTPAuthzDeny: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbound_http_authz_deny_total", Help: "Inbound HTTP requests the authorization policy refused (audit=\"true\": would have refused, and let through in audit mode), by server and reason.",
+		}, []string{"server", Reason, "audit"}),
+		TCPAuthzDeny: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbound_tcp_authz_deny_total", Help: "Inbound opaque TCP connections the authorization policy refused (audit=\"true\": let through in audit mode), by server and reason.",
+		}, []string{"server", Reason, "audit"}),
 		DiscoveryUpdates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "discovery_updates_total", Help: "Discovery states applied.",
 		}),
@@ -136,7 +152,7 @@ func New(constLabels map[string]string) *Metrics {
 		m.TCPOpenTotal, m.TCPOpenConnections, m.TCPCloseTotal, m.TCPReadBytes, m.TCPWriteBytes,
 		m.RetryTotal, m.RetryBudgetExhausted, m.RequestTimeouts, m.LoadShed,
 		m.EndpointEjections, m.EndpointRestorations, m.EndpointsEjectedGauge,
-		m.ConnectionsRefused, m.ConnectionsEvicted,
+		m.ConnectionsRefused, m.ConnectionsEvicted, m.HTTPAuthzAllow, m.HTTPAuthzDeny, m.TCPAuthzDeny,
 		m.DiscoveryUpdates, m.DiscoveryServices, m.DiscoveryEndpoints)
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m

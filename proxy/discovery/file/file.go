@@ -30,13 +30,14 @@ func Load(path string) (discovery.State, []byte, error) {
 	if err != nil {
 		return discovery.State{}, nil, fmt.Errorf("reading discovery file: %w", err)
 	}
-	services, err := Parse(path, data)
+	services, policies, err := ParseAll(path, data)
 	if err != nil {
 		return discovery.State{}, nil, err
 	}
 	sum := sha256.Sum256(data)
 	return discovery.State{
 		Services: services,
+		Policies: policies,
 		Source:   "file " + path,
 		Revision: hex.EncodeToString(sum[:6]),
 		Updated:  time.Now(),

@@ -22,7 +22,8 @@ import (
 
 // document is the file's schema. Field names follow Kubernetes style.
 type document struct {
-	Services []service `yaml:"services"`
+	Services []service       `yaml:"services"`
+	Policies []inboundPolicy `yaml:"policies"`
 }
 
 type service struct {
@@ -103,17 +104,24 @@ var (
 	dnsName  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
 )
 
-// Parse reads a discovery file's contents; name is used in errors.
+// Parse reads a discovery file's services; name is used in errors.
 func Parse(name string, data []byte) ([]discovery.Service, error) {
+	services, _, err := ParseAll(name, data)
+	return services, err
+}
+
+// ParseAll reads a discovery file's services and inbound policies; name
+// is used in errors.
+func ParseAll(name string, data []byte) ([]discovery.Service, []discovery.InboundPolicy, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(name, err)
+		return nil, nil, yamlError(name, err)
 	}
 	var doc document
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(name, err)
+		return nil, nil, yamlError(name, err)
 	}
 	ps := &parser{root: &root, fail: func(line int, format string, args ...any) error {
 		return &Error{File: name, Line: line, Msg: fmt.Sprintf(format, args...)}
@@ -123,15 +131,19 @@ func Parse(name string, data []byte) ([]discovery.Service, error) {
 	for i, s := range doc.Services {
 		svc, err := ps.service(i, s)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if prev, dup := seen[svc.Key()]; dup {
-			return nil, ps.fail(ps.at("services", i, "name"), "service %s is listed twice (also services[%d])", svc.Key(), prev)
+			return nil, nil, ps.fail(ps.at("services", i, "name"), "service %s is listed twice (also services[%d])", svc.Key(), prev)
 		}
 		seen[svc.Key()] = i
 		out = append(out, svc)
 	}
-	return out, nil
+	policies, err := ps.policies(doc.Policies)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, policies, nil
 }
 
 // parser checks a discovery file's services, naming the line of each
