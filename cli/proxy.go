@@ -114,6 +114,7 @@ finish for up to --shutdown-grace, and exits.`,
 	f.String("identity-token-file", "", "file holding this workload's token, read at each renewal")
 	f.Bool("require-identity", false, "refuse inbound connections that are not mesh TLS")
 	f.String("default-inbound-policy", string(discovery.AllUnauthenticated), "inbound policy for ports no Server selects, and for every port before a policy arrives: all-unauthenticated, all-authenticated, cluster-authenticated, deny or audit")
+	f.String("inbound-probes", "", "the app's HTTP probes, PORT:/PATH,... (what inject writes from the pod's probes): let through whatever the inbound policy")
 	f.StringSlice("cluster-networks", nil, "CIDRs cluster-authenticated admits without a mesh identity (default: 10.0.0.0/8, 100.64.0.0/10, 172.16.0.0/12, 192.168.0.0/16, fd00::/8)")
 	f.StringSlice("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
 	f.Int("cores", 1, "CPU cores the proxy runs on (GOMAXPROCS); 0: what the container's CPU limit allows. GOMAXPROCS in the environment wins over the default")
@@ -233,6 +234,11 @@ func (o *proxyOptions) validate(v *viper.Viper) error {
 	if !o.cfg.DefaultInboundPolicy.Valid() {
 		return usagef("--default-inbound-policy %q: want one of %v", o.cfg.DefaultInboundPolicy, discovery.DefaultPolicies)
 	}
+	probes, err := proxy.ParseProbes(v.GetString("inbound-probes"))
+	if err != nil {
+		return usagef("--inbound-probes: %v", err)
+	}
+	o.cfg.InboundProbes = probes
 	for _, c := range listOf(v, "cluster-networks") {
 		pfx, err := netip.ParsePrefix(c)
 		if err != nil {

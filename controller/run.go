@@ -42,7 +42,10 @@ type Config struct {
 	WebhookCertFile, WebhookKeyFile               string
 	// ProxyVersion is the proxy image the webhook injects.
 	ProxyVersion string
-	Log          *slog.Logger
+	// DefaultInboundPolicy is what the webhook gives proxies unless an
+	// annotation says otherwise.
+	DefaultInboundPolicy string
+	Log                  *slog.Logger
 }
 
 // Validate reports what is missing or wrong.
@@ -73,6 +76,7 @@ func (c *Config) InjectOptions(anchors string) inject.Options {
 	}
 	opt.IdentityAddr = svc("mesh-identity", 8443)
 	opt.DiscoveryAddr = svc("mesh-destination", 8086)
+	opt.DefaultInboundPolicy = c.DefaultInboundPolicy
 	return opt
 }
 
@@ -107,7 +111,7 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	dest := &Destination{Client: c.Client, ClusterDomain: c.ClusterDomain, TrustDomain: c.TrustDomain, Log: c.Log}
-	wh := &Webhook{Options: c.InjectOptions(anchors), Log: c.Log}
+	wh := &Webhook{Options: c.InjectOptions(anchors), Log: c.Log, Client: c.Client}
 	whMux := http.NewServeMux()
 	whMux.Handle("POST /inject", wh)
 	ready := func() error {

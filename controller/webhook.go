@@ -1,15 +1,20 @@
 package controller
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshproj/mesh/inject"
 	"github.com/meshproj/mesh/kubeapi"
+	"github.com/meshproj/mesh/wellknown"
 )
 
 // Webhook is the mutating admission webhook: it runs the inject package
@@ -17,6 +22,10 @@ import (
 type Webhook struct {
 	Options inject.Options
 	Log     *slog.Logger
+	// Client reads the pod's namespace, whose config.mesh.io/ annotations
+	// (such as default-inbound-policy) apply below the workload's; nil:
+	// none are read.
+	Client *kubeapi.Client
 	// Injected and Skipped count decisions, for metrics.
 	Injected, Skipped, Failed atomic.Int64
 }
@@ -76,7 +85,23 @@ func (wh *Webhook) mutate(req *kubeapi.AdmissionRequest) ([]byte, inject.Result,
 	if meta["namespace"] == nil {
 		meta["namespace"] = req.Namespace // pods of controllers arrive without one
 	}
-	results, err := inject.Inject(pod, wh.Options)
+	opt := wh.Options
+	if wh.Client != nil {
+		ns := fmt.Sprint(meta["namespace"])
+		var n kubeapi.Namespace
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := wh.Client.Do(ctx, "GET", "/api/v1/namespaces/"+url.PathEscape(ns), nil, &n); err != nil {
+			return nil, inject.Result{}, fmt.Errorf("reading namespace %s for its config.mesh.io/ annotations: %w", ns, err)
+		}
+		opt.NamespaceConfig = map[string]string{}
+		for k, v := range n.Metadata.Annotations {
+			if key, ok := strings.CutPrefix(k, wellknown.ConfigPrefix); ok {
+				opt.NamespaceConfig[key] = v
+			}
+		}
+	}
+	results, err := inject.Inject(pod, opt)
 	if err != nil {
 		return nil, inject.Result{}, err
 	}

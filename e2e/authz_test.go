@@ -237,3 +237,32 @@ policies:
 		return err == nil && out == "app answered GET /ok\n"
 	})
 }
+
+// Under deny the kubelet's probes still reach the app: the paths inject
+// read from the pod's probes, by GET or HEAD, and nothing else.
+func TestProbesGetThroughADenyPolicy(t *testing.T) {
+	app := startBackend(t, "app")
+	_, port, _ := net.SplitHostPort(app.addr)
+	server := startProxy(t, proxyOpts{discovery: "services: []\n",
+		args: []string{"--inbound-forward", app.addr, "--default-inbound-policy", "deny", "--inbound-probes", port + ":/ready," + port + ":/live"}})
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/ready", 200}, {"HEAD", "/live", 200}, {"GET", "/ready/more", 403}, {"POST", "/ready", 403}, {"GET", "/", 403},
+	} {
+		req, _ := http.NewRequest(c.method, "http://"+server.inbound+c.path, nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s %s under deny: %s; want %d", c.method, c.path, resp.Status, c.want)
+		}
+	}
+	if m := server.metrics(t); !strings.Contains(m, `inbound_http_authz_allow_total{authorization_policy="probe",server=""} 2`) {
+		t.Errorf("the probes let through were not counted")
+	}
+}

@@ -54,6 +54,13 @@ type Options struct {
 	// a ConfigMap only from its own namespace, and the anchors live in the
 	// control plane's. Inject refuses to work without them.
 	TrustAnchors string
+	// DefaultInboundPolicy is the install's default inbound policy; a
+	// config.mesh.io/default-inbound-policy annotation (pod template,
+	// workload, then NamespaceConfig) wins. Empty: the proxy's own.
+	DefaultInboundPolicy string
+	// NamespaceConfig are the config.mesh.io/ annotations of the
+	// workload's namespace (the webhook reads them), below the workload's.
+	NamespaceConfig map[string]string
 }
 
 // DefaultOptions are what `mesh inject` uses without flags.
@@ -350,6 +357,44 @@ func joinPorts(parts ...string) string {
 	return strings.Join(out, ",")
 }
 
+// probes lists the HTTP probes of the app's containers as PORT:PATH,
+// named ports resolved through the container's ports.
+func probes(tmpl obj) string {
+	var out []string
+	containers, _ := get(tmpl, "spec", "containers").([]any)
+	for _, c := range containers {
+		c, _ := c.(obj)
+		if c == nil || c["name"] == wellknown.ProxyContainer {
+			continue
+		}
+		named := map[string]string{}
+		ports, _ := c["ports"].([]any)
+		for _, p := range ports {
+			if p, _ := p.(obj); p != nil && str(p["name"]) != "" {
+				named[str(p["name"])] = fmt.Sprint(p["containerPort"])
+			}
+		}
+		for _, kind := range []string{"startupProbe", "livenessProbe", "readinessProbe"} {
+			hg, _ := get(c, kind, "httpGet").(obj)
+			if hg == nil {
+				continue
+			}
+			port := fmt.Sprint(hg["port"])
+			if n, ok := named[port]; ok {
+				port = n
+			}
+			path := str(hg["path"])
+			if path == "" {
+				path = "/"
+			}
+			if entry := port + ":" + path; !slices.Contains(out, entry) {
+				out = append(out, entry)
+			}
+		}
+	}
+	return strings.Join(out, ",")
+}
+
 func fieldEnv(name, path string) obj {
 	return obj{"name": name, "valueFrom": obj{"fieldRef": obj{"fieldPath": path}}}
 }
@@ -376,6 +421,19 @@ func proxyContainer(o, tmpl obj, opt Options, image string) obj {
 	}
 	if v := config(o, tmpl, wellknown.OpaquePorts, ""); v != "" {
 		envs = append(envs, env("MESH_OPAQUE_PORTS", v))
+	}
+	def := opt.DefaultInboundPolicy
+	if v := opt.NamespaceConfig[wellknown.DefaultInboundPolicy]; v != "" {
+		def = v
+	}
+	if v := config(o, tmpl, wellknown.DefaultInboundPolicy, def); v != "" {
+		envs = append(envs, env("MESH_DEFAULT_INBOUND_POLICY", v))
+	}
+	// The kubelet's probes reach the app through the proxy, from the
+	// node: they are let through whatever the policy, as the pod's owner
+	// wrote them.
+	if v := probes(tmpl); v != "" {
+		envs = append(envs, env("MESH_INBOUND_PROBES", v))
 	}
 	requests := obj{"cpu": config(o, tmpl, wellknown.ProxyCPURequest, "100m"), "memory": config(o, tmpl, wellknown.ProxyMemRequest, "20Mi")}
 	limits := obj{"memory": config(o, tmpl, wellknown.ProxyMemLimit, "250Mi")}

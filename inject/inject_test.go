@@ -203,3 +203,62 @@ func TestInjectRefusesToInjectWithoutTrustAnchors(t *testing.T) {
 		t.Fatalf("a Service needs no anchors: %v", err)
 	}
 }
+
+// proxyEnv injects a pod and returns its proxy's environment.
+func proxyEnv(t *testing.T, pod string, o Options) map[string]string {
+	t.Helper()
+	out, _, err := Transform([]Input{{Name: "pod.yaml", Data: []byte(pod)}}, func(x obj) ([]Result, error) { return Inject(x, o) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := decodeAll(t, Input{Name: "out.yaml", Data: out})
+	env := map[string]string{}
+	inits, _ := get(docs[0], "spec", "initContainers").([]any)
+	for _, c := range inits {
+		if c := c.(obj); c["name"] == wellknown.ProxyContainer {
+			for _, e := range c["env"].([]any) {
+				e := e.(obj)
+				env[str(e["name"])] = str(e["value"])
+			}
+		}
+	}
+	return env
+}
+
+func TestTheAppsProbesAndTheDefaultPolicyReachTheProxy(t *testing.T) {
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  annotations: {%s}
+spec:
+  containers:
+  - name: app
+    image: web:1
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /ready, port: http}}
+    livenessProbe: {httpGet: {path: /live, port: 8081}}
+    startupProbe: {tcpSocket: {port: 8080}}
+`
+	o := opts()
+	o.DefaultInboundPolicy = "all-authenticated"
+	env := proxyEnv(t, strings.Replace(pod, "%s", "", 1), o)
+	if got := env["MESH_INBOUND_PROBES"]; got != "8081:/live,8080:/ready" {
+		t.Errorf("probes %q; want the HTTP probes, named ports resolved", got)
+	}
+	if got := env["MESH_DEFAULT_INBOUND_POLICY"]; got != "all-authenticated" {
+		t.Errorf("default policy %q; want the install's", got)
+	}
+	o.NamespaceConfig = map[string]string{wellknown.DefaultInboundPolicy: "cluster-authenticated"}
+	if got := proxyEnv(t, strings.Replace(pod, "%s", "", 1), o)["MESH_DEFAULT_INBOUND_POLICY"]; got != "cluster-authenticated" {
+		t.Errorf("default policy %q; want the namespace's over the install's", got)
+	}
+	annotated := strings.Replace(pod, "%s", `config.mesh.io/default-inbound-policy: deny`, 1)
+	if got := proxyEnv(t, annotated, o)["MESH_DEFAULT_INBOUND_POLICY"]; got != "deny" {
+		t.Errorf("default policy %q; want the pod's own over the namespace's", got)
+	}
+	o.DefaultInboundPolicy, o.NamespaceConfig = "", nil
+	if _, set := proxyEnv(t, strings.Replace(pod, "%s", "", 1), o)["MESH_DEFAULT_INBOUND_POLICY"]; set {
+		t.Error("with no default anywhere, the proxy's own should stand")
+	}
+}

@@ -102,6 +102,7 @@ func vars(v Values, m *Material, valuesYAML string) map[string]string {
 		"controller.memoryRequest": v.Controller.MemoryRequest, "controller.memoryLimit": v.Controller.MemoryLimit,
 		"controller.logLevel": v.Controller.LogLevel, "identity.externalIssuer": b(v.Identity.ExternalIssuer),
 		"identity.certLifetime": v.Identity.CertLifetime, "webhook.failurePolicy": v.Webhook.FailurePolicy,
+		"policy.defaultInbound":  v.Policy.DefaultInbound,
 		"webhook.timeoutSeconds": strconv.Itoa(v.Webhook.TimeoutSeconds), "prometheusOperator": b(v.PrometheusOperator),
 		"dashboards": b(v.Dashboards), "valuesYAML": valuesYAML,
 		"m.trustAnchors": m.TrustAnchors, "m.issuerCert": m.IssuerCert, "m.issuerKey": m.IssuerKey,

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/wellknown"
 )
 
@@ -29,6 +30,7 @@ type Values struct {
 	Controller  Controller `yaml:"controller"`
 	Identity    Identity   `yaml:"identity"`
 	Webhook     Webhook    `yaml:"webhook"`
+	Policy      Policy     `yaml:"policy"`
 	// PrometheusOperator renders a PodMonitor for proxies and a
 	// ServiceMonitor for the controller.
 	PrometheusOperator bool `yaml:"prometheusOperator"`
@@ -56,6 +58,14 @@ type Identity struct {
 	IssuerLifetime string `yaml:"issuerLifetime"`
 }
 
+// Policy configures inbound authorization.
+type Policy struct {
+	// DefaultInbound is every proxy's policy for ports no Server selects,
+	// unless a namespace or workload says otherwise with the
+	// config.mesh.io/default-inbound-policy annotation.
+	DefaultInbound string `yaml:"defaultInbound"`
+}
+
 // Webhook configures the injection webhook.
 type Webhook struct {
 	FailurePolicy  string `yaml:"failurePolicy"`
@@ -69,6 +79,7 @@ func DefaultValues(version string) Values {
 		Controller: Controller{Replicas: 1, CPURequest: "100m", MemoryRequest: "50Mi", MemoryLimit: "250Mi", LogLevel: "info"},
 		Identity:   Identity{CertLifetime: "24h", IssuerLifetime: "8760h"},
 		Webhook:    Webhook{FailurePolicy: "Fail", TimeoutSeconds: 10},
+		Policy:     Policy{DefaultInbound: string(discovery.AllUnauthenticated)},
 	}
 }
 
@@ -142,6 +153,9 @@ func (v *Values) Validate() error {
 	case "Fail", "Ignore":
 	default:
 		return fmt.Errorf("webhook.failurePolicy must be Fail or Ignore, got %q", v.Webhook.FailurePolicy)
+	}
+	if !discovery.DefaultPolicy(v.Policy.DefaultInbound).Valid() {
+		return fmt.Errorf("policy.defaultInbound %q: want one of %v", v.Policy.DefaultInbound, discovery.DefaultPolicies)
 	}
 	if v.Webhook.TimeoutSeconds < 1 || v.Webhook.TimeoutSeconds > 30 {
 		return fmt.Errorf("webhook.timeoutSeconds must be 1-30, got %d", v.Webhook.TimeoutSeconds)

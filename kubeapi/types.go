@@ -143,3 +143,8 @@ type AdmissionResponse struct {
 	PatchType *string  `json:"patchType,omitempty"`
 	Warnings  []string `json:"warnings,omitempty"`
 }
+
+// Namespace is the part of a namespace the webhook reads: its annotations.
+type Namespace struct {
+	Metadata ObjectMeta `json:"metadata"`
+}

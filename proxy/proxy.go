@@ -120,9 +120,36 @@ type Config struct {
 	// private ranges).
 	DefaultInboundPolicy discovery.DefaultPolicy
 	ClusterNetworks      []netip.Prefix
+	// InboundProbes are the app's HTTP probes (port and path): the
+	// kubelet's GET or HEAD to one is let through whatever the policy.
+	InboundProbes []Probe
 	// Labels are added to every metric (workload labels).
 	Labels map[string]string
 	Log    *slog.Logger
+}
+
+// Probe is an HTTP probe of the app: a port and an exact path.
+type Probe struct {
+	Port uint16
+	Path string
+}
+
+// ParseProbes reads PORT:PATH entries, comma-separated, as inject writes
+// them (MESH_INBOUND_PROBES).
+func ParseProbes(s string) ([]Probe, error) {
+	var out []Probe
+	for _, entry := range strings.Split(s, ",") {
+		if entry = strings.TrimSpace(entry); entry == "" {
+			continue
+		}
+		port, path, ok := strings.Cut(entry, ":")
+		n, err := strconv.ParseUint(port, 10, 16)
+		if !ok || err != nil || n == 0 || !strings.HasPrefix(path, "/") {
+			return nil, fmt.Errorf("probe %q: want PORT:/PATH, such as 8080:/ready", entry)
+		}
+		out = append(out, Probe{Port: uint16(n), Path: path})
+	}
+	return out, nil
 }
 
 // TCPForward is one local opaque-TCP listener bound to a service.
@@ -156,8 +183,10 @@ type Proxy struct {
 
 	services  atomic.Pointer[serviceTable]
 	discState atomic.Pointer[discovery.State]
-	// authz is the inbound policy in force.
-	authz atomic.Pointer[authz.Policy]
+	// authz is the inbound policy in force; probes the app's probes, let
+	// through whatever it says.
+	authz  atomic.Pointer[authz.Policy]
+	probes map[Probe]bool
 	// onDemand is the discovery backend when it learns services as they
 	// are asked for (xDS); nil for one that knows them all (the file).
 	onDemand discovery.OnDemand
@@ -243,6 +272,10 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p.authz.Store(pol)
+	p.probes = map[Probe]bool{}
+	for _, pr := range cfg.InboundProbes {
+		p.probes[pr] = true
+	}
 	p.transports = newTransports(cfg.ConnectTimeout, cfg.IdleTimeout, cfg.MaxConnsPerEndpoint)
 	if err := p.bindListeners(); err != nil {
 		return nil, err

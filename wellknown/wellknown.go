@@ -63,11 +63,14 @@ const (
 	ProxyMemLimit     = "proxy-memory-limit"
 	ProxyLogLevel     = "proxy-log-level"
 	ProxyImage        = "proxy-image"
+	// DefaultInboundPolicy is the proxy's inbound policy for ports no
+	// Server selects (see discovery.DefaultPolicy).
+	DefaultInboundPolicy = "default-inbound-policy"
 )
 
 // ConfigKeys lists every config key, in the order flags are documented.
 var ConfigKeys = []string{SkipInboundPorts, SkipOutboundPorts, SkipOutboundCIDRs, OpaquePorts,
-	ProxyCPURequest, ProxyCPULimit, ProxyMemRequest, ProxyMemLimit, ProxyLogLevel, ProxyImage}
+	ProxyCPURequest, ProxyCPULimit, ProxyMemRequest, ProxyMemLimit, ProxyLogLevel, ProxyImage, DefaultInboundPolicy}
 
 // TokenAudience is the audience of the ServiceAccount token the proxy shows
 // the identity service.

@@ -45,6 +45,7 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 				WebhookAddr: v.GetString("webhook-addr"), AdminAddr: v.GetString("admin-addr"),
 				WebhookCertFile: v.GetString("webhook-cert-file"), WebhookKeyFile: v.GetString("webhook-key-file"),
 				ProxyVersion: cli.ProxyVersion(v.GetString("proxy-version")), Log: log,
+				DefaultInboundPolicy: v.GetString("default-inbound-policy"),
 			}
 			if err := c.Validate(); err != nil {
 				return cli.UsageError(err)
@@ -66,6 +67,7 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 	f.String("webhook-cert-file", "/var/run/mesh/webhook/tls.crt", "webhook serving certificate")
 	f.String("webhook-key-file", "/var/run/mesh/webhook/tls.key", "webhook serving key")
 	f.String("proxy-version", "", "proxy version the webhook injects (default: this binary's)")
+	f.String("default-inbound-policy", "all-unauthenticated", "the inbound policy the webhook gives proxies for ports no Server selects, unless a namespace or workload annotation config.mesh.io/default-inbound-policy says otherwise")
 	return cmd
 }
 

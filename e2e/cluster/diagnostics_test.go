@@ -262,3 +262,40 @@ current-context: viewer
 		t.Errorf("with pods/portforward granted, mesh stat through the exec plugin: %v\n%s%s", err, stderr, out)
 	}
 }
+
+// A namespace that asks for deny: its pods still start, because the
+// kubelet's probes get through, and every caller is refused, told why.
+func denyNamespaceStep(t *testing.T) {
+	const ns = "locked"
+	kubectl(t, fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata:
+  name: %s
+  labels: {mesh.io/inject: enabled}
+  annotations: {config.mesh.io/default-inbound-policy: deny}
+`, ns), "apply", "-f", "-")
+	kubectl(t, appManifest(ns), "apply", "-f", "-")
+	// Ready means the readiness probe passed through the proxy.
+	kubectl(t, "", "-n", ns, "rollout", "status", "deploy/server", "--timeout=180s")
+	checkMeshed(t, ns, "server")
+	env := kubectl(t, "", "-n", ns, "get", "pods", "-l", "app=server", "-o",
+		`jsonpath={.items[0].spec.initContainers[?(@.name=="mesh-proxy")].env[?(@.name=="MESH_DEFAULT_INBOUND_POLICY")].value} {.items[0].spec.initContainers[?(@.name=="mesh-proxy")].env[?(@.name=="MESH_INBOUND_PROBES")].value}`)
+	if env != "deny 8080:/ready" {
+		t.Errorf("the server's proxy has policy and probes %q; want the namespace's deny and the app's readiness probe", env)
+	}
+	kubectl(t, clientJob(ns, "denied", 3, 5), "apply", "-f", "-")
+	deadline := time.Now().Add(2 * time.Minute)
+	for kubectl(t, "", "-n", ns, "get", "job", "denied", "-o", "jsonpath={.status.failed}") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client in a deny namespace did not fail:\n%s", describe(ns))
+		}
+		time.Sleep(time.Second)
+	}
+	logs := kubectl(t, "", "-n", ns, "logs", "job/denied", "-c", "app")
+	for _, want := range []string{"status 403: refused by the default policy deny on port 8080: the default policy denies it (spiffe://cluster.local/ns/locked/sa/client from 10.199.0.", "PermissionDenied"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the client was not told %q:\n%s", want, logs)
+		}
+	}
+	kubectl(t, "", "delete", "namespace", ns, "--wait=true", "--timeout=120s")
+}
