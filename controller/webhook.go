@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,7 +46,15 @@ func (wh *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := review.Request
 	resp := &kubeapi.AdmissionResponse{UID: req.UID, Allowed: true}
 	patch, result, err := wh.mutate(req)
+	var ce *inject.ConfigError
 	switch {
+	case errors.As(err, &ce):
+		// The owner asked for something the proxy cannot do: say so, rather
+		// than admit the pod without the protection it asked for.
+		wh.Failed.Add(1)
+		wh.Log.Info("pod refused: its mesh settings are wrong", slog.String("namespace", req.Namespace), slog.Any("error", err))
+		resp.Allowed = false
+		resp.Result = &kubeapi.Status{Code: http.StatusBadRequest, Message: "mesh: " + err.Error()}
 	case err != nil:
 		// Never block a pod for a fault of ours: admit it unmeshed and say why.
 		wh.Failed.Add(1)

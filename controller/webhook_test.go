@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/meshproj/mesh/inject"
@@ -21,7 +22,7 @@ func review(t *testing.T, wh *Webhook, pod string) *kubeapi.AdmissionResponse {
 	if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil || out.Response == nil {
 		t.Fatalf("answer %q: %v", w.Body.String(), err)
 	}
-	if out.Response.UID != "u-1" || !out.Response.Allowed {
+	if out.Response.UID != "u-1" {
 		t.Fatalf("response %+v", out.Response)
 	}
 	return out.Response
@@ -55,7 +56,22 @@ func TestWebhookPatchesPodsAndLeavesOthersAlone(t *testing.T) {
 	if broken.Patch != nil || len(broken.Warnings) == 0 || wh.Failed.Load() != 1 {
 		t.Errorf("a pod that cannot be injected must be admitted unchanged, with a warning: %+v", broken)
 	}
+	if !resp.Allowed || !skipped.Allowed || !broken.Allowed {
+		t.Errorf("a pod was refused: %+v %+v %+v", resp, skipped, broken)
+	}
 	if wh.Injected.Load() != 1 || wh.Skipped.Load() != 1 {
 		t.Errorf("counts: injected %d skipped %d", wh.Injected.Load(), wh.Skipped.Load())
+	}
+}
+
+// A pod whose mesh settings the proxy cannot run with is refused, saying
+// which: admitted unmeshed, it would lack the protection it asked for.
+func TestWebhookRefusesAPodWithABadPolicySetting(t *testing.T) {
+	opt := inject.DefaultOptions("v1")
+	opt.TrustAnchors = "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"
+	wh := &Webhook{Options: opt, Log: slog.New(slog.DiscardHandler)}
+	resp := review(t, wh, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","annotations":{"config.mesh.io/default-inbound-policy":"denny"}},"spec":{"containers":[{"name":"web","image":"web:1"}]}}`)
+	if resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, `mesh: pod/web: the pod template's annotation config.mesh.io/default-inbound-policy is "denny"`) {
+		t.Errorf("response %+v; want the pod refused, saying why", resp)
 	}
 }

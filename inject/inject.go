@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/wellknown"
 )
 
@@ -162,6 +163,9 @@ func Inject(o obj, opt Options) ([]Result, error) {
 	}
 	if strings.TrimSpace(opt.TrustAnchors) == "" {
 		return nil, errors.New("no trust anchors to give the proxy (mesh inject reads them from the cluster, or from --identity-trust-anchors-file)")
+	}
+	if err := checkConfig(o, tmpl, opt); err != nil {
+		return nil, err
 	}
 	r := &recorder{Annotations: map[string]*string{}}
 	injectPod(tmpl, spec, o, opt, r)
@@ -355,6 +359,50 @@ func joinPorts(parts ...string) string {
 		}
 	}
 	return strings.Join(out, ",")
+}
+
+// ConfigError is a config.mesh.io/ setting the proxy could not run with.
+// The webhook refuses the pod for it rather than admit it unmeshed: an
+// unmeshed pod would not have the protection its owner asked for.
+type ConfigError struct {
+	Ref   string // the workload
+	Where string // the flag or annotation that says it
+	Value string
+	Want  string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%s: %s is %q: want one of %s", e.Ref, e.Where, e.Value, e.Want)
+}
+
+// checkConfig refuses a setting the proxy would not start with: the one in
+// force (the first of flag, pod template, workload and namespace).
+func checkConfig(o, tmpl obj, opt Options) error {
+	key := wellknown.DefaultInboundPolicy
+	ann := wellknown.ConfigPrefix + key
+	for _, c := range []struct{ where, value string }{
+		{"flag --" + key, opt.Config[key]},
+		{"the pod template's annotation " + ann, str(get(tmpl, "metadata", "annotations", ann))},
+		{"the workload's annotation " + ann, str(get(o, "metadata", "annotations", ann))},
+		{"the namespace's annotation " + ann, opt.NamespaceConfig[key]},
+	} {
+		if c.value == "" {
+			continue
+		}
+		if !discovery.DefaultPolicy(c.value).Valid() {
+			return &ConfigError{Ref: Ref(o), Where: c.where, Value: c.value, Want: joinPolicies()}
+		}
+		return nil
+	}
+	return nil
+}
+
+func joinPolicies() string {
+	var names []string
+	for _, p := range discovery.DefaultPolicies {
+		names = append(names, string(p))
+	}
+	return strings.Join(names, ", ")
 }
 
 // probes lists the HTTP probes of the app's containers as PORT:PATH,

@@ -262,3 +262,37 @@ spec:
 		t.Error("with no default anywhere, the proxy's own should stand")
 	}
 }
+
+func TestABadDefaultPolicyIsRefusedWhereverItIsWritten(t *testing.T) {
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  annotations: {%s}
+spec:
+  containers: [{name: app, image: web:1}]
+`
+	inject := func(p string, o Options) error {
+		_, _, err := Transform([]Input{{Name: "pod.yaml", Data: []byte(p)}}, func(x obj) ([]Result, error) { return Inject(x, o) })
+		return err
+	}
+	o := opts()
+	err := inject(strings.Replace(pod, "%s", "config.mesh.io/default-inbound-policy: denny", 1), o)
+	if err == nil || !strings.Contains(err.Error(), `pod.yaml: document 1, line 1: pod/web: the pod template's annotation config.mesh.io/default-inbound-policy is "denny": want one of all-unauthenticated, all-authenticated, cluster-authenticated, deny, audit`) {
+		t.Errorf("a bad annotation: %v", err)
+	}
+	o.NamespaceConfig = map[string]string{wellknown.DefaultInboundPolicy: "open"}
+	if err := inject(strings.Replace(pod, "%s", "", 1), o); err == nil || !strings.Contains(err.Error(), `the namespace's annotation config.mesh.io/default-inbound-policy is "open"`) {
+		t.Errorf("a bad namespace annotation: %v", err)
+	}
+	// The webhook tells this error from its own faults by its type.
+	docs := decodeAll(t, Input{Name: "pod.yaml", Data: []byte(strings.Replace(pod, "%s", "", 1))})
+	var ce *ConfigError
+	if _, err := Inject(docs[0], o); !errors.As(err, &ce) {
+		t.Errorf("Inject's error %v is not a ConfigError", err)
+	}
+	// The pod's own good setting stands above the namespace's bad one.
+	if err := inject(strings.Replace(pod, "%s", "config.mesh.io/default-inbound-policy: deny", 1), o); err != nil {
+		t.Errorf("a good pod setting under a bad namespace one: %v", err)
+	}
+}

@@ -142,6 +142,14 @@ type AdmissionResponse struct {
 	Patch     []byte   `json:"patch,omitempty"`
 	PatchType *string  `json:"patchType,omitempty"`
 	Warnings  []string `json:"warnings,omitempty"`
+	// Result says why a request is refused.
+	Result *Status `json:"status,omitempty"`
+}
+
+// Status is the reason of a refused admission, as kubectl prints it.
+type Status struct {
+	Code    int    `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 // Namespace is the part of a namespace the webhook reads: its annotations.
