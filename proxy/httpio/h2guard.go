@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/http2/hpack"
@@ -24,6 +25,12 @@ import (
 //     order): net/http closes the connection; the guard passes one entry
 //     per setting, with the last value, which is what processing in order
 //     leaves;
+//   - a request whose DATA does not add up to its content-length
+//     (section 8.1.1: malformed, and an intermediary must not forward it):
+//     net/http refuses it only if it sees the excess before the handler
+//     has forwarded and answered the request, a race the proxy lost when
+//     slow; the guard counts each stream's DATA as it passes and closes
+//     the connection at the first byte too many, or at an end too soon;
 //   - a client that resets most of the streams it opens (rapid reset,
 //     CVE-2023-44487): net/http bounds the handlers running at once, but
 //     when they keep up it starts one for every stream, and the proxy
@@ -53,7 +60,19 @@ type H2Guard struct {
 	// Streams the client opened and reset, for rapid reset.
 	lastStream     uint32
 	opened, resets int
+
+	// Request bodies with a content-length: what each stream declared and
+	// what its DATA has carried so far. header is the stream whose header
+	// block is being decoded (0 for trailers).
+	bodies map[uint32]*bodyCount
+	header uint32
 }
+
+type bodyCount struct{ declared, seen int64 }
+
+// maxTracked bounds the streams whose bodies are counted at once (the
+// server allows far fewer in flight).
+const maxTracked = 1024
 
 // resetMinStreams is how many streams a connection opens before the
 // share it resets counts against it.
@@ -123,6 +142,7 @@ const (
 	frameSettings     = 0x4
 	frameContinuation = 0x9
 
+	flagEndStream  = 0x1
 	flagEndHeaders = 0x4
 	flagPadded     = 0x8
 	flagPriority   = 0x20
@@ -147,13 +167,35 @@ func (g *H2Guard) next() error {
 	}
 	length := int(g.buf[0])<<16 | int(g.buf[1])<<8 | int(g.buf[2])
 	typ, flags := g.buf[3], g.buf[4]
-	switch stream := binary.BigEndian.Uint32(g.buf[5:9]) & 0x7fffffff; typ {
+	stream := binary.BigEndian.Uint32(g.buf[5:9]) & 0x7fffffff
+	switch typ {
 	case frameHeaders:
+		g.header = 0
 		if stream > g.lastStream { // a new stream, not trailers
 			g.lastStream = stream
 			g.opened++
+			g.header = stream
+		}
+		if flags&flagEndStream != 0 {
+			defer g.ended(stream) // once its header block is read
+		}
+	case frameData:
+		if b := g.bodies[stream]; b != nil {
+			if flags&flagPadded != 0 {
+				delete(g.bodies, stream) // padding is in the length: not counted
+			} else if b.seen += int64(length); b.seen > b.declared {
+				g.bad = fmt.Sprintf("stream %d sent more DATA than its content-length %d", stream, b.declared)
+				return nil
+			}
+		}
+		if flags&flagEndStream != 0 {
+			g.ended(stream)
+			if g.bad != "" {
+				return nil
+			}
 		}
 	case frameRSTStream:
+		delete(g.bodies, stream)
 		g.resets++
 		if g.opened >= resetMinStreams && 2*g.resets >= g.opened {
 			g.bad = fmt.Sprintf("rapid reset: the client reset %d of the %d streams it opened", g.resets, g.opened)
@@ -205,12 +247,33 @@ func (g *H2Guard) next() error {
 	return nil
 }
 
+// ended checks a stream's body when the client ends the stream.
+func (g *H2Guard) ended(stream uint32) {
+	if b := g.bodies[stream]; b != nil {
+		delete(g.bodies, stream)
+		if b.seen != b.declared && g.bad == "" {
+			g.bad = fmt.Sprintf("stream %d ended after %d bytes of DATA; its content-length said %d", stream, b.seen, b.declared)
+		}
+	}
+}
+
 // field checks one decoded header field.
 func (g *H2Guard) field(f hpack.HeaderField) {
 	if g.bad != "" {
 		return
 	}
 	switch strings.ToLower(f.Name) {
+	case "content-length":
+		n, err := strconv.ParseInt(f.Value, 10, 64)
+		if g.header == 0 || err != nil || n < 0 {
+			return // the server refuses a bad value itself
+		}
+		if g.bodies == nil {
+			g.bodies = map[uint32]*bodyCount{}
+		}
+		if len(g.bodies) < maxTracked {
+			g.bodies[g.header] = &bodyCount{declared: n}
+		}
 	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 		g.bad = "connection-specific header field " + f.Name
 	case "te":

@@ -174,3 +174,39 @@ func TestH2GuardClosesAConnectionThatResetsMostOfItsStreams(t *testing.T) {
 		t.Errorf("a third of the streams reset: read %v, refused %q", err, g.Refused())
 	}
 }
+
+func TestH2GuardRefusesABodyThatDoesNotMatchItsContentLength(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		data []string // DATA frames; the last ends the stream
+		ok   bool
+	}{
+		{"exact, in two frames", []string{"ab", "c"}, true},
+		{"too much", []string{"abcd"}, false},
+		{"too much, spread", []string{"ab", "cd"}, false},
+		{"too little", []string{"a"}, false},
+	} {
+		in := clientBytes(t, func(fr *http2.Framer, enc func(...string) []byte) {
+			fr.WriteSettings()
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(append(request, "content-length", "3")...), EndHeaders: true})
+			for i, d := range c.data {
+				fr.WriteData(1, i == len(c.data)-1, []byte(d))
+			}
+		})
+		out, g, err := guarded(in)
+		switch {
+		case c.ok && (err != nil || g.Refused() != "" || !bytes.Equal(out, in)):
+			t.Errorf("%s: read %v, refused %q; want it passed unchanged", c.name, err, g.Refused())
+		case !c.ok && (!errors.Is(err, ErrH2Refused) || !strings.Contains(g.Refused(), "content-length")):
+			t.Errorf("%s: read %v, refused %q; want the connection refused", c.name, err, g.Refused())
+		}
+	}
+	// A header block that ends the stream but declares a body.
+	in := clientBytes(t, func(fr *http2.Framer, enc func(...string) []byte) {
+		fr.WriteSettings()
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(append(request, "content-length", "5")...), EndHeaders: true, EndStream: true})
+	})
+	if _, g, err := guarded(in); !errors.Is(err, ErrH2Refused) || !strings.Contains(g.Refused(), "ended after 0 bytes") {
+		t.Errorf("a declared body that never came: read %v, refused %q", err, g.Refused())
+	}
+}
