@@ -304,7 +304,7 @@ func (o *proxyOptions) run(ctx context.Context) error {
 			node, _ = os.Hostname()
 		}
 		o.cfg.Discovery = &xds.Backend{Addr: o.discoveryAddr, NodeID: node + "." + o.podNamespace,
-			Namespace: o.podNamespace, ClusterDomain: o.clusterDomain, TLS: o.controlPlaneTLS, Log: o.log}
+			Namespace: o.podNamespace, PodName: o.podName, ClusterDomain: o.clusterDomain, TLS: o.controlPlaneTLS, Log: o.log}
 	} else {
 		// Refuse an invalid discovery file before binding anything.
 		if _, _, err := file.Load(o.discoveryFile); err != nil {

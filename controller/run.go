@@ -12,6 +12,7 @@ import (
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/meshproj/mesh/discovery/xdswire"
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/inject"
 	"github.com/meshproj/mesh/internal/httpserve"
@@ -111,6 +113,7 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	dest := &Destination{Client: c.Client, ClusterDomain: c.ClusterDomain, TrustDomain: c.TrustDomain, Log: c.Log}
+	pol := &Policies{Client: c.Client, TrustDomain: c.TrustDomain, Log: c.Log}
 	wh := &Webhook{Options: c.InjectOptions(anchors), Log: c.Log, Client: c.Client}
 	whMux := http.NewServeMux()
 	whMux.Handle("POST /inject", wh)
@@ -140,6 +143,7 @@ func Run(ctx context.Context, c Config) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return dest.Run(gctx) })
+	g.Go(func() error { return pol.Run(gctx) })
 	g.Go(func() error { return idSrv.Serve(gctx, lns["identity"]) })
 	g.Go(func() error {
 		hs := &http.Server{Handler: whMux, ReadHeaderTimeout: 10 * time.Second,
@@ -150,20 +154,25 @@ func Run(ctx context.Context, c Config) error {
 		hs := &http.Server{Handler: adminMux(metricsOf(idSrv, wh, dest), ready), ReadHeaderTimeout: 10 * time.Second}
 		return httpserve.Run(gctx, "admin", hs, lns["admin"])
 	})
-	g.Go(func() error { return serveXDS(gctx, dest, MixedTLSListener(lns["xds"], idTLS)) })
+	g.Go(func() error { return serveXDS(gctx, dest, pol, MixedTLSListener(lns["xds"], idTLS)) })
 	return g.Wait()
 }
 
-// serveXDS answers ADS once discovery has synced (an early, partial answer
-// would tell proxies that services they use are gone), until ctx ends.
-func serveXDS(ctx context.Context, dest *Destination, ln net.Listener) error {
+// serveXDS answers ADS once discovery and the inbound policies have
+// synced (an early, partial answer would tell proxies that services they
+// use are gone, or that their pod has no policy), until ctx ends.
+func serveXDS(ctx context.Context, dest *Destination, pol *Policies, ln net.Listener) error {
 	grpcSrv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcSrv, server.NewServer(ctx, dest.Cache(), dest.Callbacks()))
-	select {
-	case <-dest.Synced():
-	case <-ctx.Done():
-		ln.Close()
-		return nil
+	mux := dest.Cache().(*cache.MuxCache)
+	mux.Caches[xdswire.InboundPolicyType] = pol.Cache()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcSrv, server.NewServer(ctx, mux, dest.Callbacks()))
+	for _, synced := range []<-chan struct{}{dest.Synced(), pol.Synced()} {
+		select {
+		case <-synced:
+		case <-ctx.Done():
+			ln.Close()
+			return nil
+		}
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- grpcSrv.Serve(ln) }()

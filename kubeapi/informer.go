@@ -24,6 +24,10 @@ type Informer[T any] struct {
 	// OnChange is called after the store changed (never concurrently).
 	OnChange func()
 	Log      *slog.Logger
+	// Optional is for a resource whose CRD may not be installed: a list
+	// that finds no such resource type counts as an empty, synced one, and
+	// is tried again every half minute.
+	Optional bool
 
 	mu      sync.RWMutex
 	objects map[string]*T
@@ -84,6 +88,12 @@ func (inf *Informer[T]) Run(ctx context.Context) {
 		if rv == "" {
 			var err error
 			if rv, err = inf.relist(ctx); err != nil {
+				var se *StatusError
+				if inf.Optional && errors.As(err, &se) && se.Code == http.StatusNotFound {
+					inf.markSynced()
+					sleep(ctx, 30*time.Second)
+					continue
+				}
 				if ctx.Err() == nil {
 					log.Warn("listing", slog.String("path", inf.Path), slog.Any("error", err))
 				}
@@ -148,13 +158,17 @@ func (inf *Informer[T]) relist(ctx context.Context) (string, error) {
 	inf.mu.Lock()
 	inf.objects = objects
 	inf.mu.Unlock()
+	inf.markSynced()
+	inf.OnChange()
+	return l.Metadata.ResourceVersion, nil
+}
+
+func (inf *Informer[T]) markSynced() {
 	select {
 	case <-inf.synced:
 	default:
 		close(inf.synced)
 	}
-	inf.OnChange()
-	return l.Metadata.ResourceVersion, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

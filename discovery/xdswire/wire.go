@@ -11,6 +11,7 @@
 package xdswire
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -30,6 +31,39 @@ const (
 	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 )
+
+// InboundPolicyType is the type of a pod's inbound policy: a
+// google.protobuf.BytesValue holding discovery.InboundPolicy as JSON, one
+// resource per pod, named by InboundPolicyName. Only mesh proxies ask for
+// it.
+const InboundPolicyType = "type.googleapis.com/google.protobuf.BytesValue"
+
+// InboundPolicyName names a pod's inbound policy resource.
+func InboundPolicyName(namespace, pod string) string {
+	return "inbound-policy/" + namespace + "/" + pod
+}
+
+// DecodeInboundPolicy reads an inbound policy resource.
+func DecodeInboundPolicy(b []byte) (discovery.InboundPolicy, error) {
+	var js []byte
+	err := walk(b, func(f field) error {
+		if f.num == 1 {
+			if f.typ != protowire.BytesType {
+				return f.wrongType("value")
+			}
+			js = f.bytes
+		}
+		return nil
+	})
+	var ip discovery.InboundPolicy
+	if err != nil {
+		return ip, fmt.Errorf("inbound policy: %w", err)
+	}
+	if err := json.Unmarshal(js, &ip); err != nil {
+		return ip, fmt.Errorf("inbound policy: %w", err)
+	}
+	return ip, nil
+}
 
 // MetadataKey is the filter-metadata namespace of mesh's own fields.
 const MetadataKey = "mesh.io"

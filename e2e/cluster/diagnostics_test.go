@@ -297,5 +297,38 @@ metadata:
 			t.Errorf("the client was not told %q:\n%s", want, logs)
 		}
 	}
+	// Servers on both ports, and a policy for the namespace's Servers that
+	// admits the client's ServiceAccount: the same client gets in, with
+	// no pod restarted.
+	kubectl(t, fmt.Sprintf(`apiVersion: policy.mesh.io/v1alpha1
+kind: Server
+metadata: {name: server-http, namespace: %[1]s}
+spec: {podSelector: {matchLabels: {app: server}}, port: http, proxyProtocol: HTTP/1}
+---
+apiVersion: policy.mesh.io/v1alpha1
+kind: Server
+metadata: {name: server-grpc, namespace: %[1]s}
+spec: {podSelector: {matchLabels: {app: server}}, port: grpc, proxyProtocol: gRPC}
+---
+apiVersion: policy.mesh.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: clients, namespace: %[1]s}
+spec: {identityRefs: [{kind: ServiceAccount, name: client}]}
+---
+apiVersion: policy.mesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: clients-to-server, namespace: %[1]s}
+spec:
+  targetRef: {kind: Namespace, name: %[1]s}
+  requiredAuthenticationRefs: [{group: policy.mesh.io, kind: MeshTLSAuthentication, name: clients}]
+`, ns), "apply", "-f", "-")
+	kubectl(t, clientJob(ns, "allowed", 40, 20), "apply", "-f", "-")
+	if r := waitJob(t, ns, "allowed", 2*time.Minute); r.HTTPOK != 40 || r.GRPCOK != 4 {
+		t.Errorf("the authorized client got %d of 40 HTTP and %d of 4 gRPC answers: %+v", r.HTTPOK, r.GRPCOK, r)
+	}
+	restarts := kubectl(t, "", "-n", ns, "get", "pods", "-l", "app=server", "-o", `jsonpath={range .items[*]}{.status.initContainerStatuses[?(@.name=="mesh-proxy")].restartCount}{end}`)
+	if strings.Trim(restarts, "0") != "" {
+		t.Errorf("proxies restarted for the policy: %q", restarts)
+	}
 	kubectl(t, "", "delete", "namespace", ns, "--wait=true", "--timeout=120s")
 }

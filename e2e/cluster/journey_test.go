@@ -28,7 +28,7 @@ func TestAUserMeshesAnApplication(t *testing.T) {
 		{"mesh inject meshes an application in another namespace", injectAppStep},
 		{"mesh check, stat, edges, tap, top and diagnostics read the mesh through the API server", diagnosticsStep},
 		{"mesh check names a pod without a proxy, and why", checkFindsUnmeshedPodsStep},
-		{"a namespace that asks for deny starts its pods and refuses every caller, saying why", denyNamespaceStep},
+		{"a namespace that asks for deny starts its pods, refuses callers saying why, and admits what an AuthorizationPolicy names", denyNamespaceStep},
 		{"an exec credential plugin works, and a missing pods/portforward right is named", rbacStep},
 		{"a rollout restart, a deleted pod and a controller restart under load lose no request", restartsStep},
 		{"a pod created while the webhook is down is refused, then meshed once it is back", webhookDownStep},

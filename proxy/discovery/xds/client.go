@@ -39,6 +39,8 @@ type Backend struct {
 	// Namespace and ClusterDomain complete short names: "web" from a pod in
 	// "shop" is web.shop.svc.cluster.local.
 	Namespace, ClusterDomain string
+	// PodName, when set, asks for the pod's inbound policy too.
+	PodName string
 	// TLS, when set, secures the stream and checks the controller's
 	// identity: discovery says which identity each endpoint must present,
 	// so whoever could forge it could redirect traffic.
@@ -57,6 +59,8 @@ type Backend struct {
 	connected bool
 	lastErr   string
 	since     time.Time // of the current connection state
+	// policy is the pod's inbound policy, once one has arrived.
+	policy *discovery.InboundPolicy
 }
 
 type subscription struct {
@@ -152,11 +156,16 @@ func (b *Backend) stream(ctx context.Context) error {
 	}
 	defer gs.Close()
 	s := &adsStream{b: b, stream: gs,
-		states: map[string]*typeState{xdswire.ListenerType: {}, xdswire.ClusterType: {}, xdswire.EndpointType: {}},
+		states: map[string]*typeState{xdswire.ListenerType: {}, xdswire.ClusterType: {}, xdswire.EndpointType: {}, xdswire.InboundPolicyType: {}},
 		sent:   map[string][]string{}}
 	// Every listener; the clusters already in use (after a reconnect).
 	if err := s.send(xdswire.ListenerType, nil, nil); err != nil {
 		return err
+	}
+	if b.PodName != "" {
+		if err := s.send(xdswire.InboundPolicyType, []string{xdswire.InboundPolicyName(b.Namespace, b.PodName)}, nil); err != nil {
+			return err
+		}
 	}
 	if err := s.subscribe(); err != nil {
 		return err
@@ -312,6 +321,18 @@ func (b *Backend) apply(resp *xdswire.Response) error {
 			}
 		}
 		b.deliverLocked()
+	case xdswire.InboundPolicyType:
+		if len(resp.Resources) == 0 {
+			return nil // none built for the pod yet: keep what is in force
+		}
+		ip, err := xdswire.DecodeInboundPolicy(resp.Resources[0])
+		if err != nil {
+			return err
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.policy = &ip
+		b.deliverLocked()
 	case xdswire.EndpointType:
 		got := map[string][]discovery.Endpoint{}
 		for _, res := range resp.Resources {
@@ -338,6 +359,9 @@ func (b *Backend) apply(resp *xdswire.Response) error {
 func (b *Backend) deliverLocked() {
 	b.revision++
 	state := discovery.State{Source: "xds " + b.Addr, Revision: strconv.Itoa(b.revision), Updated: time.Now()}
+	if b.policy != nil {
+		state.Policies = []discovery.InboundPolicy{*b.policy}
+	}
 	var done []*subscription
 	for _, name := range slices.Sorted(maps.Keys(b.clusters)) {
 		sub := b.clusters[name]
