@@ -132,33 +132,9 @@ func (d *Destination) Run(ctx context.Context) error {
 	go d.services.Run(ctx)
 	go d.endpoints.Run(ctx)
 	go d.pods.Run(ctx)
-	for _, inf := range []<-chan struct{}{d.services.Synced(), d.endpoints.Synced(), d.pods.Synced()} {
-		select {
-		case <-inf:
-		case <-ctx.Done():
-			return nil
-		}
-	}
-	d.rebuild()
-	close(d.synced)
-	d.Log.Info("discovery synced", slog.Int64("service_ports", d.Services.Load()))
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-d.changed:
-			// Events come in bursts (a rollout touches slices and pods);
-			// build once per burst, well within a second.
-			t := time.NewTimer(20 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
-			d.rebuild()
-		}
-	}
+	syncThenRebuild(ctx, []<-chan struct{}{d.services.Synced(), d.endpoints.Synced(), d.pods.Synced()}, d.changed, d.rebuild, d.synced,
+		func() { d.Log.Info("discovery synced", slog.Int64("service_ports", d.Services.Load())) })
+	return nil
 }
 
 // rebuild computes every resource and updates only those that changed.

@@ -317,30 +317,9 @@ func (p *Policies) Run(ctx context.Context) error {
 	for _, inf := range []interface{ Run(context.Context) }{p.pods, p.servers, p.aps, p.mtls, p.nets} {
 		go inf.Run(ctx)
 	}
-	for _, s := range []<-chan struct{}{p.pods.Synced(), p.servers.Synced(), p.aps.Synced(), p.mtls.Synced(), p.nets.Synced()} {
-		select {
-		case <-s:
-		case <-ctx.Done():
-			return nil
-		}
-	}
-	p.rebuild()
-	close(p.synced)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-p.changed:
-			t := time.NewTimer(20 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
-			p.rebuild()
-		}
-	}
+	syncThenRebuild(ctx, []<-chan struct{}{p.pods.Synced(), p.servers.Synced(), p.aps.Synced(), p.mtls.Synced(), p.nets.Synced()},
+		p.changed, p.rebuild, p.synced, nil)
+	return nil
 }
 
 func (p *Policies) rebuild() {
