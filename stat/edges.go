@@ -2,7 +2,6 @@ package stat
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -175,12 +174,7 @@ func outboundEdge(all []inventory.Workload, w inventory.Workload, s adminapi.Win
 func RenderEdges(w io.Writer, edges []Edge, format string) error {
 	switch format {
 	case JSON:
-		if edges == nil {
-			edges = []Edge{}
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(edges)
+		return writeJSON(w, edges)
 	case Table, "":
 	default:
 		return fmt.Errorf("unknown output format %q: use table or json", format)

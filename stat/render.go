@@ -23,12 +23,7 @@ const (
 func Render(w io.Writer, rows []Row, format string, color bool) error {
 	switch format {
 	case JSON:
-		if rows == nil {
-			rows = []Row{}
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return writeJSON(w, rows)
 	case Table, Wide, "":
 	default:
 		return fmt.Errorf("unknown output format %q: use table, wide or json", format)
@@ -122,4 +117,14 @@ func latency(v *float64) string {
 		return strconv.FormatFloat(*v, 'f', 1, 64) + "ms"
 	}
 	return strconv.FormatFloat(*v, 'f', 0, 64) + "ms"
+}
+
+// writeJSON writes a list as indented JSON, [] when empty (never null).
+func writeJSON[T any](w io.Writer, items []T) error {
+	if items == nil {
+		items = []T{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(items)
 }
