@@ -143,3 +143,32 @@ func TestAnEdgeCountsEveryInstanceOfTheServer(t *testing.T) {
 		t.Errorf("api's two instances' inbound windows: %+v", edges)
 	}
 }
+
+// Two workloads share a ServiceAccount: the server's proxy can name the
+// caller only by identity, the caller's proxy names itself. The edge is
+// shown once, by the caller's name.
+func TestAnEdgeAClientNamedIsNotRepeatedUnderItsSharedIdentity(t *testing.T) {
+	shared := "spiffe://cluster.local/ns/demo/sa/default"
+	m := &inventory.Mesh{Workloads: []inventory.Workload{
+		{Kind: "deploy", Name: "a", Identity: shared, Instances: []inventory.Instance{{Name: "a-1", Admin: "a-1"}}},
+		{Kind: "deploy", Name: "b", Identity: shared, Instances: []inventory.Instance{{Name: "b-1", Admin: "b-1"}}},
+		{Kind: "deploy", Name: "api", Identity: "spiffe://cluster.local/ns/demo/sa/api", Service: "api:80", Instances: []inventory.Instance{{Name: "api-1", Admin: "api-1"}}},
+	}}
+	fetch := func(_ context.Context, admin string, seconds int) (bool, *adminapi.Stats, error) {
+		st := &adminapi.Stats{WindowSeconds: seconds, LatencyBuckets: metrics.LatencyBucketsMS[:]}
+		switch admin {
+		case "a-1":
+			st.Stats = []adminapi.WindowStat{{Direction: "outbound", Authority: "api:80", Peer: "spiffe://cluster.local/ns/demo/sa/api", Requests: 10, Successes: 10}}
+		case "api-1":
+			st.Stats = []adminapi.WindowStat{{Direction: "inbound", Authority: "api", Peer: shared, Requests: 10, Successes: 10}}
+		}
+		return true, st, nil
+	}
+	edges, err := Edges(context.Background(), m, "deploy/api", 10, fetch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(edges) != 1 || edges[0].Src != "deploy/a" || edges[0].Dst != "deploy/api" {
+		t.Errorf("edges %+v; want deploy/a -> deploy/api alone", edges)
+	}
+}
