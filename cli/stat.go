@@ -107,3 +107,46 @@ shown when either end is selected.`,
 	addClusterFlags(cmd)
 	return cmd
 }
+
+func newAuthzCommand(s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "authz RESOURCE",
+		Short: "Show the inbound policy a workload's proxies enforce, and what it allowed and denied",
+		Long: `Show who may reach a workload: each Server its proxies enforce, with the
+authorizations that admit clients to its port and who they admit; the
+default policy of the ports no Server selects; and how many requests (HTTP)
+and connections (opaque TCP) each allowed or denied in recent traffic,
+summed over the workload's proxies, with why clients were denied. AUDITED
+counts what audit mode let through that the policy would deny. The policy
+shown is the one in force in the proxies, as the controller (or the
+discovery file) gave it to them. RESOURCE is as for mesh stat.`,
+		Example: `  mesh authz deploy/api
+  mesh authz deploy/api -n shop --window 60s
+  mesh authz deploy -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			format, err := outputFormat(v, "table or json", "table", "json")
+			if err != nil {
+				return err
+			}
+			m, done, err := meshFrom(cmd.Context(), cmd, s.ErrOut)
+			if err != nil {
+				return err
+			}
+			defer done()
+			rows, err := stat.Authz(cmd.Context(), m, args[0], int(v.GetDuration("window")/time.Second), stat.HTTPFetcher, stat.HTTPDump)
+			if err != nil {
+				return err
+			}
+			return stat.RenderAuthz(s.Out, rows, format)
+		},
+	}
+	cmd.Flags().StringP("output", "o", "table", "output format: table or json")
+	cmd.Flags().Duration("window", 10*time.Second, "how much recent traffic to count (at most 60s)")
+	addClusterFlags(cmd)
+	return cmd
+}

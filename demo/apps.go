@@ -64,7 +64,8 @@ func webHandler(outbound string) http.Handler {
 }
 
 // traffic sends requests to web through the traffic workload's proxy
-// until ctx ends.
+// until ctx ends; one in ten goes to api directly, which api's policy
+// refuses (it admits web alone).
 func traffic(ctx context.Context, outbound string, rate int) {
 	proxyURL := &url.URL{Scheme: "http", Host: outbound}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL), MaxIdleConnsPerHost: 16}}
@@ -78,7 +79,11 @@ func traffic(ctx context.Context, outbound string, rate int) {
 		case <-tick.C:
 		}
 		go func() {
-			req, err := http.NewRequestWithContext(ctx, "GET", "http://web"+paths[rand.IntN(len(paths))], nil)
+			u := "http://web" + paths[rand.IntN(len(paths))]
+			if rand.IntN(10) == 0 {
+				u = "http://api/internal/report"
+			}
+			req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
 			if err != nil {
 				return
 			}

@@ -316,6 +316,17 @@ func discoveryFile(insts []*instance) string {
 			}
 		}
 	}
+	// api admits web alone: the traffic generator's own calls to api are
+	// refused. A Server selects the port the app listens on; each replica's
+	// app has its own port here, so each has its Server (on a cluster one
+	// Server selects the same port of every pod).
+	fmt.Fprintf(&b, "policies:\n  - identity: %s\n    servers:\n", spiffe("api"))
+	for _, in := range insts {
+		if in.workload == "api" {
+			_, port, _ := net.SplitHostPort(in.appAddr)
+			fmt.Fprintf(&b, "      - name: %s-http\n        port: %s\n        authorizations:\n          - name: web-only\n            identities: [%s]\n", in.name, port, spiffe("web"))
+		}
+	}
 	return b.String()
 }
 
@@ -421,6 +432,7 @@ func printIntro(o Options, insts []*instance, idAddr, work string) {
 	fmt.Fprintln(w, "  mesh stat                    # success, RPS and latency per workload")
 	fmt.Fprintln(w, "  mesh stat deploy/web --to deploy/api")
 	fmt.Fprintln(w, "  mesh tap deploy/api --path /items/books")
+	fmt.Fprintln(w, "  mesh authz deploy/api        # api admits only web; traffic's own calls to it are refused")
 	fmt.Fprintln(w, "  mesh check")
 	if o.Duration > 0 {
 		fmt.Fprintf(w, "\nThe demo stops by itself after %s (or Ctrl-C).\n", o.Duration)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -94,6 +95,30 @@ func TestDemoStatTapAndCheckAgainstALivingMesh(t *testing.T) {
 		if !strings.HasPrefix(e.Path, "/items/books") || e.Workload != "deploy/api" || !e.TLS {
 			t.Errorf("tap event does not match the filter: %+v", e)
 		}
+	}
+
+	// authz: api admits web alone; traffic's own calls to it are refused,
+	// counted, and tapped with why.
+	waitFor(t, "mesh authz to count api's refusals", func() bool {
+		out, code := meshCmd(t, "authz", "deploy/api", "--state-file", state, "--window", "60s", "-o", "json")
+		var rows []stat.AuthzRow
+		if code != 0 || json.Unmarshal([]byte(out), &rows) != nil {
+			t.Fatalf("mesh authz exit %d: %s", code, out)
+		}
+		var allowed, denied uint64
+		for _, r := range rows {
+			if r.Authorization == "web-only" && strings.Contains(r.Admits, "/sa/web") {
+				allowed += r.Allowed
+			}
+			if r.Server != "" && r.Authorization == "" && slices.Contains(r.Reasons, "no authorization admits the client") {
+				denied += r.Denied
+			}
+		}
+		return allowed > 0 && denied > 0
+	})
+	out, code = meshCmd(t, "tap", "deploy/api", "--state-file", state, "--path", "/internal", "--max", "2", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"status":403`) || !strings.Contains(out, "no authorization admits the client (spiffe://cluster.local/ns/demo/sa/traffic") {
+		t.Errorf("tap of traffic's refused calls to api: exit %d\n%s", code, out)
 	}
 
 	// check: passes, then fails with a hint once a proxy is gone.

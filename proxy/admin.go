@@ -83,7 +83,7 @@ func (p *Proxy) serveStats(w http.ResponseWriter, r *http.Request) {
 	n = min(n, windowSeconds)
 	st := adminapi.Stats{WindowSeconds: n, LatencyBuckets: metrics.LatencyBucketsMS[:], Labels: p.cfg.Labels,
 		OpenConnections: map[string]int64{"inbound": p.window.open[inbound].Load(), "outbound": p.window.open[outbound].Load()},
-		Stats:           p.window.snapshot(n)}
+		Stats:           p.window.snapshot(n), Authz: p.authzStats.snapshot(n)}
 	if st.Stats == nil {
 		st.Stats = []adminapi.WindowStat{}
 	}

@@ -40,6 +40,10 @@ func (p *Proxy) applyPolicy(s *discovery.State) {
 	p.authz.Store(pol)
 }
 
+// probeDecision is how a kubelet probe is counted: admitted by the probe
+// rule, whatever the policy.
+var probeDecision = authz.Decision{Allowed: true, Authorization: "probe"}
+
 // admitRequest applies the inbound policy to a request; a refused one is
 // answered here (403, or PERMISSION_DENIED for gRPC) and false returned.
 func (p *Proxy) admitRequest(w http.ResponseWriter, r *http.Request, ci *connInfo) bool {
@@ -48,21 +52,19 @@ func (p *Proxy) admitRequest(w http.ResponseWriter, r *http.Request, ci *connInf
 		clientID = ci.peer.clientID
 	}
 	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && p.probes[Probe{ci.dst.Port(), r.URL.Path}] {
-		p.metrics.HTTPAuthzAllow.WithLabelValues("", "probe").Inc()
+		p.countDecision("http", probeDecision)
 		return true
 	}
 	d := p.authz.Load().Decide(ci.dst.Port(), clientID, ci.source.Addr())
+	p.countDecision("http", d)
 	if d.Allowed && !d.Audited {
-		p.metrics.HTTPAuthzAllow.WithLabelValues(d.Server, d.Authorization).Inc()
 		return true
 	}
 	msg := p.denial(d, clientID, ci.source, ci.dst.Port())
 	if d.Audited {
-		p.metrics.HTTPAuthzDeny.WithLabelValues(d.Server, d.Reason, "true").Inc()
 		p.log.Info("inbound request would be refused (audit mode: let through)", slog.String("path", r.URL.Path), slog.String("why", msg))
 		return true
 	}
-	p.metrics.HTTPAuthzDeny.WithLabelValues(d.Server, d.Reason, "false").Inc()
 	target := ci.dst.String()
 	id := p.tapStart(r, inbound, target, ci.peer)
 	p.fail(w, r, inbound, http.StatusForbidden, "unauthorized", msg)
@@ -81,11 +83,11 @@ func (p *Proxy) admitRequest(w http.ResponseWriter, r *http.Request, ci *connInf
 func (p *Proxy) admitConn(c net.Conn, port uint16, clientID string) bool {
 	src := remoteAddrPort(c)
 	d := p.authz.Load().Decide(port, clientID, src.Addr())
+	p.countDecision("tcp", d)
 	if d.Allowed && !d.Audited {
 		return true
 	}
 	msg := p.denial(d, clientID, src, port)
-	p.metrics.TCPAuthzDeny.WithLabelValues(d.Server, d.Reason, fmt.Sprint(d.Audited)).Inc()
 	if d.Audited {
 		p.log.Info("inbound connection would be refused (audit mode: let through)", slog.String("why", msg))
 		return true

@@ -221,7 +221,9 @@ type Proxy struct {
 	opaque map[uint16]bool
 
 	window window // recent traffic, for mesh stat
-	tap    tapHub // live requests, for mesh tap
+	// authzStats counts the inbound policy's decisions, for mesh authz.
+	authzStats authzStats
+	tap        tapHub // live requests, for mesh tap
 
 	detecting sync.WaitGroup // connections being peeked
 	tcpConns  connSet        // opaque TCP connections being forwarded

@@ -161,4 +161,23 @@ type Stats struct {
 	OpenConnections map[string]int64  `json:"openConnections"`
 	Labels          map[string]string `json:"labels,omitempty"`
 	Stats           []WindowStat      `json:"stats"`
+	// Authz counts the inbound policy's decisions over the same seconds.
+	Authz []AuthzStat `json:"authz,omitempty"`
+}
+
+// AuthzStat is how often the inbound policy decided one way for one
+// reason over the last seconds.
+type AuthzStat struct {
+	Protocol string `json:"protocol"` // http (per request) or tcp (per connection)
+	// Verdict is allowed, denied, or audited (would have been denied, let
+	// through in audit mode).
+	Verdict string `json:"verdict"`
+	// Server is the Server that selects the port; empty: the default
+	// policy decided.
+	Server string `json:"server,omitempty"`
+	// Authorization admitted the client ("probe": a kubelet probe).
+	Authorization string `json:"authorization,omitempty"`
+	// Reason is why the client was (or would have been) refused.
+	Reason string `json:"reason,omitempty"`
+	Count  uint64 `json:"count"`
 }

@@ -31,6 +31,10 @@ type CorkedConn struct {
 // past it writes through, which is also what pushes back on it.
 const corkLimit = 64 << 10
 
+// startFlusher runs the flusher once the goroutines already runnable have
+// had their turn; tests replace it to decide when the flush happens.
+var startFlusher = func(flush func()) { go flush() }
+
 // corkKeep is the largest buffer kept between bursts.
 const corkKeep = 16 << 10
 
@@ -64,7 +68,7 @@ func (c *CorkedConn) Write(p []byte) (int, error) {
 		c.pending = append(c.pending, p...)
 		if !c.queued {
 			c.queued = true
-			go c.flush()
+			startFlusher(c.flush)
 		}
 		c.mu.Unlock()
 		return len(p), nil

@@ -39,6 +39,11 @@ func (c *countingConn) snapshot() (int, string) {
 }
 
 func TestCorkGathersWritesUntilTheWriterGivesWay(t *testing.T) {
+	// On a busy machine the flusher's goroutine may run between two writes;
+	// hold it back so that the test decides when the writer gives way.
+	var scheduled []func()
+	defer func(f func(func())) { startFlusher = f }(startFlusher)
+	startFlusher = func(flush func()) { scheduled = append(scheduled, flush) }
 	under := &countingConn{}
 	c := CorkNow(under)
 	c.Write([]byte("HEADERS "))
@@ -47,7 +52,10 @@ func TestCorkGathersWritesUntilTheWriterGivesWay(t *testing.T) {
 	if n, _ := under.snapshot(); n != 0 {
 		t.Fatalf("%d writes before the writer gave way, want 0", n)
 	}
-	c.flush() // what the scheduled flusher does
+	if len(scheduled) != 1 {
+		t.Fatalf("%d flushes scheduled for three writes, want 1", len(scheduled))
+	}
+	scheduled[0]()
 	if n, data := under.snapshot(); n != 1 || data != "HEADERS DATA END" {
 		t.Fatalf("%d writes of %q, want 1 of the three in order", n, data)
 	}

@@ -59,6 +59,7 @@ type Metrics struct {
 	// mode). Server is "" for a port no Server selects.
 	HTTPAuthzAllow *prometheus.CounterVec
 	HTTPAuthzDeny  *prometheus.CounterVec
+	TCPAuthzAllow  *prometheus.CounterVec
 	TCPAuthzDeny   *prometheus.CounterVec
 
 	DiscoveryUpdates   prometheus.Counter
@@ -135,6 +136,9 @@ func New(constLabels map[string]string) *Metrics {
 		HTTPAuthzDeny: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "inbound_http_authz_deny_total", Help: "Inbound HTTP requests the authorization policy refused (audit=\"true\": would have refused, and let through in audit mode), by server and reason.",
 		}, []string{"server", Reason, "audit"}),
+		TCPAuthzAllow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbound_tcp_authz_allow_total", Help: "Inbound opaque TCP connections the authorization policy admitted, by server and authorization policy (both empty: the default policy).",
+		}, []string{"server", "authorization_policy"}),
 		TCPAuthzDeny: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "inbound_tcp_authz_deny_total", Help: "Inbound opaque TCP connections the authorization policy refused (audit=\"true\": let through in audit mode), by server and reason.",
 		}, []string{"server", Reason, "audit"}),
@@ -152,7 +156,7 @@ func New(constLabels map[string]string) *Metrics {
 		m.TCPOpenTotal, m.TCPOpenConnections, m.TCPCloseTotal, m.TCPReadBytes, m.TCPWriteBytes,
 		m.RetryTotal, m.RetryBudgetExhausted, m.RequestTimeouts, m.LoadShed,
 		m.EndpointEjections, m.EndpointRestorations, m.EndpointsEjectedGauge,
-		m.ConnectionsRefused, m.ConnectionsEvicted, m.HTTPAuthzAllow, m.HTTPAuthzDeny, m.TCPAuthzDeny,
+		m.ConnectionsRefused, m.ConnectionsEvicted, m.HTTPAuthzAllow, m.HTTPAuthzDeny, m.TCPAuthzAllow, m.TCPAuthzDeny,
 		m.DiscoveryUpdates, m.DiscoveryServices, m.DiscoveryEndpoints)
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m
