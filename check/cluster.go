@@ -52,6 +52,10 @@ type Cluster struct {
 	mesh    *inventory.Mesh
 	meshErr error
 	cp      *kube.ControlPlane
+
+	policyOnce sync.Once
+	policy     *policyView
+	policyErr  error
 }
 
 // Close stops the port-forwards the checks opened.
@@ -132,7 +136,7 @@ func (c *Cluster) Checks() []Check {
 				return certificateFresh(ctx, inst.Admin, c.now())
 			})},
 	)
-	return checks
+	return append(checks, c.policyChecks()...)
 }
 
 func (c *Cluster) apiReachable(ctx context.Context) (Status, string) {

@@ -151,7 +151,7 @@ func Run(ctx context.Context, c Config) error {
 		return httpserve.Run(gctx, "webhook", hs, lns["webhook"])
 	})
 	g.Go(func() error {
-		hs := &http.Server{Handler: adminMux(metricsOf(idSrv, wh, dest), ready), ReadHeaderTimeout: 10 * time.Second}
+		hs := &http.Server{Handler: adminMux(metricsOf(idSrv, wh, dest, pol), ready), ReadHeaderTimeout: 10 * time.Second}
 		return httpserve.Run(gctx, "admin", hs, lns["admin"])
 	})
 	g.Go(func() error { return serveXDS(gctx, dest, pol, MixedTLSListener(lns["xds"], idTLS)) })
@@ -189,7 +189,7 @@ func serveXDS(ctx context.Context, dest *Destination, pol *Policies, ln net.List
 }
 
 // metricsOf is the controller's registry: counters kept by the servers.
-func metricsOf(idSrv *identity.Server, wh *Webhook, dest *Destination) *prometheus.Registry {
+func metricsOf(idSrv *identity.Server, wh *Webhook, dest *Destination, pol *Policies) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	counter := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
@@ -205,6 +205,9 @@ func metricsOf(idSrv *identity.Server, wh *Webhook, dest *Destination) *promethe
 	counter("destination_rebuilds_total", "Times discovery was rebuilt after changes in the cluster.", func() float64 { return float64(dest.Rebuilds.Load()) })
 	counter("destination_nacks_total", "xDS updates a client refused.", func() float64 { return float64(dest.Nacks.Load()) })
 	gauge("destination_streams", "Open xDS streams.", func() float64 { return float64(dest.Streams.Load()) })
+	counter("policy_rebuilds_total", "Times the inbound policies were rebuilt after changes in the cluster.", func() float64 { return float64(pol.Rebuilds.Load()) })
+	gauge("policy_problems", "Things wrong with the policy.mesh.io resources now (a reference to nothing, a port no pod has, a bad CIDR); each is logged as 'inbound policy: ...' when it appears, and admits nothing.", func() float64 { return float64(pol.Problems.Load()) })
+	counter("policy_resources_undecodable_total", "Policy resources (and pods) skipped because they did not decode; each is logged.", func() float64 { return float64(pol.Undecodable()) })
 	gauge("destination_service_ports", "Service ports served over xDS.", func() float64 { return float64(dest.Services.Load()) })
 	return reg
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,5 +266,89 @@ func TestProbesGetThroughADenyPolicy(t *testing.T) {
 	}
 	if m := server.metrics(t); !strings.Contains(m, `inbound_http_authz_allow_total{authorization_policy="probe",server=""} 2`) {
 		t.Errorf("the probes let through were not counted")
+	}
+}
+
+// TestAPolicyChangeAppliesUnderLoad takes a caller's authorization away
+// while it sends requests: every request is answered 200 or 403, none
+// fails otherwise, and each request sent after the first refusal came
+// back is refused, from the same proxy process.
+func TestAPolicyChangeAppliesUnderLoad(t *testing.T) {
+	mi := startIdentity(t, "24h")
+	app := startBackend(t, "app")
+	server := startProxy(t, proxyOpts{discovery: appPolicy(t, app.addr, spiffe("client")),
+		args: append(mi.proxyArgs(t, "server"), "--inbound-forward", app.addr)})
+	client := startProxy(t, proxyOpts{discovery: discoveryFile(meshedService("web", 80, "", spiffe("server"), server.inbound)), args: mi.proxyArgs(t, "client")})
+	pid := server.cmd.Process.Pid
+
+	type outcome struct {
+		sent, answered time.Time
+		status         int
+		err            error
+	}
+	const workers, perWorker = 4, 1500
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	results := make([][]outcome, workers)
+	var firstRefusal atomic.Int64 // unix nanos of the first 403 answered
+	var changedAt time.Time
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := newClient(client.outbound)
+			for range perWorker {
+				if ctx.Err() != nil {
+					return
+				}
+				o := outcome{sent: time.Now()}
+				resp, _, err := c.get("web", "/load")
+				o.answered, o.err = time.Now(), err
+				if err == nil {
+					o.status = resp.StatusCode
+				}
+				results[w] = append(results[w], o)
+				if o.status == http.StatusForbidden {
+					firstRefusal.CompareAndSwap(0, o.answered.UnixNano())
+				}
+				// Enough refusals after the change: stop.
+				if f := firstRefusal.Load(); f != 0 && time.Since(time.Unix(0, f)) > time.Second {
+					return
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(done) }()
+	time.Sleep(time.Second)
+	changedAt = time.Now()
+	server.writeDiscovery(t, appPolicy(t, app.addr, spiffe("other")), -1)
+	<-done
+
+	var ok, refused int
+	first := time.Unix(0, firstRefusal.Load())
+	for _, rs := range results {
+		for _, o := range rs {
+			switch {
+			case o.err != nil || (o.status != 200 && o.status != http.StatusForbidden):
+				t.Errorf("a request sent at %s failed otherwise: %d %v", o.sent.Format("15:04:05.000"), o.status, o.err)
+			case o.status == 200 && firstRefusal.Load() != 0 && o.sent.After(first):
+				t.Errorf("a request sent at %s, after the first refusal (%s), was admitted", o.sent.Format("15:04:05.000"), first.Format("15:04:05.000"))
+			case o.status == 200:
+				ok++
+			default:
+				refused++
+			}
+		}
+	}
+	if ok == 0 || refused == 0 {
+		t.Fatalf("%d admitted and %d refused: the load did not span the change", ok, refused)
+	}
+	t.Logf("%d requests admitted, %d refused; the first refusal came %s after the file was written", ok, refused, first.Sub(changedAt).Round(time.Millisecond))
+	select {
+	case <-server.exited:
+		t.Errorf("the server proxy (pid %d) exited", pid)
+	default:
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,6 +29,9 @@ type Informer[T any] struct {
 	// that finds no such resource type counts as an empty, synced one, and
 	// is tried again every half minute.
 	Optional bool
+	// Undecodable counts the objects skipped because they do not decode
+	// into T (each is logged).
+	Undecodable atomic.Int64
 
 	mu      sync.RWMutex
 	objects map[string]*T
@@ -70,7 +74,9 @@ type list[T any] struct {
 	Metadata struct {
 		ResourceVersion string `json:"resourceVersion"`
 	} `json:"metadata"`
-	Items []*T `json:"items"`
+	// Items are decoded one by one: one the informer's type cannot hold
+	// is skipped, not the list.
+	Items []json.RawMessage `json:"items"`
 }
 
 // Run lists and watches until ctx ends. A watch that breaks is resumed
@@ -118,7 +124,7 @@ func (inf *Informer[T]) Run(ctx context.Context) {
 			}
 			obj := new(T)
 			if err := json.Unmarshal(ev.Object, obj); err != nil {
-				log.Warn("undecodable watch event", slog.String("path", inf.Path), slog.Any("error", err))
+				inf.undecodable(ev.Object, err)
 				return
 			}
 			m := inf.Meta(obj)
@@ -152,7 +158,12 @@ func (inf *Informer[T]) relist(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("listing %s: %w", inf.Path, err)
 	}
 	objects := make(map[string]*T, len(l.Items))
-	for _, o := range l.Items {
+	for _, raw := range l.Items {
+		o := new(T)
+		if err := json.Unmarshal(raw, o); err != nil {
+			inf.undecodable(raw, err)
+			continue
+		}
 		objects[inf.Meta(o).Key()] = o
 	}
 	inf.mu.Lock()
@@ -161,6 +172,21 @@ func (inf *Informer[T]) relist(ctx context.Context) (string, error) {
 	inf.markSynced()
 	inf.OnChange()
 	return l.Metadata.ResourceVersion, nil
+}
+
+// undecodable reports an object the informer's type cannot hold, by name
+// where its metadata can be read, and counts it.
+func (inf *Informer[T]) undecodable(raw json.RawMessage, err error) {
+	inf.Undecodable.Add(1)
+	var m struct {
+		Metadata ObjectMeta `json:"metadata"`
+	}
+	json.Unmarshal(raw, &m)
+	log := inf.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Warn("skipping an object that does not decode", slog.String("path", inf.Path), slog.String("object", m.Metadata.Key()), slog.Any("error", err))
 }
 
 func (inf *Informer[T]) markSynced() {

@@ -1,6 +1,9 @@
 package kubeapi
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"time"
+)
 
 // ObjectMeta is the part of metadata the control plane reads.
 type ObjectMeta struct {
@@ -9,6 +12,8 @@ type ObjectMeta struct {
 	ResourceVersion string            `json:"resourceVersion,omitempty"`
 	Labels          map[string]string `json:"labels,omitempty"`
 	Annotations     map[string]string `json:"annotations,omitempty"`
+	// CreationTimestamp orders objects where the older one wins.
+	CreationTimestamp time.Time `json:"creationTimestamp,omitzero"`
 }
 
 // Key is namespace/name, how caches index objects.

@@ -114,6 +114,36 @@ func waitJob(t *testing.T, ns, name string, within time.Duration) result {
 	}
 }
 
+// waitJobFailed waits for a Job that is meant to fail (its client was
+// refused) and returns what its client printed.
+func waitJobFailed(t *testing.T, ns, name string, within time.Duration) result {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for kubectl(t, "", "-n", ns, "get", "job", name, "-o", "jsonpath={.status.failed}") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s/%s has not failed within %s:\n%s", ns, name, within, describe(ns))
+		}
+		time.Sleep(time.Second)
+	}
+	logs, _ := cluster.Run("", "-n", ns, "logs", "job/"+name, "-c", "app")
+	var r result
+	if i := strings.Index(logs, "RESULT "); i >= 0 {
+		json.Unmarshal([]byte(strings.TrimSpace(logs[i+len("RESULT "):])), &r)
+	}
+	return r
+}
+
+// grepLines keeps the lines that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // describe is what a user would look at when something hangs.
 func describe(ns string) string {
 	pods, _ := cluster.Run("", "-n", ns, "get", "pods", "-o", "wide")

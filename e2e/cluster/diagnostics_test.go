@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/meshproj/mesh/internal/golden"
+	"github.com/meshproj/mesh/inventory/kube"
+	"github.com/meshproj/mesh/stat"
 )
 
 // volatile masks what changes from run to run in a rendered table: rates,
@@ -284,18 +286,18 @@ metadata:
 		t.Errorf("the server's proxy has policy and probes %q; want the namespace's deny and the app's readiness probe", env)
 	}
 	kubectl(t, clientJob(ns, "denied", 3, 5), "apply", "-f", "-")
-	deadline := time.Now().Add(2 * time.Minute)
-	for kubectl(t, "", "-n", ns, "get", "job", "denied", "-o", "jsonpath={.status.failed}") != "1" {
-		if time.Now().After(deadline) {
-			t.Fatalf("the client in a deny namespace did not fail:\n%s", describe(ns))
-		}
-		time.Sleep(time.Second)
-	}
+	waitJobFailed(t, ns, "denied", 2*time.Minute)
 	logs := kubectl(t, "", "-n", ns, "logs", "job/denied", "-c", "app")
 	for _, want := range []string{"status 403: refused by the default policy deny on port 8080: the default policy denies it (spiffe://cluster.local/ns/locked/sa/client from 10.199.0.", "PermissionDenied"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the client was not told %q:\n%s", want, logs)
 		}
+	}
+	// mesh check names the pods that admit nobody.
+	kubeEnv := []string{"KUBECONFIG=" + cluster.Kubeconfig}
+	if out, _, _ := meshRun("", kubeEnv, "check", "-n", ns); !strings.Contains(out, "namespace locked: pod server-") ||
+		!strings.Contains(out, "default to deny and no AuthorizationPolicy admits a client: only the kubelet's probes get in") {
+		t.Errorf("mesh check does not name the pods that deny every client:\n%s", out)
 	}
 	// Servers on both ports, and a policy for the namespace's Servers that
 	// admits the client's ServiceAccount: the same client gets in, with
@@ -322,9 +324,77 @@ spec:
   targetRef: {kind: Namespace, name: %[1]s}
   requiredAuthenticationRefs: [{group: policy.mesh.io, kind: MeshTLSAuthentication, name: clients}]
 `, ns), "apply", "-f", "-")
+	// Beside them, a policy whose target is misspelt and a Server that
+	// selects nothing: the controller and mesh check say so, and the rest
+	// of the namespace's policy holds.
+	kubectl(t, fmt.Sprintf(`apiVersion: policy.mesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: typo, namespace: %[1]s}
+spec:
+  targetRef: {kind: Server, name: server-htp}
+  requiredAuthenticationRefs: [{kind: ServiceAccount, name: client}]
+---
+apiVersion: policy.mesh.io/v1alpha1
+kind: Server
+metadata: {name: orphan, namespace: %[1]s}
+spec: {podSelector: {matchLabels: {app: nothing}}, port: 8080}
+`, ns), "apply", "-f", "-")
 	kubectl(t, clientJob(ns, "allowed", 40, 20), "apply", "-f", "-")
 	if r := waitJob(t, ns, "allowed", 2*time.Minute); r.HTTPOK != 40 || r.GRPCOK != 4 {
 		t.Errorf("the authorized client got %d of 40 HTTP and %d of 4 gRPC answers: %+v", r.HTTPOK, r.GRPCOK, r)
+	}
+	typo := "authorizationpolicy locked/typo: its target, Server locked/server-htp, does not exist"
+	orphan := "server locked/orphan: its podSelector selects no pod"
+	if logs := kubectl(t, "", "-n", "mesh-system", "logs", "deploy/mesh-controller"); !strings.Contains(logs, "inbound policy: "+typo) || !strings.Contains(logs, "inbound policy: "+orphan) {
+		t.Errorf("the controller's log does not name the broken resources")
+	}
+	controller := kubectl(t, "", "-n", "mesh-system", "get", "pods", "-l", kube.ControllerSelector, "-o", "jsonpath={.items[0].metadata.name}")
+	if m := kubectl(t, "", "get", "--raw", "/api/v1/namespaces/mesh-system/pods/"+controller+":9990/proxy/metrics"); !strings.Contains(m, "\npolicy_problems 2\n") {
+		t.Errorf("the controller's metrics do not count the two problems:\n%s", grepLines(m, "policy_"))
+	}
+	out, _, _ := meshRun("", kubeEnv, "check", "-n", ns)
+	if !strings.Contains(out, "‼ the policy resources refer to what exists") || !strings.Contains(out, typo) || !strings.Contains(out, orphan) || strings.Contains(out, "default to deny and no AuthorizationPolicy") {
+		t.Errorf("mesh check on the namespace's policy:\n%s", out)
+	}
+
+	// Under load, the client's authorization is taken away: it is refused
+	// from then on, still with no restart.
+	kubectl(t, clientJob(ns, "revoked", 400, 20), "apply", "-f", "-")
+	kubectl(t, "", "-n", ns, "wait", "pod", "-l", "app=revoked", "--for=condition=Ready", "--timeout=120s")
+	time.Sleep(3 * time.Second)
+	revokedAt := time.Now()
+	kubectl(t, "", "-n", ns, "delete", "authorizationpolicy", "clients-to-server")
+	r := waitJobFailed(t, ns, "revoked", 3*time.Minute)
+	if r.HTTPOK == 0 || r.HTTPFailed == 0 || r.HTTPOK+r.HTTPFailed != 400 {
+		t.Errorf("the revoked client: %+v; want answers, then refusals", r)
+	}
+	for _, f := range r.Failures {
+		if !strings.Contains(f, "status 403: refused by server server-http on port 8080: no authorization admits the client") && !strings.Contains(f, "PermissionDenied") {
+			t.Errorf("the revoked client failed otherwise: %s", f)
+		}
+	}
+	if len(r.Failures) > 0 {
+		if at, err := time.ParseInLocation("15:04:05.000", strings.Fields(r.Failures[0])[0], time.Local); err == nil {
+			first := time.Date(revokedAt.Year(), revokedAt.Month(), revokedAt.Day(), at.Hour(), at.Minute(), at.Second(), at.Nanosecond(), time.Local)
+			t.Logf("the first refusal came %s after kubectl delete began", first.Sub(revokedAt).Round(time.Millisecond))
+		}
+	}
+	var rows []stat.AuthzRow
+	out, _, _ = meshRun("", kubeEnv, "authz", "deploy/server", "-n", ns, "--window", "60s", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("mesh authz: %v\n%s", err, out)
+	}
+	var admitted, refused uint64
+	for _, row := range rows {
+		if row.Server == "server-http" && row.Authorization == "clients-to-server" {
+			admitted += row.Allowed
+		}
+		if row.Server == "server-http" && row.Authorization == "" {
+			refused += row.Denied
+		}
+	}
+	if admitted == 0 || refused == 0 {
+		t.Errorf("mesh authz deploy/server: %d admitted by clients-to-server and %d refused on server-http, want both: %+v", admitted, refused, rows)
 	}
 	restarts := kubectl(t, "", "-n", ns, "get", "pods", "-l", "app=server", "-o", `jsonpath={range .items[*]}{.status.initContainerStatuses[?(@.name=="mesh-proxy")].restartCount}{end}`)
 	if strings.Trim(restarts, "0") != "" {
