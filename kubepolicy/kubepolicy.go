@@ -184,17 +184,23 @@ func (ap *AuthorizationPolicy) targets(sv *Server) bool {
 }
 
 func serverPort(pod *Pod, port any) (uint16, bool) {
+	valid := func(n float64) (uint16, bool) {
+		if n < 1 || n > 65535 || n != float64(int(n)) {
+			return 0, false
+		}
+		return uint16(n), true
+	}
 	switch p := port.(type) {
 	case float64:
-		return uint16(p), p >= 1 && p <= 65535
+		return valid(p)
 	case string:
 		if n, err := strconv.Atoi(p); err == nil {
-			return uint16(n), n >= 1 && n <= 65535
+			return valid(float64(n))
 		}
 		for _, c := range pod.Spec.Containers {
 			for _, cp := range c.Ports {
 				if cp.Name == p {
-					return uint16(cp.ContainerPort), true
+					return valid(float64(cp.ContainerPort))
 				}
 			}
 		}
