@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,12 +32,14 @@ type authzKey struct {
 	rule     string // the authorization that admitted, or why not
 }
 
+// authzCell is one key's counter and window. The window takes no lock: a
+// decision made by one core just as another turns its slot to a new
+// second may go uncounted there (the Prometheus counter is exact).
 type authzCell struct {
 	counter prometheus.Counter
-	mu      sync.Mutex
 	seconds [windowSeconds]struct {
-		unix int64
-		n    uint64
+		unix atomic.Int64
+		n    atomic.Uint64
 	}
 }
 
@@ -54,13 +57,11 @@ func (a *authzStats) count(k authzKey, m func(authzKey) prometheus.Counter) {
 	c := v.(*authzCell)
 	c.counter.Inc()
 	now := time.Now().Unix()
-	c.mu.Lock()
 	s := &c.seconds[now%windowSeconds]
-	if s.unix != now {
-		s.unix, s.n = now, 0
+	if s.unix.Load() != now && s.unix.Swap(now) != now {
+		s.n.Store(0)
 	}
-	s.n++
-	c.mu.Unlock()
+	s.n.Add(1)
 }
 
 // snapshot sums the last n seconds of every key that saw a decision.
@@ -76,13 +77,12 @@ func (a *authzStats) snapshot(n int) []adminapi.AuthzStat {
 		} else {
 			st.Reason = key.rule
 		}
-		c.mu.Lock()
 		for i := range c.seconds {
-			if s := c.seconds[i]; s.unix > now-int64(n) && s.unix <= now {
-				st.Count += s.n
+			s := &c.seconds[i]
+			if u := s.unix.Load(); u > now-int64(n) && u <= now {
+				st.Count += s.n.Load()
 			}
 		}
-		c.mu.Unlock()
 		if st.Count > 0 {
 			out = append(out, st)
 		}
