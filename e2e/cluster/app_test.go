@@ -125,10 +125,15 @@ func waitJobFailed(t *testing.T, ns, name string, within time.Duration) result {
 		}
 		time.Sleep(time.Second)
 	}
-	logs, _ := cluster.Run("", "-n", ns, "logs", "job/"+name, "-c", "app")
+	logs, err := cluster.Run("", "-n", ns, "logs", "job/"+name, "-c", "app")
 	var r result
-	if i := strings.Index(logs, "RESULT "); i >= 0 {
-		json.Unmarshal([]byte(strings.TrimSpace(logs[i+len("RESULT "):])), &r)
+	i := strings.Index(logs, "RESULT ")
+	if i < 0 {
+		t.Fatalf("job %s/%s failed without a result (%v):\n%s\n%s", ns, name, err, logs, describe(ns))
+	}
+	line, _, _ := strings.Cut(logs[i+len("RESULT "):], "\n") // the client's error may follow
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		t.Fatalf("job %s/%s: its result %q: %v", ns, name, line, err)
 	}
 	return r
 }

@@ -295,7 +295,7 @@ metadata:
 	}
 	// mesh check names the pods that admit nobody.
 	kubeEnv := []string{"KUBECONFIG=" + cluster.Kubeconfig}
-	if out, _, _ := meshRun("", kubeEnv, "check", "-n", ns); !strings.Contains(out, "namespace locked: pod server-") ||
+	if out, _, _ := meshRun("", kubeEnv, "check", "-n", ns); !strings.Contains(out, "namespace locked: pods server-") ||
 		!strings.Contains(out, "default to deny and no AuthorizationPolicy admits a client: only the kubelet's probes get in") {
 		t.Errorf("mesh check does not name the pods that deny every client:\n%s", out)
 	}
