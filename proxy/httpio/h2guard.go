@@ -8,6 +8,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2/hpack"
 )
@@ -66,6 +68,10 @@ type H2Guard struct {
 	// block is being decoded (0 for trailers).
 	bodies map[uint32]*bodyCount
 	header uint32
+
+	// lingering is set once the guard refused the connection and drains
+	// it before closing.
+	lingering atomic.Bool
 }
 
 type bodyCount struct{ declared, seen int64 }
@@ -97,6 +103,31 @@ func NewH2Guard(c net.Conn, r io.Reader) *H2Guard {
 	return g
 }
 
+// lingerTime bounds how long a refused connection is drained before it
+// is closed.
+const lingerTime = time.Second
+
+// lingerClose ends a refused connection: it stops writing (FIN), then
+// reads and drops what the client still sends, for a moment, before it
+// closes. Closing at once, with the client's frames unread, would reset
+// the connection, and the client would see an error of the network's
+// instead of the end of the connection.
+func (g *H2Guard) lingerClose() {
+	CloseWrite(g.Conn)
+	g.Conn.SetReadDeadline(time.Now().Add(lingerTime))
+	io.Copy(io.Discard, io.LimitReader(g.r, 1<<20))
+	g.Conn.Close()
+}
+
+// Close closes the connection, unless the guard refused it and closes it
+// itself once drained.
+func (g *H2Guard) Close() error {
+	if g.lingering.Load() {
+		return nil
+	}
+	return g.Conn.Close()
+}
+
 // Unwrap is the guarded connection.
 func (g *H2Guard) Unwrap() net.Conn { return g.Conn }
 
@@ -115,7 +146,8 @@ func (g *H2Guard) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if g.bad != "" {
-			g.Conn.Close()
+			g.lingering.Store(true)
+			go g.lingerClose()
 			return 0, ErrH2Refused
 		}
 		if g.off && len(g.pending) == 0 {

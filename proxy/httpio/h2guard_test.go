@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -208,5 +209,47 @@ func TestH2GuardRefusesABodyThatDoesNotMatchItsContentLength(t *testing.T) {
 	})
 	if _, g, err := guarded(in); !errors.Is(err, ErrH2Refused) || !strings.Contains(g.Refused(), "ended after 0 bytes") {
 		t.Errorf("a declared body that never came: read %v, refused %q", err, g.Refused())
+	}
+}
+
+// A refused connection ends with the end of the stream, not a reset, even
+// though the client has sent frames the server never read: the guard
+// drains them before it closes.
+func TestH2GuardEndsARefusedConnectionWithoutAReset(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		g := NewH2Guard(c, c)
+		_, err = io.ReadAll(g)
+		g.Close() // as the server does when its reader fails
+		served <- err
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(clientBytes(t, func(fr *http2.Framer, enc func(...string) []byte) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(append(request, "content-length", "1")...), EndHeaders: true})
+		fr.WriteData(1, false, []byte("too much"))
+		for range 50 { // what the client sends on, which the server never reads
+			fr.WriteData(1, false, bytes.Repeat([]byte("z"), 1000))
+		}
+	}))
+	if err := <-served; !errors.Is(err, ErrH2Refused) {
+		t.Fatalf("server read: %v, want the guard's refusal", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("the client saw %v, want the end of the connection", err)
 	}
 }
