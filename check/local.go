@@ -3,7 +3,6 @@ package check
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/meshproj/mesh/inventory"
 	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/proxy/adminapi"
+	"github.com/meshproj/mesh/stat"
 	"github.com/meshproj/mesh/proxy/discovery/file"
 )
 
@@ -127,20 +127,7 @@ func httpOK(ctx context.Context, url string) (Status, string) {
 }
 
 func dump(ctx context.Context, admin string) (*adminapi.ConfigDump, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/config_dump", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := (&http.Client{Timeout: 3 * time.Second}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/config_dump answered %s", admin, resp.Status)
-	}
-	var d adminapi.ConfigDump
-	return &d, json.NewDecoder(resp.Body).Decode(&d)
+	return stat.HTTPDump(ctx, admin)
 }
 
 // certificateFresh fails on no or an expired certificate and warns when

@@ -68,20 +68,10 @@ func (c *Cluster) readPolicies(ctx context.Context) (*policyView, error) {
 		{"servers", func(raw json.RawMessage) error { return decodeTo(raw, &v.set.Servers) }},
 		{"authorizationpolicies", func(raw json.RawMessage) error { return decodeTo(raw, &v.set.AuthorizationPolicies) }},
 		{"meshtlsauthentications", func(raw json.RawMessage) error {
-			var m kubepolicy.MeshTLSAuthentication
-			if err := json.Unmarshal(raw, &m); err != nil {
-				return err
-			}
-			v.set.MeshTLS[m.Metadata.Key()] = &m
-			return nil
+			return decodeKeyed(raw, v.set.MeshTLS, func(m *kubepolicy.MeshTLSAuthentication) string { return m.Metadata.Key() })
 		}},
 		{"networkauthentications", func(raw json.RawMessage) error {
-			var n kubepolicy.NetworkAuthentication
-			if err := json.Unmarshal(raw, &n); err != nil {
-				return err
-			}
-			v.set.Networks[n.Metadata.Key()] = &n
-			return nil
+			return decodeKeyed(raw, v.set.Networks, func(n *kubepolicy.NetworkAuthentication) string { return n.Metadata.Key() })
 		}},
 	}
 	for _, l := range lists {
@@ -126,6 +116,16 @@ func decodeTo[T any](raw json.RawMessage, to *[]*T) error {
 		return err
 	}
 	*to = append(*to, o)
+	return nil
+}
+
+// decodeKeyed decodes one object into a map by its key.
+func decodeKeyed[T any](raw json.RawMessage, to map[string]*T, key func(*T) string) error {
+	o := new(T)
+	if err := json.Unmarshal(raw, o); err != nil {
+		return err
+	}
+	to[key(o)] = o
 	return nil
 }
 

@@ -49,19 +49,12 @@ func TestAPodsPolicyComesFromTheServersThatSelectIt(t *testing.T) {
 	if string(got) != want {
 		t.Errorf("policy\n%s\nwant\n%s", got, want)
 	}
-	var all []string
-	for _, p := range set.Problems([]*Pod{pod}, "cluster.local") {
-		all = append(all, p.String())
-	}
-	wantProblems := []string{
+	checkProblems(t, set, []*Pod{pod}, []string{
 		"authorizationpolicy shop/broken: meshtlsauthentication shop/missing does not exist: it admits nothing",
 		"server ops/other-ns: its podSelector selects no pod",
 		"server shop/no-such-port: port grpc is no container port of pod api-1",
 		"server shop/web-http: its podSelector selects no pod",
-	}
-	if strings.Join(all, "\n") != strings.Join(wantProblems, "\n") {
-		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(all, "\n"), strings.Join(wantProblems, "\n"))
-	}
+	})
 	// What the controller serves, the proxy compiles.
 	var back discovery.InboundPolicy
 	if err := json.Unmarshal(got, &back); err != nil || len(back.Servers) != 2 || back.Servers[0].Authorizations[0].Networks[0].Except[0].String() != "10.9.0.0/16" {
@@ -96,24 +89,29 @@ func TestProblemsNameWhatAdmitsNothingAndWhy(t *testing.T) {
 		},
 		Networks: map[string]*NetworkAuthentication{"shop/bad": decodeInto[NetworkAuthentication](t, `{"metadata":{"name":"bad","namespace":"shop"},"spec":{"networks":[{"cidr":"10.0.0.0/33"}]}}`)},
 	}
-	var all []string
-	for _, p := range set.Problems(pods, "cluster.local") {
-		all = append(all, p.String())
-	}
-	want := []string{
+	checkProblems(t, set, pods, []string{
 		`authorizationpolicy shop/bad-cidr: networkauthentication shop/bad: "10.0.0.0/33" is not a CIDR: it admits nothing`,
 		"authorizationpolicy shop/other-ns: it targets namespace ops, but applies only in its own (shop)",
 		"authorizationpolicy shop/route: it targets HTTPRoute r, and the mesh serves no routes yet: it admits nothing",
 		"authorizationpolicy shop/to-nothing: its target, Server shop/gone, does not exist",
 		"server shop/api-8080: an older Server already selects its port of pods api-1 (by api-http), api-2 (by api-http): it is ignored there",
-	}
-	if strings.Join(all, "\n") != strings.Join(want, "\n") {
-		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(all, "\n"), strings.Join(want, "\n"))
-	}
+	})
 	// The malformed policy breaks nothing else: the good one still admits
 	// web on the older Server's port, and the newer Server is not served.
 	ip := set.ForPod(pods[0], "cluster.local")
 	if len(ip.Servers) != 1 || ip.Servers[0].Name != "api-http" || len(ip.Servers[0].Authorizations) != 1 || ip.Servers[0].Authorizations[0].Name != "good" {
 		t.Errorf("policy of api-1: %+v", ip)
+	}
+}
+
+// checkProblems compares what Problems says of set with want, in order.
+func checkProblems(t *testing.T, set *Set, pods []*Pod, want []string) {
+	t.Helper()
+	var got []string
+	for _, p := range set.Problems(pods, "cluster.local") {
+		got = append(got, p.String())
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
