@@ -124,3 +124,17 @@ func TestAuthzOfAWorkloadWithoutAnswerSaysSo(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestAuthzOfEveryWorkloadLeavesOutThoseWithoutAnswer(t *testing.T) {
+	rows, err := Authz(context.Background(), mesh, "deploy", 10, recordedAuthz, recordedDumps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		seen[r.Workload] = true
+	}
+	if !seen["deploy/api"] || !seen["deploy/web"] || seen["deploy/idle"] {
+		t.Errorf("workloads shown: %v", seen)
+	}
+}
