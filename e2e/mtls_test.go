@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -277,4 +278,50 @@ func TestTrustAnchorRotationKeepsOldAndNewChainsTalking(t *testing.T) {
 	if resp, _, err := newClient(client3.outbound).get("web", "/"); err != nil || resp.StatusCode != 502 {
 		t.Fatalf("client trusting only the new anchor reached an old-chain server: %v %v", resp, err)
 	}
+}
+
+// TestAnOpaquePortOnBothSidesStillCarriesMTLS is a server-speaks-first
+// database whose port both proxies treat as opaque (as a namespace's
+// config.mesh.io/opaque-ports gives every pod): the client's proxy tunnels
+// the connection in mTLS, and the server's proxy, which skips detection on
+// the port, still recognizes and ends the mesh's TLS before the app.
+func TestAnOpaquePortOnBothSidesStillCarriesMTLS(t *testing.T) {
+	mi := startIdentity(t, "24h")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("220 db ready\r\n")) // before the client says anything
+			c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	server := startProxy(t, proxyOpts{discovery: "services: []\n",
+		args: append(mi.proxyArgs(t, "db"), "--inbound-forward", ln.Addr().String(), "--opaque-ports", port)})
+	local := freeAddr(t)
+	client := startProxy(t, proxyOpts{
+		discovery: discoveryFile(meshedService("db", 3306, "    opaque: true\n", spiffe("db"), server.inbound)),
+		args:      append(mi.proxyArgs(t, "client"), "--outbound-tcp", local+"=db:3306"),
+	})
+	conn, err := net.Dial("tcp", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || line != "220 db ready\r\n" {
+		t.Fatalf("greeting through both proxies: %q, %v", line, err)
+	}
+	conn.Close()
+	waitFor(t, "TCP metrics with identities", func() bool {
+		return has(client.metrics(t), "tcp_close_total", "server_id", spiffe("db"), "tls", "true") &&
+			has(server.metrics(t), "tcp_close_total", "client_id", spiffe("client"), "tls", "true")
+	})
 }

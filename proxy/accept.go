@@ -109,7 +109,7 @@ func (p *Proxy) handleOutbound(c net.Conn) {
 			return
 		}
 	}
-	proto, pc, ok := p.detect(c)
+	proto, pc, ok := p.detect(c, p.cfg.DetectTimeout)
 	if !ok {
 		return
 	}
@@ -143,10 +143,10 @@ func (p *Proxy) handleInbound(c net.Conn) {
 		return
 	}
 	if p.opaque[target.Port()] {
-		p.forwardInboundTCP(c, target)
+		p.handleInboundOpaque(c, target)
 		return
 	}
-	proto, pc, ok := p.detect(c)
+	proto, pc, ok := p.detect(c, p.cfg.DetectTimeout)
 	if !ok {
 		return
 	}
@@ -168,6 +168,28 @@ func (p *Proxy) handleInbound(c net.Conn) {
 	}
 }
 
+// opaqueTLSWait is how long an opaque inbound port waits for a client's
+// first bytes: a meshed client's proxy opens with its TLS handshake at
+// once, and a client of a server-speaks-first protocol without a proxy
+// sends nothing until the server has spoken.
+const opaqueTLSWait = time.Second
+
+// handleInboundOpaque serves a connection to an opaque port: no HTTP
+// detection, but the mesh's TLS from another proxy is still recognized
+// and terminated (its client proxy treats the port as opaque too and
+// tunnels the bytes in mTLS); anything else is forwarded as it comes.
+func (p *Proxy) handleInboundOpaque(c net.Conn, target netip.AddrPort) {
+	proto, pc, ok := p.detect(c, min(opaqueTLSWait, p.cfg.DetectTimeout))
+	if !ok {
+		return
+	}
+	if proto == detect.TLS && p.inboundMeshTLS(pc) {
+		p.serveMeshInbound(pc, target)
+		return
+	}
+	p.forwardInboundTCP(pc, target)
+}
+
 // inboundTarget is the local app's address for an inbound connection.
 func (p *Proxy) inboundTarget(dst netip.AddrPort) (netip.AddrPort, error) {
 	if p.cfg.InboundForward != "" {
@@ -180,10 +202,10 @@ func (p *Proxy) inboundTarget(dst netip.AddrPort) (netip.AddrPort, error) {
 }
 
 // detect peeks at a connection. ok is false when the connection is gone.
-func (p *Proxy) detect(c net.Conn) (detect.Protocol, net.Conn, bool) {
+func (p *Proxy) detect(c net.Conn, timeout time.Duration) (detect.Protocol, net.Conn, bool) {
 	p.detecting.Add(1)
 	defer p.detecting.Done()
-	proto, pc, err := detect.Peek(c, p.cfg.DetectTimeout)
+	proto, pc, err := detect.Peek(c, timeout)
 	if err != nil {
 		c.Close()
 		return 0, nil, false
