@@ -13,8 +13,8 @@ import (
 	"github.com/meshproj/mesh/inventory"
 	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/proxy/adminapi"
-	"github.com/meshproj/mesh/stat"
 	"github.com/meshproj/mesh/proxy/discovery/file"
+	"github.com/meshproj/mesh/stat"
 )
 
 // Categories of the local mesh's checks.
