@@ -137,13 +137,20 @@ func objectKey(raw json.RawMessage) string {
 	return m.Metadata.Namespace + "/" + m.Metadata.Name
 }
 
+// unreadable is how a policy check ends when the resources cannot be
+// read: a warning where RBAC does not let this user, a failure otherwise.
+func unreadable(err error) (Status, string) {
+	if kube.IsForbidden(err) {
+		return Warn, "cannot read the policy resources: " + err.Error()
+	}
+	return Fail, err.Error()
+}
+
 func (c *Cluster) policyProblems(ctx context.Context) (Status, string) {
 	v, err := c.policies(ctx)
 	switch {
-	case err != nil && kube.IsForbidden(err):
-		return Warn, "cannot read the policy resources: " + err.Error()
 	case err != nil:
-		return Fail, err.Error()
+		return unreadable(err)
 	case v.noCRDs:
 		return Warn, "the policy.mesh.io CRDs are not installed: mesh install --crds | kubectl apply -f -"
 	}
@@ -162,11 +169,8 @@ func (c *Cluster) policyProblems(ctx context.Context) (Status, string) {
 // probes get in.
 func (c *Cluster) denyWithoutAuthorizations(ctx context.Context) (Status, string) {
 	v, err := c.policies(ctx)
-	switch {
-	case err != nil && kube.IsForbidden(err):
-		return Warn, "cannot read the policy resources: " + err.Error()
-	case err != nil:
-		return Fail, err.Error()
+	if err != nil {
+		return unreadable(err)
 	}
 	byNS := map[string][]string{}
 	for i, core := range v.core {

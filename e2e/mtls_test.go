@@ -287,24 +287,10 @@ func TestTrustAnchorRotationKeepsOldAndNewChainsTalking(t *testing.T) {
 // the port, still recognizes and ends the mesh's TLS before the app.
 func TestAnOpaquePortOnBothSidesStillCarriesMTLS(t *testing.T) {
 	mi := startIdentity(t, "24h")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("220 db ready\r\n")) // before the client says anything
-			c.Close()
-		}
-	}()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	db := startGreeter(t, "220 db ready\r\n")
+	_, port, _ := net.SplitHostPort(db)
 	server := startProxy(t, proxyOpts{discovery: "services: []\n",
-		args: append(mi.proxyArgs(t, "db"), "--inbound-forward", ln.Addr().String(), "--opaque-ports", port)})
+		args: append(mi.proxyArgs(t, "db"), "--inbound-forward", db, "--opaque-ports", port)})
 	local := freeAddr(t)
 	client := startProxy(t, proxyOpts{
 		discovery: discoveryFile(meshedService("db", 3306, "    opaque: true\n", spiffe("db"), server.inbound)),

@@ -262,28 +262,37 @@ func TestInboundForwardsHTTPAndOpaqueTCPToTheApp(t *testing.T) {
 	}
 }
 
-func TestOpaquePortSkipsDetectionForServerSpeaksFirstProtocols(t *testing.T) {
-	// An SMTP-like server: it greets before the client says anything.
+// startGreeter runs a server-speaks-first server on loopback: it sends
+// greeting to each client before reading anything, then closes. The
+// test's cleanup stops it.
+func startGreeter(t *testing.T, greeting string) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			c.Write([]byte("220 mail ready\r\n"))
+			c.Write([]byte(greeting))
 			c.Close()
 		}
 	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().String()
+}
+
+func TestOpaquePortSkipsDetectionForServerSpeaksFirstProtocols(t *testing.T) {
+	// An SMTP-like server: it greets before the client says anything.
+	addr := startGreeter(t, "220 mail ready\r\n")
+	_, port, _ := net.SplitHostPort(addr)
 	// A detect timeout far longer than the test's patience proves that the
 	// greeting did not wait for detection.
 	mp := startProxy(t, proxyOpts{discovery: "services: []\n",
-		args: []string{"--inbound-forward", ln.Addr().String(), "--opaque-ports", fmt.Sprint(port), "--detect-timeout", "30s"}})
+		args: []string{"--inbound-forward", addr, "--opaque-ports", port, "--detect-timeout", "30s"}})
 	c, err := net.Dial("tcp", mp.inbound)
 	if err != nil {
 		t.Fatal(err)
