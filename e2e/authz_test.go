@@ -352,3 +352,46 @@ func TestAPolicyChangeAppliesUnderLoad(t *testing.T) {
 	default:
 	}
 }
+
+// TestAServerThatSaysOpaqueSkipsDetection: a Server declaring its port
+// opaque does what --opaque-ports does for that port, and is enforced on
+// it: a server-speaks-first app greets an admitted client at once (the
+// detect timeout is far longer than the test's patience), and a client
+// the policy does not admit is closed.
+func TestAServerThatSaysOpaqueSkipsDetection(t *testing.T) {
+	app := startGreeter(t, "220 db ready\r\n")
+	_, port, _ := net.SplitHostPort(app)
+	policy := func(cidr string) string {
+		return fmt.Sprintf(`services: []
+policies:
+  - servers:
+      - name: db
+        port: %s
+        protocol: opaque
+        authorizations:
+          - name: local
+            networks: [{cidr: %s}]
+`, port, cidr)
+	}
+	mp := startProxy(t, proxyOpts{discovery: policy("127.0.0.0/8"), args: []string{"--inbound-forward", app, "--detect-timeout", "30s"}})
+	greeting := func() (string, error) {
+		c, err := net.Dial("tcp", mp.inbound)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		return bufio.NewReader(c).ReadString('\n')
+	}
+	if line, err := greeting(); err != nil || line != "220 db ready\r\n" {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+	mp.writeDiscovery(t, policy("192.0.2.0/24"), -1)
+	waitFor(t, "the new policy to close the client", func() bool {
+		line, err := greeting()
+		return line == "" && err != nil
+	})
+	if m := mp.metrics(t); !strings.Contains(m, `inbound_tcp_authz_deny_total{audit="false",reason="no authorization admits the client",server="db"}`) {
+		t.Errorf("the refusal is not counted:\n%s", m)
+	}
+}

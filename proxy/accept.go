@@ -142,7 +142,7 @@ func (p *Proxy) handleInbound(c net.Conn) {
 		c.Close()
 		return
 	}
-	if p.opaque[target.Port()] {
+	if p.opaque[target.Port()] || p.authz.Load().Opaque(target.Port()) {
 		p.handleInboundOpaque(c, target)
 		return
 	}

@@ -60,6 +60,9 @@ type Policy struct {
 type server struct {
 	name  string
 	authz []authorization
+	// opaque: the Server says its port speaks opaque TCP, so the proxy
+	// skips protocol detection on it.
+	opaque bool
 }
 
 type authorization struct {
@@ -105,7 +108,7 @@ func Compile(ip *discovery.InboundPolicy, fallback discovery.DefaultPolicy, clus
 		if other, ok := p.servers[s.Port]; ok {
 			return nil, fmt.Errorf("servers %q and %q both select port %d", other.name, s.Name, s.Port)
 		}
-		srv := &server{name: s.Name}
+		srv := &server{name: s.Name, opaque: s.Protocol == "opaque"}
 		for _, a := range s.Authorizations {
 			ca := authorization{name: a.Name, exact: map[string]bool{}, networks: a.Networks}
 			for _, id := range a.Identities {
@@ -133,6 +136,12 @@ func Compile(ip *discovery.InboundPolicy, fallback discovery.DefaultPolicy, clus
 		p.servers[s.Port] = srv
 	}
 	return p, nil
+}
+
+// Opaque reports whether a Server declares the port opaque TCP.
+func (p *Policy) Opaque(port uint16) bool {
+	s := p.servers[port]
+	return s != nil && s.opaque
 }
 
 // Source is the policy as given, with the default in force filled in.

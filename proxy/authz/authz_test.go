@@ -195,3 +195,16 @@ func BenchmarkDecide(b *testing.B) {
 		p.Decide(8080, admin, inCluster)
 	}
 }
+
+func TestAServerCanDeclareItsPortOpaque(t *testing.T) {
+	p, err := Compile(&discovery.InboundPolicy{Servers: []discovery.Server{
+		{Name: "db", Port: 3306, Protocol: "opaque", Authorizations: []discovery.Authorization{{Name: "any", Identities: []string{"*"}}}},
+		{Name: "web", Port: 8080, Protocol: "http1"},
+	}}, discovery.AllUnauthenticated, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Opaque(3306) || p.Opaque(8080) || p.Opaque(9999) {
+		t.Errorf("opaque 3306 %v, 8080 %v, 9999 %v; want only 3306", p.Opaque(3306), p.Opaque(8080), p.Opaque(9999))
+	}
+}
