@@ -193,7 +193,7 @@ func (c *Cluster) denyWithoutAuthorizations(ctx context.Context) (Status, string
 	for ns, pods := range byNS {
 		sort.Strings(pods)
 		lines = append(lines, fmt.Sprintf("namespace %s: %s default to deny and no AuthorizationPolicy admits a client: only the kubelet's probes get in",
-			ns, someOf(pods)))
+			ns, kubepolicy.Enumerate(pods, "pod", "pods")))
 	}
 	sort.Strings(lines)
 	return Warn, strings.Join(lines, "\n")
@@ -214,16 +214,6 @@ func defaultInboundPolicy(p *corev1.Pod) discovery.DefaultPolicy {
 		}
 	}
 	return discovery.AllUnauthenticated
-}
-
-func someOf(pods []string) string {
-	if len(pods) == 1 {
-		return "pod " + pods[0]
-	}
-	if len(pods) <= 3 {
-		return "pods " + strings.Join(pods, ", ")
-	}
-	return fmt.Sprintf("pods %s and %d more", strings.Join(pods[:3], ", "), len(pods)-3)
 }
 
 func limitLines(lines []string, n int) []string {

@@ -45,11 +45,11 @@ func (s *Set) Problems(pods []*Pod, trustDomain string) []Problem {
 		}
 		if len(portless) > 0 {
 			sort.Strings(portless)
-			out = append(out, Problem{"Server", ns, name, fmt.Sprintf("port %v is no container port of %s", sv.Spec.Port, some(portless, "pod", "pods"))})
+			out = append(out, Problem{"Server", ns, name, fmt.Sprintf("port %v is no container port of %s", sv.Spec.Port, Enumerate(portless, "pod", "pods"))})
 		}
 		if len(shadowed) > 0 {
 			sort.Strings(shadowed)
-			out = append(out, Problem{"Server", ns, name, fmt.Sprintf("an older Server already selects its port of %s: it is ignored there", some(shadowed, "pod", "pods"))})
+			out = append(out, Problem{"Server", ns, name, fmt.Sprintf("an older Server already selects its port of %s: it is ignored there", Enumerate(shadowed, "pod", "pods"))})
 		}
 	}
 	for _, ap := range s.AuthorizationPolicies {
@@ -95,8 +95,9 @@ func (s *Set) shadowedBy(sv *Server, pod *Pod) string {
 	return ""
 }
 
-// some names up to three items and counts the rest.
-func some(items []string, one, many string) string {
+// Enumerate names up to three items and counts the rest: "pod a",
+// "pods a, b", "pods a, b, c and 4 more".
+func Enumerate(items []string, one, many string) string {
 	switch {
 	case len(items) == 1:
 		return one + " " + items[0]
