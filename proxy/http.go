@@ -22,6 +22,7 @@ import (
 	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/httpio"
 	"github.com/meshproj/mesh/proxy/metrics"
+	"github.com/meshproj/mesh/proxy/rawsock"
 )
 
 // ErrorHeader is the response header in which the proxy says why it
@@ -62,9 +63,16 @@ func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) tran
 		}
 		// HTTP/2 writes a request's HEADERS and DATA apart; corked they
 		// leave together (see httpio.CorkedConn).
-		return httpio.CorkNow(c), nil
+		return httpio.CorkNow(rawsock.Wrap(c)), nil
 	}
-	return transports{h1: httpio.NewClient(dialer, idleTimeout, maxConns, base(&p1)), h2: h2}
+	h1 := httpio.NewClientDial(func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return rawsock.Wrap(c), nil
+	}, idleTimeout, maxConns, base(&p1))
+	return transports{h1: h1, h2: h2}
 }
 
 func (t transports) closeIdle() {

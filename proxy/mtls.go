@@ -17,6 +17,7 @@ import (
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
 	"github.com/meshproj/mesh/proxy/httpio"
+	"github.com/meshproj/mesh/proxy/rawsock"
 )
 
 // This file is where traffic between two proxies is secured: TLS 1.3 with
@@ -106,7 +107,7 @@ func (p *Proxy) dialMesh(ctx context.Context, addr string, protos []string) (*tl
 	if err != nil {
 		return nil, err
 	}
-	cc := httpio.Cork(raw)
+	cc := httpio.Cork(rawsock.Wrap(raw))
 	tc := tls.Client(cc, p.clientTLS(addr, want.(string), protos))
 	hctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()

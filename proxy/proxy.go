@@ -53,6 +53,7 @@ import (
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/httpio"
 	"github.com/meshproj/mesh/proxy/metrics"
+	"github.com/meshproj/mesh/proxy/rawsock"
 	"github.com/meshproj/mesh/wellknown"
 )
 
@@ -317,7 +318,7 @@ func (p *Proxy) bindListeners() (err error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s listener: %w", name, err)
 		}
-		b := p.bound(ln, metricName, max)
+		b := p.bound(rawsock.Listener{Listener: ln}, metricName, max)
 		p.bounded = append(p.bounded, b)
 		return b, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/detect"
 	"github.com/meshproj/mesh/proxy/httpio"
+	"github.com/meshproj/mesh/proxy/rawsock"
 )
 
 // forwardOutboundTCP balances one opaque connection over a service's
@@ -181,6 +182,8 @@ func bare(c net.Conn) net.Conn {
 		case *detect.Conn:
 			c = v.Unwrap()
 		case *connlimit.Conn:
+			c = v.Unwrap()
+		case *rawsock.Conn:
 			c = v.Unwrap()
 		default:
 			return c

@@ -166,7 +166,7 @@ func (l *Listener) oldest() *Conn {
 // reset closes a connection at once with a reset, so that a refused client
 // learns it immediately and leaves no TIME_WAIT behind.
 func reset(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
 		tc.SetLinger(0)
 	}
 	c.Close()
