@@ -213,6 +213,7 @@ func medians(rounds [][]result) []result {
 			return v
 		}
 		r.cpu = perProcess(func(x result) []float64 { return x.cpu })
+		r.cpuPer1k = perProcess(func(x result) []float64 { return x.cpuPer1k })
 		r.rss = perProcess(func(x result) []float64 { return x.rss })
 		r.anon = perProcess(func(x result) []float64 { return x.anon })
 		out[i] = r
@@ -262,6 +263,7 @@ type result struct {
 	maxRPS   float64
 	maxErr   int
 	cpu      []float64 // seconds per proxy process, whole scenario
+	cpuPer1k []float64 // cores per 1,000 rps per proxy process, during the first fixed-rate run
 	rss      []float64 // peak RSS (MB) per proxy after the fixed-rate runs
 	anon     []float64 // private (anonymous) RSS (MB) per proxy then
 }
@@ -280,13 +282,18 @@ func measure(ctx context.Context, c *config, s scenario, proto string, b backend
 		return r, fmt.Errorf("warm-up: %w", err)
 	}
 	for i, rate := range c.rates {
+		before := procs.cpu()
 		l, err := load(ctx, c, proto, target, rate, c.duration)
 		if err != nil {
 			return r, err
 		}
 		r.at = append(r.at, l)
 		if i == 0 {
-			r.rss, r.anon = procs.memory() // the target is RSS at the first (lowest) rate
+			// The targets are RSS and CPU at the first (lowest) rate.
+			r.rss, r.anon = procs.memory()
+			for p, after := range procs.cpu() {
+				r.cpuPer1k = append(r.cpuPer1k, safeDiv((after-before[p])/c.duration.Seconds(), l.actual/1000))
+			}
 		}
 	}
 	profiled := procs.profile(c, s, proto)
@@ -420,7 +427,7 @@ func report(w io.Writer, c *config, results []result, rounds [][]result) {
 	for _, r := range c.rates {
 		fmt.Fprintf(tw, "p50@%d\tp90@%d\tp99@%d\tp99.9@%d\t", r, r, r, r)
 	}
-	fmt.Fprint(tw, "max rps\terrors\tCPU s\tpeak RSS MB\tprivate MB\t\n")
+	fmt.Fprintf(tw, "max rps\terrors\tCPU s\tcores/1k rps@%d\tpeak RSS MB\tprivate MB\t\n", c.rates[0])
 	byName := map[string]result{}
 	for _, r := range results {
 		byName[r.scenario.name+"/"+r.proto] = r
@@ -430,10 +437,10 @@ func report(w io.Writer, c *config, results []result, rounds [][]result) {
 			fmt.Fprintf(tw, "%.0f\t%.0f\t%.0f\t%.0f\t", l.p50, l.p90, l.p99, l.p999)
 			errs += l.errors
 		}
-		fmt.Fprintf(tw, "%.0f\t%d\t%s\t%s\t%s\t\n", r.maxRPS, errs, joinF(r.cpu, "%.1f"), joinF(r.rss, "%.1f"), joinF(r.anon, "%.1f"))
+		fmt.Fprintf(tw, "%.0f\t%d\t%s\t%s\t%s\t%s\t\n", r.maxRPS, errs, joinF(r.cpu, "%.1f"), joinF(r.cpuPer1k, "%.3f"), joinF(r.rss, "%.1f"), joinF(r.anon, "%.1f"))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nlatencies in µs; CPU seconds over the whole scenario; peak RSS (VmHWM) and private RSS (RssAnon, the part not shared with other processes running the same binary) after the %d rps run, per proxy process (client side first)\n", c.rates[0])
+	fmt.Fprintf(w, "\nlatencies in µs; CPU seconds over the whole scenario, and cores per 1,000 requests a second during the %d rps run; peak RSS (VmHWM) and private RSS (RssAnon, the part not shared with other processes running the same binary) after the %d rps run, per proxy process (client side first)\n", c.rates[0], c.rates[0])
 
 	direct, ok := byName["direct/http"]
 	if !ok || len(direct.at) == 0 {
@@ -459,8 +466,8 @@ func report(w io.Writer, c *config, results []result, rounds [][]result) {
 				continue
 			}
 			addM, addH := m.at[0].p99-d.at[0].p99, h.at[0].p99-d.at[0].p99
-			fmt.Fprintf(w, "  %-18s %-4s added p99 at %d rps: mesh %.0f µs, HAProxy %.0f µs (%.2f×); throughput %.2f× HAProxy's; peak RSS mesh %s MB vs HAProxy %s MB\n",
-				pair[0], proto, c.rates[0], addM, addH, safeDiv(addM, addH), safeDiv(m.maxRPS, h.maxRPS), joinF(m.rss, "%.1f"), joinF(h.rss, "%.1f"))
+			fmt.Fprintf(w, "  %-18s %-4s added p99 at %d rps: mesh %.0f µs, HAProxy %.0f µs (%.2f×); throughput %.2f× HAProxy's; cores per 1k rps mesh %s vs HAProxy %s; peak RSS mesh %s MB vs HAProxy %s MB\n",
+				pair[0], proto, c.rates[0], addM, addH, safeDiv(addM, addH), safeDiv(m.maxRPS, h.maxRPS), joinF(m.cpuPer1k, "%.3f"), joinF(h.cpuPer1k, "%.3f"), joinF(m.rss, "%.1f"), joinF(h.rss, "%.1f"))
 			if len(rounds) > 1 {
 				var p99s, tputs []float64
 				for _, rs := range rounds {
