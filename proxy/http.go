@@ -39,10 +39,17 @@ type transports struct {
 
 func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) transports {
 	dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return rawsock.Wrap(c), nil
+	}
 	base := func(protocols *http.Protocols) *http.Transport {
 		return &http.Transport{
 			Proxy:                 nil, // the proxy is the proxy; ignore HTTP_PROXY
-			DialContext:           dialer.DialContext,
+			DialContext:           dial,
 			MaxIdleConnsPerHost:   httpio.MaxIdlePerEndpoint,
 			MaxConnsPerHost:       maxConns,
 			IdleConnTimeout:       idleTimeout,
@@ -57,20 +64,16 @@ func newTransports(connectTimeout, idleTimeout time.Duration, maxConns int) tran
 	p2.SetUnencryptedHTTP2(true)
 	h2 := base(&p2)
 	h2.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, addr)
+		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
 		// HTTP/2 writes a request's HEADERS and DATA apart; corked they
 		// leave together (see httpio.CorkedConn).
-		return httpio.CorkNow(rawsock.Wrap(c)), nil
+		return httpio.CorkNow(c), nil
 	}
-	h1 := httpio.NewClientDial(func(ctx context.Context, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return rawsock.Wrap(c), nil
+	h1 := httpio.NewClient(func(ctx context.Context, addr string) (net.Conn, error) {
+		return dial(ctx, "tcp", addr)
 	}, idleTimeout, maxConns, base(&p1))
 	return transports{h1: h1, h2: h2}
 }

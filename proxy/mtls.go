@@ -152,7 +152,7 @@ func (p *Proxy) newMeshTransports(idleTimeout time.Duration, maxConns int) (*mes
 		DisableCompression:  true,
 		Protocols:           &p1,
 	}
-	h1 := httpio.NewClientDial(func(ctx context.Context, addr string) (net.Conn, error) {
+	h1 := httpio.NewClient(func(ctx context.Context, addr string) (net.Conn, error) {
 		return p.dialMesh(ctx, addr, []string{"http/1.1"})
 	}, idleTimeout, maxConns, upgrade)
 	return newMeshPool(p.dialMesh, idleTimeout), h1, upgrade

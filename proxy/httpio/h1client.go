@@ -63,15 +63,10 @@ const maxResponseHeaderBytes = 1 << 20
 // again if it does fail; any other request checks every time.
 const staleAfter = 500 * time.Millisecond
 
-func NewClient(dialer *net.Dialer, idleTimeout time.Duration, maxConns int, fallback http.RoundTripper) *Client {
-	return NewClientDial(func(ctx context.Context, addr string) (net.Conn, error) {
-		return dialer.DialContext(ctx, "tcp", addr)
-	}, idleTimeout, maxConns, fallback)
-}
-
-// NewClientDial is NewClient with connections opened by dial: TLS ones,
-// say, between proxies.
-func NewClientDial(dial func(ctx context.Context, addr string) (net.Conn, error), idleTimeout time.Duration, maxConns int, fallback http.RoundTripper) *Client {
+// NewClient returns a client whose connections dial opens (plain TCP to
+// apps, TLS between proxies); what it does not serve itself (upgrades,
+// Expect: 100-continue) goes to fallback.
+func NewClient(dial func(ctx context.Context, addr string) (net.Conn, error), idleTimeout time.Duration, maxConns int, fallback http.RoundTripper) *Client {
 	return &Client{dial: dial, idleTimeout: idleTimeout, maxConns: maxConns, fallback: fallback, hosts: map[string]*h1Host{}}
 }
 

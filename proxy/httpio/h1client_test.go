@@ -16,7 +16,10 @@ import (
 
 func testH1Client(maxConns int) *Client {
 	tr := &http.Transport{}
-	return NewClient(&net.Dialer{Timeout: time.Second}, time.Minute, maxConns, tr)
+	d := &net.Dialer{Timeout: time.Second}
+	return NewClient(func(ctx context.Context, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	}, time.Minute, maxConns, tr)
 }
 
 // countingServer serves h on loopback and counts the connections it took.
