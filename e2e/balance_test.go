@@ -64,6 +64,27 @@ func TestPeakEWMASendsMostTrafficAwayFromSlowEndpoint(t *testing.T) {
 	}
 }
 
+func TestPeakEWMASpreadsSequentialRequestsOverEqualEndpoints(t *testing.T) {
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("api", 8080, "", "", a.addr, b.addr))})
+	cl := newClient(mp.outbound)
+	// One request at a time, as a client calling its dependency in a loop:
+	// the two replicas are equally fast, so neither should take it all.
+	const n = 1000
+	for i := range n {
+		resp, _, err := cl.get("api:8080", "/")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("request %d: %v %v", i, resp, err)
+		}
+	}
+	t.Logf("a served %d, b %d", a.hits.Load(), b.hits.Load())
+	for _, be := range []*backend{a, b} {
+		if h := be.hits.Load(); h < 400 || h > 600 {
+			t.Errorf("backend %s served %d of %d sequential requests; equally fast replicas should share them about evenly", be.name, h, n)
+		}
+	}
+}
+
 func TestRingHashKeepsKeysAndMovesOnlyTheRemovedEndpointsKeys(t *testing.T) {
 	backends := []*backend{startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c"), startBackend(t, "d")}
 	addrs := func(bs []*backend) []string {

@@ -2,6 +2,7 @@ package balance
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -121,6 +122,75 @@ func TestPeakEWMAAvoidsSlowEndpoint(t *testing.T) {
 	got := count(b, 1000, noHash)
 	if got[slow.Addr] > 0 {
 		t.Errorf("slow endpoint picked %d of 1000 times", got[slow.Addr])
+	}
+}
+
+// sequential sends n requests one after another on a clock of its own,
+// each endpoint answering in its latency with up to ±10% jitter and now and
+// then a millisecond more, and counts where they went.
+func sequential(t *testing.T, b *Balancer, n int, latency func(e *Endpoint) time.Duration) map[string]int {
+	real := now
+	t.Cleanup(func() { now = real })
+	clock := real()
+	now = func() int64 { return clock }
+	// Start warm, each estimate at the endpoint's own latency, as after a
+	// while in service (not at defaultRTT, which new endpoints share).
+	for _, e := range b.Endpoints() {
+		e.mu.Lock()
+		e.cost, e.stamp = float64(latency(e)), clock
+		e.mu.Unlock()
+	}
+	got := map[string]int{}
+	for range n {
+		e := b.Pick(0)
+		got[e.Addr]++
+		start := e.Begin()
+		rtt := time.Duration(float64(latency(e)) * (0.9 + 0.2*rand.Float64()))
+		if rand.IntN(100) < 2 {
+			rtt += time.Millisecond // a hiccup: the scheduler, a collection
+		}
+		clock += int64(rtt)
+		e.Observe(start)
+		e.Done()
+	}
+	return got
+}
+
+func TestPeakEWMASpreadsEvenlyOverEquallyFastEndpoints(t *testing.T) {
+	for _, c := range []struct {
+		replicas int
+		latency  time.Duration
+	}{{2, 100 * time.Microsecond}, {2, time.Millisecond}, {3, 5 * time.Millisecond}} {
+		b := newBalancer(t, discovery.PeakEWMA, endpoints(c.replicas))
+		const n = 3000
+		// Each replica a hair (2%) slower than the one before: noise, on
+		// a real network, that must not decide where everything goes.
+		hair := map[*Endpoint]float64{}
+		for i, e := range b.Endpoints() {
+			hair[e] = 1 + 0.02*float64(i)
+		}
+		got := sequential(t, b, n, func(e *Endpoint) time.Duration { return time.Duration(float64(c.latency) * hair[e]) })
+		even := n / c.replicas
+		for _, e := range b.Endpoints() {
+			if d := got[e.Addr] - even; d < -even*15/100 || d > even*15/100 {
+				t.Errorf("%d replicas answering in %v, one request at a time: %v; want each within 15%% of %d", c.replicas, c.latency, got, even)
+				break
+			}
+		}
+	}
+}
+
+func TestPeakEWMAMovesTrafficOffAMuchSlowerEndpoint(t *testing.T) {
+	b := newBalancer(t, discovery.PeakEWMA, endpoints(2))
+	slow := b.Endpoints()[1]
+	got := sequential(t, b, 2000, func(e *Endpoint) time.Duration {
+		if e == slow {
+			return 51 * time.Millisecond
+		}
+		return time.Millisecond
+	})
+	if got[slow.Addr] > 20 {
+		t.Errorf("an endpoint 50ms slower than its sibling took %d of 2000 requests", got[slow.Addr])
 	}
 }
 

@@ -25,7 +25,8 @@ const (
 // epoch anchors monotonic timestamps; time.Since reads the monotonic clock.
 var epoch = time.Now()
 
-func now() int64 { return int64(time.Since(epoch)) }
+// now reads the monotonic clock (a variable so that tests can run their own).
+var now = func() int64 { return int64(time.Since(epoch)) }
 
 // Endpoint is one address of a service with the state the balancers use.
 // It is shared by every picker built while the address stays in discovery.
@@ -121,8 +122,9 @@ func (e *Endpoint) Latency() time.Duration {
 }
 
 // load is the peak-EWMA cost of sending one more request: the latency
-// estimate scaled by the work already queued on the endpoint.
-func (e *Endpoint) load() float64 {
+// estimate, with floor added, scaled by the work already queued on the
+// endpoint.
+func (e *Endpoint) load(floor float64) float64 {
 	pending := e.pending.Load()
 	e.mu.Lock()
 	e.update(0, now())
@@ -132,5 +134,5 @@ func (e *Endpoint) load() float64 {
 		// Decayed to nothing but busy: make it look as busy as it is.
 		c = float64(defaultRTT)
 	}
-	return c * float64(pending+1)
+	return (c + floor) * float64(pending+1)
 }
