@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -260,5 +261,116 @@ func TestEndpointAtItsLimitShedsLoadWith503(t *testing.T) {
 		if c := <-codes; c != 200 {
 			t.Errorf("an admitted request got %d", c)
 		}
+	}
+}
+
+func TestDefaultsHideAFailingAndAKilledEndpoint(t *testing.T) {
+	a, b, c := startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c")
+	var broken atomic.Bool
+	broken.Store(true)
+	failing(b, &broken)
+	// No settings at all: peak-EWMA, default accrual, default retries.
+	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("web", 80, "", "", a.addr, b.addr, c.addr))})
+	l := startLoad(t, newClient(mp.outbound), "web", 4, 50_000, 12*time.Second)
+	time.Sleep(4 * time.Second)
+	c.srv.Close() // kills the listener and every connection, in-flight requests included
+	l.done.Wait()
+	ok, failed := l.ok.Load(), l.failed.Load()
+	rate := float64(ok) / float64(ok+failed)
+	_, ejections := mp.endpointState(t, b.addr)
+	t.Logf("%d GETs, %d failed (%.3f%% succeeded; first failure: %s); the failing endpoint was ejected %d times and reached %d times",
+		ok+failed, failed, 100*rate, l.firstErr, ejections, b.hits.Load())
+	if rate < 0.999 {
+		t.Errorf("%.3f%% of GETs succeeded with one endpoint failing and one killed; want at least 99.9%% with default settings", 100*rate)
+	}
+	// What may fail: the requests that found the endpoint failing before
+	// its first ejection (seven in a row, by default), none after.
+	if failed > 7 {
+		t.Errorf("%d GETs failed; only the 7 before the failing endpoint's first ejection should", failed)
+	}
+}
+
+func TestProbeOfAnEjectedEndpointIsRetriedElsewhere(t *testing.T) {
+	good1, good2, bad := startBackend(t, "good1"), startBackend(t, "good2"), startBackend(t, "bad")
+	var broken atomic.Bool
+	broken.Store(true)
+	failing(bad, &broken)
+	var posts atomic.Int64
+	inner := bad.handler
+	bad.handler = func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			posts.Add(1)
+		}
+		inner(w, r)
+	}
+	// Round-robin reaches the bad endpoint every third request; 5xx are not
+	// retried (the default), so only the probes' retries can hide it.
+	accrual := "    failureAccrual: {consecutiveFailures: 3, minBackoff: 100ms, maxBackoff: 200ms, jitter: 0}\n"
+	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("web", 80, "round-robin", accrual, good1.addr, good2.addr, bad.addr))})
+	cl := newClient(mp.outbound)
+	waitFor(t, "the failing endpoint's ejection", func() bool {
+		cl.get("web", "/")
+		_, n := mp.endpointState(t, bad.addr)
+		return n > 0
+	})
+	hits := bad.hits.Load()
+	// GETs and POSTs, mixed at random (strictly alternating, round-robin's
+	// turn would bring the endpoint to POSTs alone), for several probations.
+	var failedGET, failedPOST, sent int
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && sent < 20_000; sent++ {
+		if rand.IntN(2) == 0 {
+			if resp, _, err := cl.get("web", "/"); err != nil || resp.StatusCode != 200 {
+				failedGET++
+			}
+			continue
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+mp.outbound+"/", strings.NewReader("order"))
+		req.Host = "web"
+		resp, err := cl.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			failedPOST++
+		}
+	}
+	_, ejections := mp.endpointState(t, bad.addr)
+	t.Logf("%d requests after the first ejection: %d GETs and %d POSTs failed; %d probes, %d ejections", sent, failedGET, failedPOST, bad.hits.Load()-hits, ejections)
+	if bad.hits.Load()-hits < 3 {
+		t.Fatalf("the ejected endpoint was probed %d times in 2s with a 100-200ms backoff", bad.hits.Load()-hits)
+	}
+	if failedGET > 0 {
+		t.Errorf("%d GETs failed: a failed probe must be retried elsewhere", failedGET)
+	}
+	if failedPOST > 0 || posts.Load() > 0 {
+		t.Errorf("POSTs reached the endpoint on probation %d times (%d failed): a request that cannot be retried must not probe", posts.Load(), failedPOST)
+	}
+	if m := mp.metrics(t); !has(m, "retry_total", "authority", "web:80", "reason", "probe_failed") {
+		t.Errorf("retried probes are not counted:\n%s", grep(m, "retry_"))
+	}
+
+	// With only requests that cannot be retried (a gRPC service's), the
+	// endpoint is still probed, a few seconds into its probation, and
+	// restored once it answers.
+	broken.Store(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+mp.outbound+"/", strings.NewReader("order"))
+		req.Host = "web"
+		resp, err := cl.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if state, _ := mp.endpointState(t, bad.addr); state == "active" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with POSTs alone the repaired endpoint was not restored within 20s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -110,8 +110,9 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 
 	var tried [maxTries]*balance.Endpoint
 	ntried := 0
+	canProbe := x.mayProbe(req)
 	for attempt := 0; ; attempt++ {
-		ep, err := t.pick(x.ctx, req, pol, tried[:ntried])
+		ep, err := t.pick(x.ctx, req, pol, tried[:ntried], canProbe)
 		if err != nil {
 			if context.Cause(x.ctx) == errRequestTimeout {
 				return x.timedOut(nil)
@@ -123,6 +124,7 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 			tried[ntried] = ep
 			ntried++
 		}
+		probing := canProbe && ep.State() == balance.Probation
 		out := req
 		if attempt > 0 {
 			out = req.Clone(x.ctx)
@@ -144,6 +146,11 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 			return x.timedOut(ep)
 		}
 		reason := retryReason(out, resp, err, pol)
+		if reason == "" && probing && (err != nil || endpointFailed(resp.StatusCode, resp.Header.Get("Grpc-Status"))) {
+			// The endpoint's probe failed: that is the proxy's experiment,
+			// not the client's problem.
+			reason = "probe_failed"
+		}
 		if !x.mayRetry(reason, attempt) {
 			if err != nil {
 				x.finish()
@@ -210,6 +217,12 @@ func (x *exchange) send(out *http.Request, ep *balance.Endpoint) (*http.Response
 	return p.roundTrip(out, tr, outbound, x.t.svc.authority, ep.Addr, ep, x.t.svc.balancer, pr)
 }
 
+// mayProbe says whether the request may be an ejected endpoint's probe:
+// one that can be retried elsewhere if the endpoint is still failing.
+func (x *exchange) mayProbe(req *http.Request) bool {
+	return x.pol.maxRetries > 0 && idempotent(req.Method) && (req.Body == nil || req.Body == http.NoBody || x.body != nil)
+}
+
 // mayRetry says whether an attempt that failed for reason (empty: it did
 // not) is tried again: within the service's retries and retry budget, for a
 // client still waiting, with a body that can be sent again.
@@ -251,15 +264,30 @@ func onDone(resp *http.Response, f func()) {
 	}
 }
 
+// probeGrace is how long an endpoint on probation waits for a request that
+// may probe it (mayProbe) before any request may: a service that only gets
+// requests that cannot be retried (gRPC calls are POSTs) still has its
+// endpoints restored.
+const probeGrace = 5 * time.Second
+
 // pick chooses an endpoint, preferring ones this request has not tried
-// and skipping ones at their concurrency limit. With no endpoint available
-// it waits up to the queue timeout for one to appear, then fails fast.
-func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *policy, tried []*balance.Endpoint) (*balance.Endpoint, error) {
+// and skipping ones at their concurrency limit. A request that may not
+// probe (canProbe) skips endpoints on probation while others are left.
+// With no endpoint available it waits up to the queue timeout for one to
+// appear, then fails fast.
+func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *policy, tried []*balance.Endpoint, canProbe bool) (*balance.Endpoint, error) {
 	svc := t.svc
 	bal := svc.balancer
 	var hash uint64
 	if bal.Algorithm().Hashing() {
 		hash = requestHash(svc.settings.Load().HashKey, req)
+	}
+	mayTake := func(e *balance.Endpoint) bool {
+		if canProbe || e.State() != balance.Probation {
+			return true
+		}
+		since, _ := bal.Ejection(e)
+		return time.Since(since) > probeGrace
 	}
 	var timer *time.Timer
 	for {
@@ -278,7 +306,7 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 				shed = true
 				continue
 			}
-			if slices.Contains(tried, e) {
+			if slices.Contains(tried, e) || !mayTake(e) {
 				fallback = e
 				continue
 			}
@@ -286,11 +314,11 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 			break
 		}
 		if ep == nil && fallback != nil {
-			// Random picks kept landing on endpoints already tried: look
-			// for one that was not, before trying one again.
+			// Random picks kept landing on endpoints already tried (or on
+			// probation): look for one that was not, before taking it.
 			ep = fallback
 			for _, e := range bal.Endpoints() {
-				if e.State() != balance.Ejected && !slices.Contains(tried, e) &&
+				if e.State() != balance.Ejected && !slices.Contains(tried, e) && mayTake(e) &&
 					(pol.maxPerEndpoint == 0 || e.Pending() < pol.maxPerEndpoint) {
 					ep = e
 					break

@@ -82,7 +82,8 @@ func (t *balancingTransport) pickTCP(hash uint64, pol *policy, tried []*balance.
 			return e, nil
 		}
 	}
-	return t.pick(ctx, req, pol, tried)
+	// A connection that fails to open is tried elsewhere: any may probe.
+	return t.pick(ctx, req, pol, tried, true)
 }
 
 // forwardOriginalDst forwards an intercepted opaque connection to where
