@@ -72,13 +72,24 @@ func traffic(ctx context.Context, outbound string, rate int) {
 	paths := []string{"/", "/books", "/books/42", "/authors", "/authors/7"}
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
+	// At most maxInFlight requests at once: a rate the machine cannot keep
+	// up with skips ticks instead of piling up requests (and memory) in
+	// the proxies.
+	const maxInFlight = 64
+	slots := make(chan struct{}, maxInFlight)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			continue
+		}
 		go func() {
+			defer func() { <-slots }()
 			u := "http://web" + paths[rand.IntN(len(paths))]
 			if rand.IntN(10) == 0 {
 				u = "http://api/internal/report"
