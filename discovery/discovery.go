@@ -173,6 +173,47 @@ type StatusRange struct {
 // Contains reports whether status is in the range.
 func (r StatusRange) Contains(status int) bool { return status >= r.Min && status <= r.Max }
 
+// ParseStatusRange reads "503", a class ("5xx") or a range ("500-504"),
+// within 100-599.
+func ParseStatusRange(s string) (StatusRange, bool) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if len(s) == 3 && strings.HasSuffix(s, "xx") && s[0] >= '1' && s[0] <= '5' {
+		base := int(s[0]-'0') * 100
+		return StatusRange{Min: base, Max: base + 99}, true
+	}
+	lo, hi, isRange := strings.Cut(s, "-")
+	min, err1 := strconv.Atoi(lo)
+	max := min
+	var err2 error
+	if isRange {
+		max, err2 = strconv.Atoi(hi)
+	}
+	if err1 != nil || err2 != nil || min < 100 || max > 599 || min > max {
+		return StatusRange{}, false
+	}
+	return StatusRange{Min: min, Max: max}, true
+}
+
+// grpcCodeNames are the gRPC status codes that can be retried, by name.
+var grpcCodeNames = map[string]uint32{
+	"CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+	"ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+	"ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
+	"DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}
+
+// ParseGRPCCode reads a gRPC error code by number (1-16) or by name, in
+// any case and with - or _ between words (UNAVAILABLE, deadline-exceeded).
+// OK is not an error code.
+func ParseGRPCCode(s string) (uint32, bool) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return uint32(n), n >= 1 && n <= 16
+	}
+	code, ok := grpcCodeNames[strings.ReplaceAll(strings.ToUpper(s), "-", "_")]
+	return code, ok
+}
+
 // FailureAccrual configures per-endpoint circuit breaking.
 type FailureAccrual struct {
 	// ConsecutiveFailures that eject an endpoint; 0 disables.

@@ -2,7 +2,6 @@ package file
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,14 +13,6 @@ type policy struct {
 	at    func(path ...any) int
 	field func(string) string
 	fail  func(line int, format string, args ...any) error
-}
-
-// grpcCodeNames are the gRPC status codes by name.
-var grpcCodeNames = map[string]uint32{
-	"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-	"ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-	"ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
-	"DATA_LOSS": 15, "UNAUTHENTICATED": 16,
 }
 
 func (p policy) duration(value string, path ...any) (time.Duration, error) {
@@ -77,18 +68,15 @@ func (p policy) retries(svc *discovery.Service, r *retries) error {
 		out.MaxRetries = *r.MaxRetries
 	}
 	for j, st := range r.Statuses {
-		rng, ok := parseStatuses(st)
+		rng, ok := discovery.ParseStatusRange(st)
 		if !ok {
 			return p.fail(p.at("retries", "statuses", j), "%s %q must be a status (503), a class (5xx) or a range (500-504) within 100-599", p.field(fmt.Sprintf("retries.statuses[%d]", j)), st)
 		}
 		out.Statuses = append(out.Statuses, rng)
 	}
 	for j, c := range r.GRPCCodes {
-		code, ok := grpcCodeNames[strings.ToUpper(c)]
-		if n, err := strconv.ParseUint(c, 10, 32); err == nil && n <= 16 {
-			code, ok = uint32(n), true
-		}
-		if !ok || code == 0 {
+		code, ok := discovery.ParseGRPCCode(c)
+		if !ok {
 			return p.fail(p.at("retries", "grpcCodes", j), "%s %q is not a gRPC error code (such as UNAVAILABLE or 14)", p.field(fmt.Sprintf("retries.grpcCodes[%d]", j)), c)
 		}
 		out.GRPCCodes = append(out.GRPCCodes, code)
@@ -116,26 +104,6 @@ func (p policy) retries(svc *discovery.Service, r *retries) error {
 	}
 	svc.Retries = out
 	return nil
-}
-
-// parseStatuses reads "503", "5xx" or "500-504".
-func parseStatuses(s string) (discovery.StatusRange, bool) {
-	s = strings.ToLower(strings.TrimSpace(s))
-	if len(s) == 3 && strings.HasSuffix(s, "xx") && s[0] >= '1' && s[0] <= '5' {
-		base := int(s[0]-'0') * 100
-		return discovery.StatusRange{Min: base, Max: base + 99}, true
-	}
-	lo, hi, isRange := strings.Cut(s, "-")
-	min, err1 := strconv.Atoi(lo)
-	max := min
-	var err2 error
-	if isRange {
-		max, err2 = strconv.Atoi(hi)
-	}
-	if err1 != nil || err2 != nil || min < 100 || max > 599 || min > max {
-		return discovery.StatusRange{}, false
-	}
-	return discovery.StatusRange{Min: min, Max: max}, true
 }
 
 func (p policy) accrual(svc *discovery.Service, a *failureAccrual) error {
