@@ -31,6 +31,8 @@ func runHelper(args []string) int {
 		err = helperDial(args[1], args[2])
 	case len(args) == 4 && args[0] == "slow":
 		err = helperSlow(args[1], args[2], args[3])
+	case len(args) == 4 && args[0] == "interop":
+		err = helperInterop(args[1], args[2], args[3])
 	default:
 		err = fmt.Errorf("unknown helper command %q", args)
 	}

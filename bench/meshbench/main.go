@@ -56,7 +56,7 @@ func main() {
 	flag.StringVar(&c.only, "only", "", "run only scenarios whose name contains this")
 	flag.IntVar(&c.threads, "threads", 1, "threads each proxy runs on: HAProxy's nbthread, mesh's --cores (the same for both, so that neither gets more of the machine)")
 	flag.IntVar(&c.rounds, "rounds", 1, "run every scenario this many times, interleaved, and report medians (and the spread of the mesh/HAProxy ratios)")
-	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of mesh proxies during the max-throughput run to this directory")
+	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of mesh proxies during the max-throughput run, and their metrics after the first fixed-rate run, to this directory")
 	flag.Parse()
 	if *smoke {
 		c.duration = time.Second
@@ -291,6 +291,7 @@ func measure(ctx context.Context, c *config, s scenario, proto string, b backend
 		if i == 0 {
 			// The targets are RSS and CPU at the first (lowest) rate.
 			r.rss, r.anon = procs.memory()
+			procs.saveMetrics(c, s, proto, rate)
 			for p, after := range procs.cpu() {
 				r.cpuPer1k = append(r.cpuPer1k, safeDiv((after-before[p])/c.duration.Seconds(), l.actual/1000))
 			}

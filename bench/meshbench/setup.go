@@ -118,6 +118,33 @@ func (ps procSet) cpu() []float64 {
 	return out
 }
 
+// saveMetrics writes each mesh proxy's metrics (the Go runtime's memory
+// classes among them) to the profile directory, when there is one, so
+// that private memory can be taken apart after the fixed-rate run.
+func (ps procSet) saveMetrics(c *config, s scenario, proto string, rate int) {
+	if c.profile == "" {
+		return
+	}
+	for _, p := range ps {
+		if p.admin == "" {
+			continue
+		}
+		resp, err := http.Get(fmt.Sprintf("http://%s/metrics", p.admin))
+		if err != nil {
+			continue
+		}
+		data, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		name := strings.NewReplacer(" ", "-").Replace(fmt.Sprintf("%s-%s-%s-at-%d.metrics", s.name, proto, p.name, rate))
+		if err := os.WriteFile(filepath.Join(c.profile, name), data, 0o644); err != nil {
+			fail("%v", err)
+		}
+	}
+}
+
 // memory returns, per measured process in MB, the peak resident set
 // (VmHWM) and the private part of the current one (RssAnon): the rest is
 // pages of the binary, shared by every process running it.
