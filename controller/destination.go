@@ -200,6 +200,8 @@ func (d *Destination) Build() []discovery.Service {
 		}
 		m := &svc.Metadata
 		lb, hash, opaque, problems := serviceSettings(m.Annotations)
+		fh, more := failureAnnotations(m.Annotations)
+		problems = append(problems, more...)
 		if said := strings.Join(problems, "; "); said != d.warned[m.Key()] {
 			for _, p := range problems {
 				d.Log.Warn("service annotation ignored", slog.String("service", m.Key()), slog.String("problem", p))
@@ -224,6 +226,7 @@ func (d *Destination) Build() []discovery.Service {
 			s := discovery.Service{
 				Name: host, Port: uint16(port.Port), LoadBalancer: lb, HashKey: hash,
 				Opaque: opaque[port.Port], Addresses: vips,
+				Timeouts: fh.timeouts, Retries: fh.retries, FailureAccrual: fh.accrual, Limits: fh.limits,
 			}
 			s.Endpoints = d.endpointsOf(bySvc[m.Key()], port.Name)
 			out = append(out, s)

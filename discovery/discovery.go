@@ -173,6 +173,19 @@ type StatusRange struct {
 // Contains reports whether status is in the range.
 func (r StatusRange) Contains(status int) bool { return status >= r.Min && status <= r.Max }
 
+// DefaultRetries is what a service's retries start from when it sets
+// any of them: Linkerd's and Finagle's budget, 20% more plus 10 a second
+// over 10 seconds.
+func DefaultRetries() Retries {
+	return Retries{MaxRetries: DefaultMaxRetries, BudgetRatio: 0.2, BudgetMinPerSecond: 10, BudgetTTL: 10 * time.Second}
+}
+
+// DefaultFailureAccrual is what a service's failure accrual starts from
+// when it sets any of it (and what a service that sets none gets).
+func DefaultFailureAccrual() FailureAccrual {
+	return FailureAccrual{ConsecutiveFailures: 7, MinBackoff: time.Second, MaxBackoff: time.Minute, Jitter: 0.5}
+}
+
 // ParseStatusRange reads "503", a class ("5xx") or a range ("500-504"),
 // within 100-599.
 func ParseStatusRange(s string) (StatusRange, bool) {

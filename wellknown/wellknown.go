@@ -43,6 +43,38 @@ const (
 	AnnotationHashKey = "mesh.io/hash-key"
 	// AnnotationWeight, on a pod, weighs its endpoints (weighted balancer).
 	AnnotationWeight = "mesh.io/weight"
+
+	// Failure handling of a Service, named after Linkerd's annotations
+	// (timeout.linkerd.io/request, retry.linkerd.io/http, ...).
+	//
+	// AnnotationRequestTimeout bounds each request, retries included
+	// ("2s"); a client's shorter grpc-timeout wins.
+	AnnotationRequestTimeout = "timeout.mesh.io/request"
+	// AnnotationRetryHTTP lists the HTTP statuses that are retried for
+	// idempotent requests: "5xx", "503", "500-504", comma-separated.
+	AnnotationRetryHTTP = "retry.mesh.io/http"
+	// AnnotationRetryGRPC lists the gRPC codes that are retried:
+	// "unavailable,deadline-exceeded" or numbers.
+	AnnotationRetryGRPC = "retry.mesh.io/grpc"
+	// AnnotationRetryLimit is the most retries of one request (0-10, 2).
+	AnnotationRetryLimit = "retry.mesh.io/limit"
+	// The retry budget: retries may add at most ratio of the requests
+	// (0.2) plus min-per-second (10) over the last ttl (10s).
+	AnnotationRetryBudgetRatio        = "retry.mesh.io/budget-ratio"
+	AnnotationRetryBudgetMinPerSecond = "retry.mesh.io/budget-min-per-second"
+	AnnotationRetryBudgetTTL          = "retry.mesh.io/budget-ttl"
+	// AnnotationFailureAccrual is "consecutive" (the default) or
+	// "disabled"; the consecutive kind ejects an endpoint after
+	// max-failures (7) in a row, for a backoff from min-penalty (1s) to
+	// max-penalty (1m), each spread by jitter-ratio (0.5).
+	AnnotationFailureAccrual            = "balancer.mesh.io/failure-accrual"
+	AnnotationFailureAccrualMaxFailures = "balancer.mesh.io/failure-accrual-consecutive-max-failures"
+	AnnotationFailureAccrualMinPenalty  = "balancer.mesh.io/failure-accrual-consecutive-min-penalty"
+	AnnotationFailureAccrualMaxPenalty  = "balancer.mesh.io/failure-accrual-consecutive-max-penalty"
+	AnnotationFailureAccrualJitterRatio = "balancer.mesh.io/failure-accrual-consecutive-jitter-ratio"
+	// AnnotationMaxRequestsPerEndpoint bounds the requests in flight to
+	// each endpoint; beyond it requests are shed with a 503.
+	AnnotationMaxRequestsPerEndpoint = "balancer.mesh.io/max-requests-per-endpoint"
 	// ConfigPrefix is the prefix of the config annotations: config.mesh.io/KEY
 	// for each config key below.
 	ConfigPrefix = "config.mesh.io/"

@@ -11,9 +11,12 @@
 package xdsres
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -95,6 +98,7 @@ func encodeCluster(s *discovery.Service, name string) (*clusterv3.Cluster, error
 	if s.Timeouts.Request > 0 {
 		meta["requestTimeout"] = s.Timeouts.Request.String()
 	}
+	failureMeta(s, meta)
 	cmeta, err := metadata(meta)
 	if err != nil {
 		return nil, err
@@ -111,6 +115,41 @@ func encodeCluster(s *discovery.Service, name string) (*clusterv3.Cluster, error
 		Metadata:       cmeta,
 	}, nil
 }
+
+// failureMeta adds a service's retries, failure accrual and limits to its
+// cluster's metadata, as strings xdswire reads back. Envoy's own fields
+// for them (retry policies, outlier detection) mean other things.
+func failureMeta(s *discovery.Service, meta map[string]any) {
+	num := func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+	if r := s.Retries; r != nil {
+		meta["retryLimit"] = strconv.Itoa(r.MaxRetries)
+		var statuses, codes []string
+		for _, st := range r.Statuses {
+			statuses = append(statuses, fmt.Sprintf("%d-%d", st.Min, st.Max))
+		}
+		for _, c := range r.GRPCCodes {
+			codes = append(codes, strconv.FormatUint(uint64(c), 10))
+		}
+		meta["retryHTTP"] = strings.Join(statuses, ",")
+		meta["retryGRPC"] = strings.Join(codes, ",")
+		meta["retryBudgetRatio"] = num(r.BudgetRatio)
+		meta["retryBudgetMinPerSecond"] = num(r.BudgetMinPerSecond)
+		meta["retryBudgetTTL"] = r.BudgetTTL.String()
+	}
+	if a := s.FailureAccrual; a != nil {
+		meta["accrualFailures"] = strconv.Itoa(a.ConsecutiveFailures)
+		meta["accrualMinBackoff"] = a.MinBackoff.String()
+		meta["accrualMaxBackoff"] = a.MaxBackoff.String()
+		meta["accrualJitter"] = num(a.Jitter)
+	}
+	if n := s.Limits.MaxRequestsPerEndpoint; n > 0 {
+		meta["maxRequestsPerEndpoint"] = strconv.Itoa(n)
+	}
+}
+
+// grpcRetryOn names the gRPC codes a proxyless gRPC client retries on, in
+// the words of Envoy's retry_on (the only ones gRPC understands).
+var grpcRetryOn = map[uint32]string{1: "cancelled", 4: "deadline-exceeded", 8: "resource-exhausted", 13: "internal", 14: "unavailable"}
 
 // encodeEndpoints is the service's ClusterLoadAssignment: one locality per
 // zone, in a stable order, each endpoint with its weight and identity.
@@ -153,6 +192,22 @@ func encodeListener(s *discovery.Service, name string) (*listenerv3.Listener, er
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name},
 		}},
+	}
+	// For proxyless gRPC clients: the request timeout as the stream's
+	// longest life, and retries of the gRPC codes they know.
+	if s.Timeouts.Request > 0 {
+		route.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(s.Timeouts.Request)}
+	}
+	if r := s.Retries; r != nil && r.MaxRetries > 0 {
+		var on []string
+		for _, c := range r.GRPCCodes {
+			if name, ok := grpcRetryOn[c]; ok {
+				on = append(on, name)
+			}
+		}
+		if len(on) > 0 {
+			route.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: strings.Join(on, ","), NumRetries: wrapperspb.UInt32(uint32(r.MaxRetries))}
+		}
 	}
 	if s.HashKey.Header != "" {
 		route.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{

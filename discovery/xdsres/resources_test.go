@@ -2,6 +2,7 @@ package xdsres
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +33,10 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		LoadBalancer: discovery.RingHash, HashKey: discovery.HashKey{Header: "x-user"},
 		Addresses: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::10")},
 		Timeouts:  discovery.Timeouts{Request: 1500 * time.Millisecond},
+		Retries: &discovery.Retries{MaxRetries: 3, Statuses: []discovery.StatusRange{{Min: 500, Max: 599}, {Min: 429, Max: 429}},
+			GRPCCodes: []uint32{14, 2}, BudgetRatio: 0.25, BudgetMinPerSecond: 5, BudgetTTL: 20 * time.Second},
+		FailureAccrual: &discovery.FailureAccrual{ConsecutiveFailures: 4, MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second, Jitter: 0.2},
+		Limits:         discovery.Limits{MaxRequestsPerEndpoint: 100},
 		Endpoints: []discovery.Endpoint{
 			{Address: netip.MustParseAddrPort("10.0.0.1:8080"), Weight: 1, Identity: "spiffe://cluster.local/ns/shop/sa/web", Zone: "a"},
 			{Address: netip.MustParseAddrPort("10.0.0.2:8080"), Weight: 3, Zone: "b"},
@@ -79,6 +84,13 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	if ra.GetCluster() != r.Cluster.GetName() || ra.GetHashPolicy()[0].GetHeader().GetHeaderName() != "x-user" {
 		t.Errorf("route action %v", ra)
 	}
+	// UNKNOWN (2) is not a code gRPC clients retry on.
+	if rp := ra.GetRetryPolicy(); rp.GetRetryOn() != "unavailable" || rp.GetNumRetries().GetValue() != 3 {
+		t.Errorf("retry policy for gRPC clients: %v", rp)
+	}
+	if d := ra.GetMaxStreamDuration().GetMaxStreamDuration().AsDuration(); d != in.Timeouts.Request {
+		t.Errorf("max stream duration %v; want the request timeout %v", d, in.Timeouts.Request)
+	}
 	for _, loc := range r.Endpoints.GetEndpoints() {
 		if loc.GetLoadBalancingWeight().GetValue() == 0 {
 			t.Errorf("locality %v has no weight", loc.GetLocality())
@@ -101,5 +113,24 @@ func TestDecodeRefusesWhatItCannotUse(t *testing.T) {
 	r.Listener.Metadata = nil
 	if _, err := xdswire.DecodeListener(wire(t, r.Listener)); err == nil {
 		t.Error("a listener without its cluster was accepted")
+	}
+	for _, bad := range []discovery.Service{
+		{Retries: &discovery.Retries{MaxRetries: 11, BudgetTTL: time.Second}},
+		{Retries: &discovery.Retries{MaxRetries: 1, BudgetRatio: 2, BudgetTTL: time.Second}},
+		{Retries: &discovery.Retries{MaxRetries: 1}}, // no budget window
+		{Retries: &discovery.Retries{MaxRetries: 1, BudgetTTL: time.Second, GRPCCodes: []uint32{0}}},
+		{FailureAccrual: &discovery.FailureAccrual{ConsecutiveFailures: 1, MinBackoff: time.Minute, MaxBackoff: time.Second}},
+		{FailureAccrual: &discovery.FailureAccrual{ConsecutiveFailures: 1, MinBackoff: time.Second, MaxBackoff: time.Second, Jitter: 1}},
+	} {
+		bad.Name, bad.Port = "api.shop.svc.cluster.local", 8080
+		r, err := Encode(&bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := xdswire.DecodeCluster(wire(t, r.Cluster)); err == nil {
+			t.Errorf("failure handling out of bounds was accepted: %+v %+v", bad.Retries, bad.FailureAccrual)
+		} else if !strings.Contains(err.Error(), "api.shop.svc.cluster.local:8080") {
+			t.Errorf("the error does not name the cluster: %v", err)
+		}
 	}
 }

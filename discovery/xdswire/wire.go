@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -484,7 +485,104 @@ func DecodeCluster(b []byte) (discovery.Service, error) {
 			return discovery.Service{}, fmt.Errorf("cluster %q: requestTimeout: %w", name, err)
 		}
 	}
+	if err := failureFields(meta, &s); err != nil {
+		return discovery.Service{}, fmt.Errorf("cluster %q: %w", name, err)
+	}
 	return s, nil
+}
+
+// failureFields reads the retries, failure accrual and limits that
+// xdsres writes into a cluster's metadata, with the bounds the discovery
+// file has.
+func failureFields(meta map[string]value, s *discovery.Service) error {
+	str := func(key string) (string, bool) {
+		v, ok := meta[key]
+		return v.str, ok
+	}
+	num := func(key string, lo, hi float64) (float64, error) {
+		v, _ := str(key)
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < lo || f > hi {
+			return 0, fmt.Errorf("%s %q is not a number from %v to %v", key, v, lo, hi)
+		}
+		return f, nil
+	}
+	whole := func(key string, lo, hi int) (int, error) {
+		v, _ := str(key)
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return 0, fmt.Errorf("%s %q is not a whole number from %d to %d", key, v, lo, hi)
+		}
+		return n, nil
+	}
+	dur := func(key string) (time.Duration, error) {
+		v, _ := str(key)
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return 0, fmt.Errorf("%s %q is not a positive duration", key, v)
+		}
+		return d, nil
+	}
+	var err error
+	if _, ok := str("retryLimit"); ok {
+		r := discovery.DefaultRetries()
+		if r.MaxRetries, err = whole("retryLimit", 0, 10); err != nil {
+			return err
+		}
+		if v, _ := str("retryHTTP"); v != "" {
+			for f := range strings.SplitSeq(v, ",") {
+				st, ok := discovery.ParseStatusRange(f)
+				if !ok {
+					return fmt.Errorf("retryHTTP %q is not a status range", f)
+				}
+				r.Statuses = append(r.Statuses, st)
+			}
+		}
+		if v, _ := str("retryGRPC"); v != "" {
+			for f := range strings.SplitSeq(v, ",") {
+				c, ok := discovery.ParseGRPCCode(f)
+				if !ok {
+					return fmt.Errorf("retryGRPC %q is not a gRPC error code", f)
+				}
+				r.GRPCCodes = append(r.GRPCCodes, c)
+			}
+		}
+		if r.BudgetRatio, err = num("retryBudgetRatio", 0, 1); err != nil {
+			return err
+		}
+		if r.BudgetMinPerSecond, err = num("retryBudgetMinPerSecond", 0, 1e9); err != nil {
+			return err
+		}
+		if r.BudgetTTL, err = dur("retryBudgetTTL"); err != nil {
+			return err
+		}
+		s.Retries = &r
+	}
+	if _, ok := str("accrualFailures"); ok {
+		a := discovery.DefaultFailureAccrual()
+		if a.ConsecutiveFailures, err = whole("accrualFailures", 0, 1<<20); err != nil {
+			return err
+		}
+		if a.MinBackoff, err = dur("accrualMinBackoff"); err != nil {
+			return err
+		}
+		if a.MaxBackoff, err = dur("accrualMaxBackoff"); err != nil {
+			return err
+		}
+		if a.MaxBackoff < a.MinBackoff {
+			return fmt.Errorf("accrualMaxBackoff %s is shorter than accrualMinBackoff %s", a.MaxBackoff, a.MinBackoff)
+		}
+		if a.Jitter, err = num("accrualJitter", 0, 0.999999); err != nil {
+			return err
+		}
+		s.FailureAccrual = &a
+	}
+	if _, ok := str("maxRequestsPerEndpoint"); ok {
+		if s.Limits.MaxRequestsPerEndpoint, err = whole("maxRequestsPerEndpoint", 1, 1<<30); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Endpoint health (envoy.config.core.v3.HealthStatus) that takes an

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -127,6 +128,11 @@ func FuzzDecoders(f *testing.F) {
 	resp, _ := proto.Marshal(&discoveryv3.DiscoveryResponse{TypeUrl: ListenerType, Resources: []*anypb.Any{a}})
 	f.Add(resp)
 	f.Add([]byte{0x12, 0x80})
+	policy, _ := structpb.NewStruct(map[string]any{"balancer": "peak-ewma", "retryLimit": "2", "retryHTTP": "500-599,429-429", "retryGRPC": "14",
+		"retryBudgetRatio": "0.2", "retryBudgetMinPerSecond": "10", "retryBudgetTTL": "10s", "accrualFailures": "7", "accrualMinBackoff": "1s",
+		"accrualMaxBackoff": "1m0s", "accrualJitter": "0.5", "maxRequestsPerEndpoint": "100", "requestTimeout": "2s"})
+	c, _ := proto.Marshal(&clusterv3.Cluster{Name: "web:80", Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: policy}}})
+	f.Add(c)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ParseResponse(b)
 		DecodeListener(b)

@@ -26,6 +26,7 @@ func TestAUserMeshesAnApplication(t *testing.T) {
 		{"mesh install gives a ready control plane whose Services answer", installStep},
 		{"the webhook meshes an application in a labelled namespace", webhookAppStep},
 		{"mesh inject meshes an application in another namespace", injectAppStep},
+		{"a Service's annotations set its timeout and retries, and a bad one is reported", annotationsStep},
 		{"mesh check, stat, edges, tap, top and diagnostics read the mesh through the API server", diagnosticsStep},
 		{"mesh check names a pod without a proxy, and why", checkFindsUnmeshedPodsStep},
 		{"a namespace that asks for deny starts its pods, refuses callers saying why, and admits what an AuthorizationPolicy names", denyNamespaceStep},
@@ -194,6 +195,37 @@ func webhookAppStep(t *testing.T) {
 func injectAppStep(t *testing.T) {
 	kubectl(t, "", "create", "namespace", "shop2")
 	meshAppTest(t, "shop2", func(m string) { kubectl(t, meshCmd(t, m, "inject", "-"), "apply", "-f", "-") })
+}
+
+func annotationsStep(t *testing.T) {
+	const ns = "shop2"
+	servers := podsOf(t, ns, "server")
+	for name := range servers {
+		kubectl(t, "", "-n", ns, "exec", name, "-c", "app", "--", "/app", "set-delay", "300ms")
+	}
+	// Both replicas answer in 300ms; a request timeout of 100ms (and a
+	// retry limit with a typo beside it) on the Service.
+	kubectl(t, "", "-n", ns, "annotate", "service", "server", "timeout.mesh.io/request=100ms", "retry.mesh.io/limit=many")
+	apply := func(m string) { kubectl(t, meshCmd(t, m, "inject", "-"), "apply", "-f", "-") }
+	apply(clientJob(ns, "timeouts", 10, 20))
+	r := waitJobFailed(t, ns, "timeouts", 3*time.Minute)
+	if r.HTTPOK != 0 || r.HTTPFailed != 10 || len(r.Failures) == 0 || !strings.Contains(r.Failures[0], "status 504") ||
+		!strings.Contains(r.Failures[0], "timed out after 100ms (timeouts.request)") {
+		t.Errorf("with a 100ms timeout on a Service answering in 300ms, want every GET to end in 504 naming the timeout: %+v", r)
+	}
+	logs := kubectl(t, "", "-n", "mesh-system", "logs", "deploy/mesh-controller")
+	if !strings.Contains(logs, `retry.mesh.io/limit: \"many\" is not a number from 0 to 10`) {
+		t.Errorf("the controller did not report the bad retry.mesh.io/limit:\n%s", lastLines(logs, 20))
+	}
+	kubectl(t, "", "-n", ns, "annotate", "service", "server", "timeout.mesh.io/request-", "retry.mesh.io/limit-")
+	for name := range servers {
+		kubectl(t, "", "-n", ns, "exec", name, "-c", "app", "--", "/app", "set-delay", "0s")
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 func restartsStep(t *testing.T) {

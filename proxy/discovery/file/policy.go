@@ -60,7 +60,8 @@ func (p policy) apply(svc *discovery.Service, s service) error {
 }
 
 func (p policy) retries(svc *discovery.Service, r *retries) error {
-	out := &discovery.Retries{MaxRetries: discovery.DefaultMaxRetries, BudgetRatio: 0.2, BudgetMinPerSecond: 10, BudgetTTL: 10 * time.Second}
+	def := discovery.DefaultRetries()
+	out := &def
 	if r.MaxRetries != nil {
 		if *r.MaxRetries < 0 || *r.MaxRetries > 10 {
 			return p.fail(p.at("retries", "maxRetries"), "%s must be 0-10, got %d", p.field("retries.maxRetries"), *r.MaxRetries)
@@ -107,7 +108,8 @@ func (p policy) retries(svc *discovery.Service, r *retries) error {
 }
 
 func (p policy) accrual(svc *discovery.Service, a *failureAccrual) error {
-	out := &discovery.FailureAccrual{ConsecutiveFailures: 7, MinBackoff: time.Second, MaxBackoff: time.Minute, Jitter: 0.5}
+	def := discovery.DefaultFailureAccrual()
+	out := &def
 	if a.ConsecutiveFailures != nil {
 		if *a.ConsecutiveFailures < 0 {
 			return p.fail(p.at("failureAccrual", "consecutiveFailures"), "%s must not be negative (0 disables)", p.field("failureAccrual.consecutiveFailures"))
