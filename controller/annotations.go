@@ -49,30 +49,18 @@ func failureAnnotations(ann map[string]string) (failureHandling, []string) {
 	anyRetry := false
 	if v, ok := ann[wellknown.AnnotationRetryHTTP]; ok {
 		anyRetry = true
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.TrimSpace(f) == "" {
-				continue
-			}
-			r, ok := discovery.ParseStatusRange(f)
-			if !ok {
-				bad(wellknown.AnnotationRetryHTTP, "has %q, which is not a status (503), a class (5xx) or a range (500-504) within 100-599; left out", strings.TrimSpace(f))
-				continue
-			}
-			retries.Statuses = append(retries.Statuses, r)
+		var refused []string
+		retries.Statuses, refused = discovery.ParseList(v, discovery.ParseStatusRange)
+		for _, f := range refused {
+			bad(wellknown.AnnotationRetryHTTP, "has %q, which is not a status (503), a class (5xx) or a range (500-504) within 100-599; left out", f)
 		}
 	}
 	if v, ok := ann[wellknown.AnnotationRetryGRPC]; ok {
 		anyRetry = true
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.TrimSpace(f) == "" {
-				continue
-			}
-			c, ok := discovery.ParseGRPCCode(f)
-			if !ok {
-				bad(wellknown.AnnotationRetryGRPC, "has %q, which is not a gRPC error code (such as unavailable or 14); left out", strings.TrimSpace(f))
-				continue
-			}
-			retries.GRPCCodes = append(retries.GRPCCodes, c)
+		var refused []string
+		retries.GRPCCodes, refused = discovery.ParseList(v, discovery.ParseGRPCCode)
+		for _, f := range refused {
+			bad(wellknown.AnnotationRetryGRPC, "has %q, which is not a gRPC error code (such as unavailable or 14); left out", f)
 		}
 	}
 	if v, ok := ann[wellknown.AnnotationRetryLimit]; ok {

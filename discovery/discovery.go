@@ -207,6 +207,22 @@ func ParseStatusRange(s string) (StatusRange, bool) {
 	return StatusRange{Min: min, Max: max}, true
 }
 
+// ParseList reads a comma-separated list with parse, skipping empty
+// items, and returns what parse took and the items it refused.
+func ParseList[T any](s string, parse func(string) (T, bool)) (good []T, bad []string) {
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		if v, ok := parse(f); ok {
+			good = append(good, v)
+		} else {
+			bad = append(bad, f)
+		}
+	}
+	return good, bad
+}
+
 // grpcCodeNames are the gRPC status codes that can be retried, by name.
 var grpcCodeNames = map[string]uint32{
 	"CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,

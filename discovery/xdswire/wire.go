@@ -18,7 +18,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -529,23 +528,14 @@ func failureFields(meta map[string]value, s *discovery.Service) error {
 		if r.MaxRetries, err = whole("retryLimit", 0, 10); err != nil {
 			return err
 		}
-		if v, _ := str("retryHTTP"); v != "" {
-			for f := range strings.SplitSeq(v, ",") {
-				st, ok := discovery.ParseStatusRange(f)
-				if !ok {
-					return fmt.Errorf("retryHTTP %q is not a status range", f)
-				}
-				r.Statuses = append(r.Statuses, st)
-			}
+		var refused []string
+		v, _ := str("retryHTTP")
+		if r.Statuses, refused = discovery.ParseList(v, discovery.ParseStatusRange); len(refused) > 0 {
+			return fmt.Errorf("retryHTTP %q is not a status range", refused[0])
 		}
-		if v, _ := str("retryGRPC"); v != "" {
-			for f := range strings.SplitSeq(v, ",") {
-				c, ok := discovery.ParseGRPCCode(f)
-				if !ok {
-					return fmt.Errorf("retryGRPC %q is not a gRPC error code", f)
-				}
-				r.GRPCCodes = append(r.GRPCCodes, c)
-			}
+		v, _ = str("retryGRPC")
+		if r.GRPCCodes, refused = discovery.ParseList(v, discovery.ParseGRPCCode); len(refused) > 0 {
+			return fmt.Errorf("retryGRPC %q is not a gRPC error code", refused[0])
 		}
 		if r.BudgetRatio, err = num("retryBudgetRatio", 0, 1); err != nil {
 			return err
