@@ -132,6 +132,9 @@ type Service struct {
 	// QueueTimeout is how long a request waits for an endpoint when none
 	// is available before the proxy answers 503.
 	QueueTimeout time.Duration `json:"queueTimeout,omitempty"`
+	// Routes, when there are any, decide where each HTTP request to the
+	// service goes (see Route).
+	Routes []Route `json:"routes,omitempty"`
 }
 
 // Defaults for failure handling.

@@ -329,6 +329,23 @@ func TestControllerDiscoveryOverXDS(t *testing.T) {
 		}
 	}
 
+	// Failure-handling annotations reach the proxy over xDS: a request
+	// timeout turns slow answers into 504s that name it.
+	patch = `{"metadata":{"annotations":{"timeout.mesh.io/request":"100ms"}}}`
+	if _, err := client.CoreV1().Services("shop").Patch(ctx, "web", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		b.delay.Store(int64(400 * time.Millisecond))
+	}
+	waitFor(t, "the proxy to time requests out after 100ms", func() bool {
+		resp, _, err := c.get("web", "/")
+		return err == nil && resp.StatusCode == http.StatusGatewayTimeout && strings.Contains(resp.Header.Get("mesh-error"), "timed out after 100ms (timeouts.request)")
+	})
+	for _, b := range bs {
+		b.delay.Store(0)
+	}
+
 	// A proxyless gRPC client resolves and balances a service through the
 	// same xDS server.
 	grpcPort := 50051

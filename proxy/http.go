@@ -105,7 +105,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		// Intercepted: a service's virtual IP is balanced across the
 		// service's endpoints; any other address is where the client goes.
 		if svc := p.vip(r.Context(), ci.dst); svc != nil {
-			svc.forward.ServeHTTP(w, r)
+			p.serveService(w, r, svc)
 			return
 		}
 		p.originalDst.ServeHTTP(w, r)
@@ -125,7 +125,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, outbound, http.StatusServiceUnavailable, "unknown_authority", err.Error())
 		return
 	}
-	svc.forward.ServeHTTP(w, r)
+	p.serveService(w, r, svc)
 }
 
 func defaultPort(r *http.Request) uint16 {
@@ -274,6 +274,7 @@ func cookieValue(headers []string, name string) (string, bool) {
 // reported to bal for failure accrual.
 func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, authority, target string, ep *balance.Endpoint, bal *balance.Balancer, pr peer) (*http.Response, error) {
 	labels := pr.labels(d, authority, target)
+	labels.Route = routeName(req.Context())
 	p.metrics.Request(&labels)
 	began := time.Now()
 	tapID := p.tapStart(req, d, target, pr)

@@ -103,7 +103,7 @@ const maxTries = 4
 var errRequestTimeout = errors.New("request timeout")
 
 func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	pol := t.svc.policy.Load()
+	pol := routeOf(req.Context()).with(t.svc.policy.Load())
 	pol.budget.Deposit()
 	x := exchange{t: t, pol: pol, clientCtx: req.Context()}
 	req = x.start(req)
@@ -188,6 +188,9 @@ type exchange struct {
 func (x *exchange) start(req *http.Request) *http.Request {
 	x.ctx, x.finish = x.clientCtx, func() {}
 	x.timeout, x.source = x.pol.requestTimeout, "timeouts.request"
+	if ro := routeOf(req.Context()); ro != nil && ro.timeout {
+		x.source = "timeouts.request of route " + ro.name
+	}
 	if g, ok := grpcTimeout(req.Header.Get("Grpc-Timeout")); ok && (x.timeout == 0 || g < x.timeout) {
 		x.timeout, x.source = g, "grpc-timeout"
 	}
@@ -247,7 +250,7 @@ func (x *exchange) timedOut(ep *balance.Endpoint) (*http.Response, error) {
 	}
 	p.metrics.RequestTimeouts.WithLabelValues(outbound.String(), svc.authority).Inc()
 	p.window.record(outbound, svc.authority, "", x.timeout, false)
-	p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false"}, "504", "failure")
+	p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false", Route: routeName(x.clientCtx)}, "504", "failure")
 	return nil, &proxyError{status: http.StatusGatewayTimeout, reason: "request_timeout",
 		msg: fmt.Sprintf("request to %s timed out after %s (%s)", svc.authority, x.timeout, x.source)}
 }
@@ -331,7 +334,7 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 		if shed {
 			t.p.metrics.LoadShed.WithLabelValues(outbound.String(), svc.authority).Inc()
 			t.p.window.record(outbound, svc.authority, "", 0, false)
-			t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "", "", "503", "failure").Inc()
+			t.p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false", Route: routeName(ctx)}, "503", "failure")
 			return nil, &proxyError{status: http.StatusServiceUnavailable, reason: "load_shed",
 				msg: fmt.Sprintf("endpoints of %s are at their limit of %d requests in flight", svc.authority, pol.maxPerEndpoint)}
 		}
@@ -346,7 +349,7 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 			return nil, ctx.Err()
 		case <-timer.C:
 		}
-		t.p.metrics.ResponseTotal.WithLabelValues(outbound.String(), svc.authority, "", "false", "", "", "503", "failure").Inc()
+		t.p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false", Route: routeName(ctx)}, "503", "failure")
 		t.p.window.record(outbound, svc.authority, "", pol.queueTimeout, false)
 		msg := fmt.Sprintf("service %s has no endpoints", svc.authority)
 		if n := len(bal.Endpoints()); n > 0 {

@@ -25,6 +25,7 @@ import (
 type service struct {
 	settings  atomic.Pointer[discovery.Service]
 	policy    atomic.Pointer[policy]
+	routes    atomic.Pointer[routeTable] // nil: every request goes to the service
 	authority string
 	balancer  *balance.Balancer
 	forward   http.Handler
@@ -140,6 +141,7 @@ func (p *Proxy) apply(s discovery.State) {
 		}
 		svc.settings.Store(&d)
 		svc.policy.Store(newPolicy(&d, svc.policy.Load()))
+		svc.routes.Store(newRouteTable(d.Routes, svc.routes.Load()))
 		svc.balancer.SetAccrual(accrualOf(&d))
 		svc.balancer.Update(d.Endpoints)
 		next.byKey[key] = svc

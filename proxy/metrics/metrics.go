@@ -26,6 +26,7 @@ const (
 	ServerID       = "server_id" // the peer's SPIFFE ID, outbound
 	Listener       = "listener"  // inbound, outbound, admin, or outbound_tcp
 	Reason         = "reason"
+	Route          = "route" // the route a request was sent by, empty for none
 )
 
 // Metrics holds a proxy's metrics and the registry that serves them.
@@ -72,7 +73,7 @@ type Metrics struct {
 func New(constLabels map[string]string) *Metrics {
 	reg := prometheus.NewRegistry()
 	f := prometheus.WrapRegistererWith(constLabels, reg)
-	req := []string{Direction, Authority, TargetAddr, TLS, ClientID, ServerID}
+	req := []string{Direction, Authority, TargetAddr, TLS, ClientID, ServerID, Route}
 	tcp := []string{Direction, Authority, TargetAddr, TLS, ClientID, ServerID}
 	m := &Metrics{
 		Registry: reg,
@@ -178,22 +179,24 @@ type Labels struct {
 	// TLS is "true" or "false".
 	TLS                string
 	ClientID, ServerID string
+	// Route is the route of an HTTP request (not a label of TCP series).
+	Route string
 }
 
 // Request counts a request sent to an endpoint.
 func (m *Metrics) Request(l *Labels) {
-	m.RequestTotal.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID).Inc()
+	m.RequestTotal.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID, l.Route).Inc()
 }
 
 // Response counts a response (or the proxy's own answer) by status and
 // classification.
 func (m *Metrics) Response(l *Labels, status, classification string) {
-	m.ResponseTotal.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID, status, classification).Inc()
+	m.ResponseTotal.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID, l.Route, status, classification).Inc()
 }
 
 // Latency observes the time from a request to its response headers.
 func (m *Metrics) Latency(l *Labels, status string, ms float64) {
-	m.ResponseLatency.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID, status).Observe(ms)
+	m.ResponseLatency.WithLabelValues(l.Direction, l.Authority, l.TargetAddr, l.TLS, l.ClientID, l.ServerID, l.Route, status).Observe(ms)
 }
 
 // TCPOpened counts a connection accepted and open.

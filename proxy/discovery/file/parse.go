@@ -39,6 +39,7 @@ type service struct {
 	FailureAccrual *failureAccrual `yaml:"failureAccrual"`
 	Limits         *limits         `yaml:"limits"`
 	QueueTimeout   string          `yaml:"queueTimeout"`
+	Routes         []route         `yaml:"routes"`
 }
 
 type timeouts struct {
@@ -190,6 +191,9 @@ func (ps *parser) service(i int, s service) (discovery.Service, error) {
 	}
 	p := policy{at: at, field: field, fail: ps.fail}
 	if err := p.apply(&svc, s); err != nil {
+		return svc, err
+	}
+	if err := p.routes(&svc, s.Routes); err != nil {
 		return svc, err
 	}
 	return svc, nil

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/meshproj/mesh/discovery"
 )
 
@@ -86,6 +88,15 @@ func TestParseErrorsNameFileAndLine(t *testing.T) {
 		{"bad weight", "services:\n  - name: web\n    port: 80\n    endpoints:\n      - address: 127.0.0.1:80\n        weight: 0\n", "d.yaml:6: services[0].endpoints[0].weight must be 1-10000"},
 		{"bad identity", "services:\n  - name: web\n    port: 80\n    endpoints:\n      - address: 127.0.0.1:80\n        identity: web\n", "d.yaml:6: services[0].endpoints[0].identity \"web\" must be a SPIFFE ID"},
 		{"bad address", "services:\n  - name: web\n    port: 80\n    addresses: [10.96.0.10, ten]\n", "d.yaml:4: services[0].addresses[1] \"ten\" is not an IP address"},
+		{"route path type", "services:\n  - name: web\n    port: 80\n    routes:\n      - matches: [{path: {type: Regex, value: /a}}]\n", "d.yaml:5: services[0].routes[0].matches[0].path.type \"Regex\" is not Exact or PathPrefix"},
+		{"route path", "services:\n  - name: web\n    port: 80\n    routes:\n      - matches: [{path: {value: api}}]\n", "services[0].routes[0].matches[0].path.value \"api\" must start with /"},
+		{"route method", "services:\n  - name: web\n    port: 80\n    routes:\n      - matches: [{method: FETCH}]\n", "services[0].routes[0].matches[0].method \"FETCH\" is not an HTTP method"},
+		{"route header", "services:\n  - name: web\n    port: 80\n    routes:\n      - matches: [{headers: [{name: 'x y', value: a}]}]\n", "services[0].routes[0].matches[0].headers[0].name \"x y\" is not a header name"},
+		{"route backend", "services:\n  - name: web\n    port: 80\n    routes:\n      - backends: [{service: web-v2}]\n", "services[0].routes[0].backends[0].service \"web-v2\" is not a service as NAME:PORT"},
+		{"route weights", "services:\n  - name: web\n    port: 80\n    routes:\n      - backends: [{service: 'a:80', weight: 0}]\n", "services[0].routes[0].backends all have weight 0"},
+		{"route names", "services:\n  - name: web\n    port: 80\n    routes:\n      - {name: a}\n      - {name: a}\n", "d.yaml:6: services[0].routes[1].name \"a\" is also routes[0]'s name"},
+		{"route retries", "services:\n  - name: web\n    port: 80\n    routes:\n      - retries: {maxRetries: 11}\n", "services[0].routes[0].retries.maxRetries must be 0-10"},
+		{"route timeout", "services:\n  - name: web\n    port: 80\n    routes:\n      - timeouts: {request: soon}\n", "services[0].routes[0].timeouts.request \"soon\" must be a positive duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,6 +119,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(good))
 	f.Add([]byte("services:\n  - {name: a, port: 1, endpoints: [{address: '[::1]:80', weight: 2}]}\n"))
 	f.Add([]byte("services: [{name: a, port: 1, loadBalancer: maglev, hashKey: {cookie: s}}]"))
+	f.Add([]byte("services: [{name: a, port: 1, routes: [{name: r, matches: [{path: {type: Exact, value: /x}, method: GET, headers: [{name: h, value: v}], queryParams: [{name: q, value: '1'}]}], backends: [{service: 'b:80', weight: 9}], timeouts: {request: 1s}, retries: {statuses: [5xx]}}]}]"))
 	f.Add([]byte("services: [{name: a, port: 1, retries: {statuses: [5xx, 500-502], grpcCodes: [UNAVAILABLE]}, failureAccrual: {minBackoff: 1s}, timeouts: {request: 2s}}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		svcs, err := Parse("f.yaml", data)
@@ -217,5 +229,36 @@ func TestBackendRefusesInvalidFileAtStart(t *testing.T) {
 	err := (&Backend{Path: path}).Run(context.Background(), func(discovery.State) { t.Fatal("update for an invalid file") })
 	if err == nil || !strings.Contains(err.Error(), path+":3:") {
 		t.Fatalf("error = %v; want it to name %s:3", err, path)
+	}
+}
+
+func TestParseRoutes(t *testing.T) {
+	svcs, err := Parse("d.yaml", []byte(`services:
+  - name: web
+    port: 80
+    routes:
+      - name: canary
+        matches: [{path: {type: Exact, value: /x}, method: get, headers: [{name: h, value: v}], queryParams: [{name: q, value: "1"}]}, {}]
+        backends: [{service: "web-v2:80", weight: 9}, {service: web-v1.shop:8080}]
+        timeouts: {request: 1s}
+        retries: {statuses: [5xx]}
+      - matches: [{path: {value: /api}}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []discovery.Route{{
+		Name: "canary",
+		Matches: []discovery.RouteMatch{{PathType: discovery.PathExact, Path: "/x", Method: "GET",
+			Headers: []discovery.NameValue{{Name: "h", Value: "v"}}, QueryParams: []discovery.NameValue{{Name: "q", Value: "1"}}}, {}},
+		Backends: []discovery.RouteBackend{{Service: discovery.Key{Host: "web-v2", Port: 80}, Weight: 9}, {Service: discovery.Key{Host: "web-v1.shop", Port: 8080}, Weight: 1}},
+		Timeouts: discovery.Timeouts{Request: time.Second},
+		Retries:  &discovery.Retries{MaxRetries: 2, Statuses: []discovery.StatusRange{{Min: 500, Max: 599}}, BudgetRatio: 0.2, BudgetMinPerSecond: 10, BudgetTTL: 10 * time.Second},
+	}, {
+		Name:    "web:80/1",
+		Matches: []discovery.RouteMatch{{PathType: discovery.PathPrefix, Path: "/api"}},
+	}}
+	if diff := cmp.Diff(want, svcs[0].Routes); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
 	}
 }

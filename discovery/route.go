@@ -1,0 +1,116 @@
+package discovery
+
+import (
+	"net/http"
+	"strings"
+)
+
+// Route sends the requests it matches to weighted backend services, with
+// failure handling of its own: the Gateway API's HTTPRoute rule, attached
+// to the service whose requests it routes. A service with routes answers
+// 404 to a request none of them matches.
+type Route struct {
+	// Name identifies the route in metrics, tap and errors
+	// ("namespace/name" for an HTTPRoute, with the rule's index).
+	Name string `json:"name"`
+	// Matches are alternatives; a route without any matches everything.
+	Matches []RouteMatch `json:"matches,omitempty"`
+	// Backends share the route's requests by weight; without any, the
+	// service itself takes them.
+	Backends []RouteBackend `json:"backends,omitempty"`
+	// Timeouts and Retries, when set, replace the backend service's.
+	Timeouts Timeouts `json:"timeouts,omitzero"`
+	Retries  *Retries `json:"retries,omitempty"`
+}
+
+// Path match types, as the Gateway API names them.
+const (
+	PathExact  = "Exact"
+	PathPrefix = "PathPrefix"
+)
+
+// RouteMatch is one set of conditions, all of which a request must meet.
+type RouteMatch struct {
+	// PathType is PathExact or PathPrefix (whole segments: /api matches
+	// /api and /api/x, not /apix); empty matches any path.
+	PathType string `json:"pathType,omitempty"`
+	Path     string `json:"path,omitempty"`
+	// Method, when set, must be the request's.
+	Method string `json:"method,omitempty"`
+	// Headers and QueryParams must each be present with exactly this value
+	// (header names without regard to case).
+	Headers     []NameValue `json:"headers,omitempty"`
+	QueryParams []NameValue `json:"queryParams,omitempty"`
+}
+
+// NameValue is a header or query parameter to match.
+type NameValue struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// RouteBackend is a service that takes a share of a route's requests.
+type RouteBackend struct {
+	Service Key    `json:"service"`
+	Weight  uint32 `json:"weight"`
+}
+
+// Matches reports whether r meets every condition of m.
+func (m RouteMatch) Matches(r *http.Request) bool {
+	switch m.PathType {
+	case PathExact:
+		if r.URL.Path != m.Path {
+			return false
+		}
+	case PathPrefix:
+		if !pathHasPrefix(r.URL.Path, m.Path) {
+			return false
+		}
+	}
+	if m.Method != "" && r.Method != m.Method {
+		return false
+	}
+	for _, h := range m.Headers {
+		if r.Header.Get(h.Name) != h.Value {
+			return false
+		}
+	}
+	if len(m.QueryParams) > 0 {
+		q := r.URL.Query()
+		for _, p := range m.QueryParams {
+			if vs, ok := q[p.Name]; !ok || vs[0] != p.Value {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// pathHasPrefix matches whole path segments: "/api" and "/api/" both
+// match "/api" and "/api/x" but not "/apix".
+func pathHasPrefix(path, prefix string) bool {
+	prefix = strings.TrimSuffix(prefix, "/")
+	if prefix == "" {
+		return true
+	}
+	return path == prefix || strings.HasPrefix(path, prefix+"/")
+}
+
+// MoreSpecific orders matches as the Gateway API asks when several routes
+// match a request: an exact path first, then the longest prefix, then a
+// method, then more headers, then more query parameters.
+func MoreSpecific(a, b RouteMatch) bool {
+	if (a.PathType == PathExact) != (b.PathType == PathExact) {
+		return a.PathType == PathExact
+	}
+	if len(a.Path) != len(b.Path) {
+		return len(a.Path) > len(b.Path)
+	}
+	if (a.Method != "") != (b.Method != "") {
+		return a.Method != ""
+	}
+	if len(a.Headers) != len(b.Headers) {
+		return len(a.Headers) > len(b.Headers)
+	}
+	return len(a.QueryParams) > len(b.QueryParams)
+}

@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// split is a route sending web's requests to web-v1 and web-v2 by weight.
+func split(v1, v2 int) string {
+	return fmt.Sprintf("    routes:\n      - name: canary\n        backends:\n          - {service: web-v1:80, weight: %d}\n          - {service: web-v2:80, weight: %d}\n", v1, v2)
+}
+
+func TestARouteSplitsTrafficByWeightAndMovesWhenTheWeightsChange(t *testing.T) {
+	v1, v2 := startBackend(t, "v1"), startBackend(t, "v2")
+	disc := func(w1, w2 int) string {
+		return discoveryFile(service("web", 80, "", split(w1, w2)), service("web-v1", 80, "", "", v1.addr), service("web-v2", 80, "", "", v2.addr))
+	}
+	mp := startProxy(t, proxyOpts{discovery: disc(90, 10)})
+	cl := newClient(mp.outbound)
+	send := func(n int) (int64, int64) {
+		b1, b2 := v1.hits.Load(), v2.hits.Load()
+		for i := range n {
+			if resp, body, err := cl.get("web", "/"); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("request %d: %v %v %s", i, resp, err, body)
+			}
+		}
+		return v1.hits.Load() - b1, v2.hits.Load() - b2
+	}
+	const n = 2000
+	a, b := send(n)
+	t.Logf("90/10: v1 %d, v2 %d", a, b)
+	if share := float64(b) / n; share < 0.07 || share > 0.13 {
+		t.Errorf("a 90/10 split sent %.1f%% of %d requests to v2", 100*share, n)
+	}
+	if m := mp.metrics(t); !has(m, "response_total", "authority", "web-v2:80", "route", "canary", "status_code", "200") {
+		t.Errorf("responses are not counted by route:\n%s", grep(m, "response_total"))
+	}
+	// Live: the weights change, the proxy follows without a restart.
+	mp.writeDiscovery(t, disc(0, 100), 2)
+	if a, b := send(200); a != 0 || b != 200 {
+		t.Errorf("after moving all weight to v2: v1 %d, v2 %d", a, b)
+	}
+}
+
+func TestRoutesMatchPathsHeadersAndMethodsMostSpecificFirst(t *testing.T) {
+	api, canary, legacy, rest := startBackend(t, "api"), startBackend(t, "canary"), startBackend(t, "legacy"), startBackend(t, "rest")
+	routes := `    routes:
+      - name: rest
+        backends: [{service: rest:80}]
+      - name: api
+        matches: [{path: {type: PathPrefix, value: /api}}]
+        backends: [{service: api:80}]
+      - name: canary
+        matches: [{path: {value: /api}, headers: [{name: x-canary, value: "yes"}]}]
+        backends: [{service: canary:80}]
+      - name: legacy
+        matches: [{path: {type: Exact, value: /api/v1}, method: POST}, {queryParams: [{name: legacy, value: "1"}]}]
+        backends: [{service: legacy:80}]
+`
+	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("web", 80, "", routes),
+		service("api", 80, "", "", api.addr), service("canary", 80, "", "", canary.addr),
+		service("legacy", 80, "", "", legacy.addr), service("rest", 80, "", "", rest.addr))})
+	cl := newClient(mp.outbound)
+	for _, c := range []struct {
+		method, path string
+		header       []string
+		want         string
+	}{
+		{"GET", "/", nil, "rest"},
+		{"GET", "/apix", nil, "rest"}, // a prefix matches whole segments
+		{"GET", "/api", nil, "api"},
+		{"GET", "/api/items", nil, "api"},
+		{"GET", "/api/items", []string{"X-Canary", "yes"}, "canary"}, // more headers: more specific
+		{"GET", "/api/items", []string{"X-Canary", "no"}, "api"},
+		{"POST", "/api/v1", nil, "legacy"}, // an exact path beats any prefix
+		{"GET", "/api/v1", nil, "api"},     // ... but only for POST
+		{"GET", "/other?legacy=1", nil, "legacy"},
+	} {
+		req, _ := http.NewRequest(c.method, "http://"+mp.outbound+c.path, nil)
+		req.Host = "web"
+		for i := 0; i+1 < len(c.header); i += 2 {
+			req.Header.Set(c.header[i], c.header[i+1])
+		}
+		resp, err := cl.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Backend"); got != c.want {
+			t.Errorf("%s %s %v went to %q (status %d, %s); want %s", c.method, c.path, c.header, got, resp.StatusCode, resp.Header.Get("mesh-error"), c.want)
+		}
+	}
+}
+
+func TestARequestNoRouteMatchesGets404SayingSo(t *testing.T) {
+	api := startBackend(t, "api")
+	routes := "    routes:\n      - name: api-only\n        matches: [{path: {value: /api}}]\n        backends: [{service: api:80}]\n"
+	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("web", 80, "", routes), service("api", 80, "", "", api.addr))})
+	resp, _, err := newClient(mp.outbound).get("web", "/other")
+	if err != nil || resp.StatusCode != 404 || !strings.Contains(resp.Header.Get("mesh-error"), "no route of web:80 matches GET /other") {
+		t.Fatalf("unrouted request: %v %v (mesh-error %q)", resp, err, resp.Header.Get("mesh-error"))
+	}
+	if api.hits.Load() != 0 {
+		t.Errorf("the unrouted request reached a backend")
+	}
+}
+
+func TestARoutesRetriesHideAFlakyBackendAndItsTimeoutFires(t *testing.T) {
+	flaky, slow := startBackend(t, "flaky"), startBackend(t, "slow")
+	var n atomic.Int64
+	flaky.handler = func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%2 == 1 {
+			http.Error(w, "try again", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("X-Backend", "flaky")
+	}
+	slow.delay.Store(int64(time.Second))
+	routes := `    routes:
+      - name: flaky
+        matches: [{path: {value: /flaky}}]
+        retries: {statuses: ["503"], maxRetries: 2}
+      - name: slow
+        matches: [{path: {value: /slow}}]
+        backends: [{service: slow:80}]
+        timeouts: {request: 200ms}
+`
+	// web's own endpoint is the flaky one, with no retries of its own: only
+	// the route's can hide its 503s.
+	mp := startProxy(t, proxyOpts{discovery: discoveryFile(service("web", 80, "round-robin", routes+
+		"    failureAccrual: {consecutiveFailures: 0}\n", flaky.addr), service("slow", 80, "", "", slow.addr))})
+	cl := newClient(mp.outbound)
+	for i := range 50 {
+		if resp, body, err := cl.get("web", "/flaky"); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("request %d to a backend failing every other time, with route retries: %v %v %s", i, resp, err, body)
+		}
+	}
+	if !has(mp.metrics(t), "retry_total", "authority", "web:80", "reason", "status") {
+		t.Errorf("the route's retries are not counted")
+	}
+	start := time.Now()
+	resp, _, err := cl.get("web", "/slow")
+	if err != nil || resp.StatusCode != 504 || !strings.Contains(resp.Header.Get("mesh-error"), "timed out after 200ms (timeouts.request of route slow)") {
+		t.Fatalf("a request on a route with a 200ms timeout to a backend answering in 1s: %v %v (mesh-error %q)", resp, err, resp.Header.Get("mesh-error"))
+	}
+	t.Logf("the route's timeout answered after %s", time.Since(start).Round(time.Millisecond))
+}

@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+
+	"github.com/meshproj/mesh/discovery"
+)
+
+// This file is where a service's routes decide where each of its HTTP
+// requests goes: the most specific matching route, then one of its
+// backend services by weight, with the route's timeout and retries.
+
+// route is a discovery route prepared for the request path.
+type route struct {
+	name     string
+	backends []discovery.RouteBackend
+	// cumulative weights of backends, for a pick by weight.
+	cumulative []uint32
+	// override holds the route's timeout and retries, nil when it sets
+	// neither; timeout and retries say which.
+	override         *policy
+	timeout, retries bool
+	// weightless: the route has backends, all of weight 0.
+	weightless bool
+}
+
+// routeEntry is one match of a route; a route without matches has one
+// entry that matches everything.
+type routeEntry struct {
+	match discovery.RouteMatch
+	route *route
+}
+
+// routeTable is a service's routes, their matches ordered most specific
+// first.
+type routeTable struct {
+	entries []routeEntry
+	byName  map[string]*route
+}
+
+// newRouteTable prepares a service's routes. A route's retry budget
+// carries over from prev while its settings stay the same.
+func newRouteTable(routes []discovery.Route, prev *routeTable) *routeTable {
+	if len(routes) == 0 {
+		return nil
+	}
+	t := &routeTable{byName: make(map[string]*route, len(routes))}
+	for _, dr := range routes {
+		r := &route{name: dr.Name, backends: dr.Backends, timeout: dr.Timeouts.Request > 0, retries: dr.Retries != nil}
+		var sum uint32
+		for _, b := range dr.Backends {
+			sum += b.Weight
+			r.cumulative = append(r.cumulative, sum)
+		}
+		r.weightless = len(dr.Backends) > 0 && sum == 0
+		if r.timeout || r.retries {
+			var old *policy
+			if prev != nil && prev.byName[dr.Name] != nil {
+				old = prev.byName[dr.Name].override
+			}
+			r.override = newPolicy(&discovery.Service{Timeouts: dr.Timeouts, Retries: dr.Retries}, old)
+		}
+		t.byName[r.name] = r
+		if len(dr.Matches) == 0 {
+			t.entries = append(t.entries, routeEntry{route: r})
+		}
+		for _, m := range dr.Matches {
+			t.entries = append(t.entries, routeEntry{match: m, route: r})
+		}
+	}
+	// Stable: among equally specific matches the route listed first wins.
+	slices.SortStableFunc(t.entries, func(a, b routeEntry) int {
+		switch {
+		case discovery.MoreSpecific(a.match, b.match):
+			return -1
+		case discovery.MoreSpecific(b.match, a.match):
+			return 1
+		}
+		return 0
+	})
+	return t
+}
+
+// match returns the route of the most specific match for r, or nil.
+func (t *routeTable) match(r *http.Request) *route {
+	for i := range t.entries {
+		if t.entries[i].match.Matches(r) {
+			return t.entries[i].route
+		}
+	}
+	return nil
+}
+
+// pick chooses a backend by weight; ok is false when the route has none.
+func (r *route) pick() (discovery.Key, bool) {
+	if len(r.backends) == 0 || r.weightless {
+		return discovery.Key{}, false
+	}
+	n := rand.Uint32N(r.cumulative[len(r.cumulative)-1])
+	i, _ := slices.BinarySearch(r.cumulative, n+1)
+	return r.backends[i].Service, true
+}
+
+type routeKey struct{}
+
+// routeOf returns the route a request was routed by, or nil.
+func routeOf(ctx context.Context) *route {
+	r, _ := ctx.Value(routeKey{}).(*route)
+	return r
+}
+
+// routeName is the name of the route a request was routed by, or "".
+func routeName(ctx context.Context) string {
+	if r := routeOf(ctx); r != nil {
+		return r.name
+	}
+	return ""
+}
+
+// with returns pol with what the route replaces: its timeout, its retries
+// and their budget.
+func (r *route) with(pol *policy) *policy {
+	if r == nil || r.override == nil {
+		return pol
+	}
+	p := *pol
+	if r.timeout {
+		p.requestTimeout = r.override.requestTimeout
+	}
+	if r.retries {
+		p.maxRetries, p.statuses, p.grpcCodes, p.budget = r.override.maxRetries, r.override.statuses, r.override.grpcCodes, r.override.budget
+	}
+	return &p
+}
+
+// serveService sends a request to a service, or where its routes say.
+func (p *Proxy) serveService(w http.ResponseWriter, r *http.Request, svc *service) {
+	rt := svc.routes.Load()
+	if rt == nil {
+		svc.forward.ServeHTTP(w, r)
+		return
+	}
+	ro := rt.match(r)
+	if ro == nil {
+		p.fail(w, r, outbound, http.StatusNotFound, "no_route",
+			fmt.Sprintf("no route of %s matches %s %s", svc.authority, r.Method, r.URL.Path))
+		return
+	}
+	if ro.weightless {
+		p.fail(w, r, outbound, http.StatusInternalServerError, "route_backend_unknown",
+			fmt.Sprintf("route %s of %s: every backend has weight 0", ro.name, svc.authority))
+		return
+	}
+	target := svc
+	if key, ok := ro.pick(); ok && key != svc.settings.Load().Key() {
+		b, err := p.lookup(r.Context(), key)
+		if err != nil {
+			p.fail(w, r, outbound, http.StatusInternalServerError, "route_backend_unknown",
+				fmt.Sprintf("route %s of %s: backend %s: %v", ro.name, svc.authority, key, err))
+			return
+		}
+		target = b
+	}
+	r = r.WithContext(context.WithValue(r.Context(), routeKey{}, ro))
+	target.forward.ServeHTTP(w, r)
+}
