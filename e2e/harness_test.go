@@ -232,6 +232,9 @@ type configDump struct {
 	Services []struct {
 		Authority string `json:"authority"`
 		Balancer  string `json:"loadBalancer"`
+		Routes    []struct {
+			Name string `json:"name"`
+		} `json:"routes"`
 		Endpoints []struct {
 			Address   string `json:"address"`
 			Identity  string `json:"identity"`

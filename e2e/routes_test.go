@@ -39,6 +39,11 @@ func TestARouteSplitsTrafficByWeightAndMovesWhenTheWeightsChange(t *testing.T) {
 	if m := mp.metrics(t); !has(m, "response_total", "authority", "web-v2:80", "route", "canary", "status_code", "200") {
 		t.Errorf("responses are not counted by route:\n%s", grep(m, "response_total"))
 	}
+	for _, s := range mp.dump(t).Services {
+		if s.Authority == "web:80" && (len(s.Routes) != 1 || s.Routes[0].Name != "canary") {
+			t.Errorf("the config dump shows web's routes as %+v", s.Routes)
+		}
+	}
 	// Live: the weights change, the proxy follows without a restart.
 	mp.writeDiscovery(t, disc(0, 100), 2)
 	if a, b := send(200); a != 0 || b != 200 {

@@ -133,6 +133,7 @@ func (p *Proxy) Dump() adminapi.ConfigDump {
 		if pol.requestTimeout > 0 {
 			sd.Policy.RequestTimeout = pol.requestTimeout.String()
 		}
+		sd.Routes = set.Routes
 		for _, e := range svc.balancer.Endpoints() {
 			ed := adminapi.EndpointDump{
 				Address: e.Addr, Weight: e.Weight, Identity: e.Identity, Zone: e.Zone,

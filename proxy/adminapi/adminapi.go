@@ -61,7 +61,10 @@ type ServiceDump struct {
 	LoadBalancer discovery.LoadBalancer `json:"loadBalancer"`
 	HashKey      discovery.HashKey      `json:"hashKey,omitzero"`
 	Policy       PolicyDump             `json:"policy"`
-	Endpoints    []EndpointDump         `json:"endpoints"`
+	// Routes are the service's routes as discovery gave them (the most
+	// specific match wins, whatever their order).
+	Routes    []discovery.Route `json:"routes,omitempty"`
+	Endpoints []EndpointDump    `json:"endpoints"`
 }
 
 // PolicyDump is a service's failure handling as in force.
