@@ -235,6 +235,11 @@ func (s *Set) authorization(ap *AuthorizationPolicy, trustDomain string) (discov
 				return a, fmt.Errorf("more than one identity requirement; name them in one MeshTLSAuthentication")
 			}
 			identitiesSet = true
+			for i, id := range m.Spec.Identities {
+				if id == "" {
+					return a, fmt.Errorf("meshtlsauthentication %s/%s: identities[%d] is empty", rns, r.Name, i)
+				}
+			}
 			a.Identities = append(a.Identities, m.Spec.Identities...)
 			for _, ir := range m.Spec.IdentityRefs {
 				irns := ir.Namespace
