@@ -47,21 +47,12 @@ func failureAnnotations(ann map[string]string) (failureHandling, []string) {
 
 	retries := discovery.DefaultRetries()
 	anyRetry := false
-	if v, ok := ann[wellknown.AnnotationRetryHTTP]; ok {
+	var set bool
+	if retries.Statuses, set = listAnnotation(ann, wellknown.AnnotationRetryHTTP, "a status (503), a class (5xx) or a range (500-504) within 100-599", discovery.ParseStatusRange, bad); set {
 		anyRetry = true
-		var refused []string
-		retries.Statuses, refused = discovery.ParseList(v, discovery.ParseStatusRange)
-		for _, f := range refused {
-			bad(wellknown.AnnotationRetryHTTP, "has %q, which is not a status (503), a class (5xx) or a range (500-504) within 100-599; left out", f)
-		}
 	}
-	if v, ok := ann[wellknown.AnnotationRetryGRPC]; ok {
+	if retries.GRPCCodes, set = listAnnotation(ann, wellknown.AnnotationRetryGRPC, "a gRPC error code (such as unavailable or 14)", discovery.ParseGRPCCode, bad); set {
 		anyRetry = true
-		var refused []string
-		retries.GRPCCodes, refused = discovery.ParseList(v, discovery.ParseGRPCCode)
-		for _, f := range refused {
-			bad(wellknown.AnnotationRetryGRPC, "has %q, which is not a gRPC error code (such as unavailable or 14); left out", f)
-		}
 	}
 	if v, ok := ann[wellknown.AnnotationRetryLimit]; ok {
 		anyRetry = true
@@ -154,4 +145,19 @@ func failureAnnotations(ann map[string]string) (failureHandling, []string) {
 		}
 	}
 	return fh, problems
+}
+
+// listAnnotation reads a comma-separated annotation with parse, reporting
+// each item it refuses (as not what) and keeping the rest; set says
+// whether the annotation is there at all.
+func listAnnotation[T any](ann map[string]string, key, what string, parse func(string) (T, bool), bad func(key, format string, args ...any)) (items []T, set bool) {
+	v, ok := ann[key]
+	if !ok {
+		return nil, false
+	}
+	items, refused := discovery.ParseList(v, parse)
+	for _, f := range refused {
+		bad(key, "has %q, which is not %s; left out", f, what)
+	}
+	return items, true
 }

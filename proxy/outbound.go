@@ -103,9 +103,10 @@ const maxTries = 4
 var errRequestTimeout = errors.New("request timeout")
 
 func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	pol := routeOf(req.Context()).with(t.svc.policy.Load())
+	ro := routeOf(req.Context())
+	pol := ro.with(t.svc.policy.Load())
 	pol.budget.Deposit()
-	x := exchange{t: t, pol: pol, clientCtx: req.Context()}
+	x := exchange{t: t, pol: pol, route: ro, clientCtx: req.Context()}
 	req = x.start(req)
 
 	var tried [maxTries]*balance.Endpoint
@@ -173,6 +174,7 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 type exchange struct {
 	t         *balancingTransport
 	pol       *policy
+	route     *route // the route the request was sent by, or nil
 	clientCtx context.Context
 	// ctx is clientCtx, cancelled at the request timeout when there is one.
 	ctx      context.Context
@@ -188,8 +190,8 @@ type exchange struct {
 func (x *exchange) start(req *http.Request) *http.Request {
 	x.ctx, x.finish = x.clientCtx, func() {}
 	x.timeout, x.source = x.pol.requestTimeout, "timeouts.request"
-	if ro := routeOf(req.Context()); ro != nil && ro.timeout {
-		x.source = "timeouts.request of route " + ro.name
+	if x.route != nil && x.route.timeout() {
+		x.source = "timeouts.request of route " + x.route.name
 	}
 	if g, ok := grpcTimeout(req.Header.Get("Grpc-Timeout")); ok && (x.timeout == 0 || g < x.timeout) {
 		x.timeout, x.source = g, "grpc-timeout"
@@ -250,7 +252,7 @@ func (x *exchange) timedOut(ep *balance.Endpoint) (*http.Response, error) {
 	}
 	p.metrics.RequestTimeouts.WithLabelValues(outbound.String(), svc.authority).Inc()
 	p.window.record(outbound, svc.authority, "", x.timeout, false)
-	p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false", Route: routeName(x.clientCtx)}, "504", "failure")
+	p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false", Route: x.route.nameOrNone()}, "504", "failure")
 	return nil, &proxyError{status: http.StatusGatewayTimeout, reason: "request_timeout",
 		msg: fmt.Sprintf("request to %s timed out after %s (%s)", svc.authority, x.timeout, x.source)}
 }

@@ -21,11 +21,18 @@ type route struct {
 	// cumulative weights of backends, for a pick by weight.
 	cumulative []uint32
 	// override holds the route's timeout and retries, nil when it sets
-	// neither; timeout and retries say which.
-	override         *policy
-	timeout, retries bool
-	// weightless: the route has backends, all of weight 0.
-	weightless bool
+	// neither; retries says whether it sets retries (override's are
+	// defaults otherwise).
+	override *policy
+	retries  bool
+}
+
+// timeout reports whether the route sets a request timeout.
+func (r *route) timeout() bool { return r.override != nil && r.override.requestTimeout > 0 }
+
+// weightless reports whether the route has backends, all of weight 0.
+func (r *route) weightless() bool {
+	return len(r.cumulative) > 0 && r.cumulative[len(r.cumulative)-1] == 0
 }
 
 // routeEntry is one match of a route; a route without matches has one
@@ -50,14 +57,13 @@ func newRouteTable(routes []discovery.Route, prev *routeTable) *routeTable {
 	}
 	t := &routeTable{byName: make(map[string]*route, len(routes))}
 	for _, dr := range routes {
-		r := &route{name: dr.Name, backends: dr.Backends, timeout: dr.Timeouts.Request > 0, retries: dr.Retries != nil}
+		r := &route{name: dr.Name, backends: dr.Backends, retries: dr.Retries != nil}
 		var sum uint32
 		for _, b := range dr.Backends {
 			sum += b.Weight
 			r.cumulative = append(r.cumulative, sum)
 		}
-		r.weightless = len(dr.Backends) > 0 && sum == 0
-		if r.timeout || r.retries {
+		if dr.Timeouts.Request > 0 || r.retries {
 			var old *policy
 			if prev != nil && prev.byName[dr.Name] != nil {
 				old = prev.byName[dr.Name].override
@@ -97,7 +103,7 @@ func (t *routeTable) match(r *http.Request) *route {
 
 // pick chooses a backend by weight; ok is false when the route has none.
 func (r *route) pick() (discovery.Key, bool) {
-	if len(r.backends) == 0 || r.weightless {
+	if len(r.backends) == 0 || r.weightless() {
 		return discovery.Key{}, false
 	}
 	n := rand.Uint32N(r.cumulative[len(r.cumulative)-1])
@@ -114,11 +120,14 @@ func routeOf(ctx context.Context) *route {
 }
 
 // routeName is the name of the route a request was routed by, or "".
-func routeName(ctx context.Context) string {
-	if r := routeOf(ctx); r != nil {
-		return r.name
+func routeName(ctx context.Context) string { return routeOf(ctx).nameOrNone() }
+
+// nameOrNone is the route's name, "" for no route.
+func (r *route) nameOrNone() string {
+	if r == nil {
+		return ""
 	}
-	return ""
+	return r.name
 }
 
 // with returns pol with what the route replaces: its timeout, its retries
@@ -128,7 +137,7 @@ func (r *route) with(pol *policy) *policy {
 		return pol
 	}
 	p := *pol
-	if r.timeout {
+	if r.timeout() {
 		p.requestTimeout = r.override.requestTimeout
 	}
 	if r.retries {
@@ -150,7 +159,7 @@ func (p *Proxy) serveService(w http.ResponseWriter, r *http.Request, svc *servic
 			fmt.Sprintf("no route of %s matches %s %s", svc.authority, r.Method, r.URL.Path))
 		return
 	}
-	if ro.weightless {
+	if ro.weightless() {
 		p.fail(w, r, outbound, http.StatusInternalServerError, "route_backend_unknown",
 			fmt.Sprintf("route %s of %s: every backend has weight 0", ro.name, svc.authority))
 		return

@@ -3,6 +3,8 @@ package balance
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/meshproj/mesh/discovery"
 )
 
 // Accrual configures failure accrual (circuit breaking per endpoint): after
@@ -20,7 +22,10 @@ type Accrual struct {
 }
 
 // DefaultAccrual is what a service gets unless it says otherwise.
-var DefaultAccrual = Accrual{Failures: 7, MinBackoff: time.Second, MaxBackoff: time.Minute, Jitter: 0.5}
+var DefaultAccrual = func() Accrual {
+	a := discovery.DefaultFailureAccrual()
+	return Accrual{Failures: a.ConsecutiveFailures, MinBackoff: a.MinBackoff, MaxBackoff: a.MaxBackoff, Jitter: a.Jitter}
+}()
 
 // State is an endpoint's standing with failure accrual.
 type State uint8

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshproj/mesh/discovery"
 )
 
 // BudgetConfig bounds retries: over a sliding window of TTL, retries may
@@ -20,9 +22,12 @@ type BudgetConfig struct {
 	TTL          time.Duration
 }
 
-// DefaultBudget is Linkerd's and Finagle's: 20% more, at least 10 per
-// second, over 10 seconds.
-var DefaultBudget = BudgetConfig{Ratio: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}
+// DefaultBudget is discovery's default (Linkerd's and Finagle's): 20%
+// more, at least 10 per second, over 10 seconds.
+var DefaultBudget = func() BudgetConfig {
+	r := discovery.DefaultRetries()
+	return BudgetConfig{Ratio: r.BudgetRatio, MinPerSecond: r.BudgetMinPerSecond, TTL: r.BudgetTTL}
+}()
 
 const buckets = 10
 
