@@ -143,12 +143,14 @@ func tapOne(ctx context.Context, admin string, q url.Values, max int, deliver fu
 		}
 		n++
 	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
 	if ctx.Err() != nil || (max > 0 && n >= max) {
 		return nil
 	}
+	if err := sc.Err(); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return err
+	}
+	// A stream cut mid-way (the port-forward to a deleted pod ends so) is
+	// the proxy going away too.
 	return errStreamEnded
 }
 

@@ -64,6 +64,26 @@ func TestAPodGoingAwayMidTapIsReportedAndTheOthersGoOn(t *testing.T) {
 	}
 }
 
+// A port-forward to a deleted pod ends mid-stream: that is the proxy
+// going away, and said so.
+func TestAStreamCutMidwayIsAProxyThatWentAway(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(adminapi.TapEvent{Type: "request", ID: 1})
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close() // the chunked body never ends
+		}
+	}))
+	defer srv.Close()
+	ws := []inventory.Workload{{Kind: "deploy", Name: "web", Instances: []inventory.Instance{{Name: "web-1", Admin: strings.TrimPrefix(srv.URL, "http://")}}}}
+	var warned []string
+	err := Stream(context.Background(), ws, Filter{}, 0, func(Event) error { return nil }, func(err error) { warned = append(warned, err.Error()) })
+	if err != nil || len(warned) != 1 || !strings.Contains(warned[0], "web-1") || !strings.Contains(warned[0], "ended the tap") {
+		t.Errorf("Stream: %v, warnings %q; want one warning that web-1's tap ended", err, warned)
+	}
+}
+
 func TestATapWhoseEveryProxyFailsIsAnError(t *testing.T) {
 	ws := []inventory.Workload{{Kind: "deploy", Name: "web", Instances: []inventory.Instance{{Name: "web-1", Admin: "127.0.0.1:1"}}}}
 	err := Stream(context.Background(), ws, Filter{}, 0, func(Event) error { return nil }, nil)

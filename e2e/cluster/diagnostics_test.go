@@ -1,12 +1,16 @@
 package cluster
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -401,4 +405,124 @@ spec: {podSelector: {matchLabels: {app: nothing}}, port: 8080}
 		t.Errorf("proxies restarted for the policy: %q", restarts)
 	}
 	kubectl(t, "", "delete", "namespace", ns, "--wait=true", "--timeout=120s")
+}
+
+// runningTap is a `mesh tap -o json` left running: its events counted by
+// instance, its stderr kept.
+type runningTap struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+
+	mu     sync.Mutex
+	counts map[string]int
+	stderr strings.Builder
+}
+
+func startTap(t *testing.T, args ...string) *runningTap {
+	t.Helper()
+	cmd := exec.Command(mesh, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+cluster.Kubeconfig, "MESH_STATE_FILE="+filepath.Join(t.TempDir(), "none.json"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := &runningTap{cmd: cmd, done: make(chan struct{}), counts: map[string]int{}}
+	cmd.Stderr = lockedWriter{&tp.mu, &tp.stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.stop(t) })
+	go func() {
+		defer close(tp.done)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var e struct {
+				Instance string `json:"instance"`
+			}
+			if json.Unmarshal(sc.Bytes(), &e) == nil {
+				tp.mu.Lock()
+				tp.counts[e.Instance]++
+				tp.mu.Unlock()
+			}
+		}
+	}()
+	return tp
+}
+
+func (tp *runningTap) events(instance string) int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.counts[instance]
+}
+
+func (tp *runningTap) errors() string {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.stderr.String()
+}
+
+// waitEvents waits up to a minute for n events from instance, failing
+// the test if the tap ends first.
+func (tp *runningTap) waitEvents(t *testing.T, instance string, n int) {
+	t.Helper()
+	tp.waitFor(t, fmt.Sprintf("%d events from %s", n, instance), func() bool { return tp.events(instance) >= n })
+}
+
+// waitWarning waits up to a minute for the tap to say that instance's
+// stream ended.
+func (tp *runningTap) waitWarning(t *testing.T, instance string) {
+	t.Helper()
+	tp.waitFor(t, "a warning naming "+instance, func() bool {
+		return strings.Contains(tp.errors(), "tapping "+instance) && strings.Contains(tp.errors(), "the proxy ended the tap (its pod stopped?) (the others go on)")
+	})
+}
+
+func (tp *runningTap) waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !ok() {
+		select {
+		case <-tp.done:
+			tp.cmd.Wait()
+			t.Fatalf("mesh tap ended (%v) before %s; events %v; stderr:\n%s", tp.cmd.ProcessState, what, tp.snapshot(), tp.errors())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s from mesh tap within a minute; events %v; stderr:\n%s", what, tp.snapshot(), tp.errors())
+		}
+	}
+}
+
+func (tp *runningTap) snapshot() map[string]int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	m := map[string]int{}
+	for k, v := range tp.counts {
+		m[k] = v
+	}
+	return m
+}
+
+// stop ends the tap (the process this test started) and logs what it
+// said on stderr.
+func (tp *runningTap) stop(t *testing.T) {
+	if tp.cmd.ProcessState != nil {
+		return
+	}
+	tp.cmd.Process.Kill()
+	<-tp.done
+	tp.cmd.Wait()
+	t.Logf("mesh tap: events %v; stderr:\n%s", tp.snapshot(), tp.errors())
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -239,12 +239,27 @@ func restartsStep(t *testing.T) {
 	kubectl(t, "", "-n", ns, "rollout", "status", "deploy/server", "--timeout=180s")
 	t.Log("server restarted")
 
-	for name := range podsOf(t, ns, "server") {
-		kubectl(t, "", "-n", ns, "delete", "pod", name)
-		break
+	// A tap of both server pods while one is deleted: the pod that goes
+	// away is named, and the other's events keep coming.
+	tp := startTap(t, "tap", "deploy/server", "-n", ns, "-o", "json")
+	pods := podsOf(t, ns, "server")
+	var gone, stays string
+	for name := range pods {
+		if gone == "" {
+			gone = name
+		} else {
+			stays = name
+		}
 	}
+	tp.waitEvents(t, stays, 1)
+	tp.waitEvents(t, gone, 1)
+	kubectl(t, "", "-n", ns, "delete", "pod", gone)
+	tp.waitWarning(t, gone)
+	after := tp.events(stays)
+	tp.waitEvents(t, stays, after+20)
+	tp.stop(t)
 	waitReplicas(t, ns, "server", 2)
-	t.Log("a server pod deleted and replaced")
+	t.Log("a server pod deleted and replaced, reported by mesh tap, which went on with the other")
 
 	kubectl(t, "", "-n", "mesh-system", "rollout", "restart", "deploy/mesh-controller")
 	kubectl(t, "", "-n", "mesh-system", "rollout", "status", "deploy/mesh-controller", "--timeout=180s")
