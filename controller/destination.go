@@ -36,15 +36,21 @@ type Destination struct {
 	TrustDomain   string
 	Log           *slog.Logger
 
-	services  *kubeapi.Informer[kubeapi.Service]
-	endpoints *kubeapi.Informer[kubeapi.EndpointSlice]
-	pods      *kubeapi.Informer[kubeapi.Pod]
-	caches    map[string]*cache.LinearCache
-	current   map[string]*xdsres.Resources
-	changed   chan struct{}
-	synced    chan struct{}
-	once      sync.Once
-	warned    map[string]string
+	services   *kubeapi.Informer[kubeapi.Service]
+	endpoints  *kubeapi.Informer[kubeapi.EndpointSlice]
+	pods       *kubeapi.Informer[kubeapi.Pod]
+	httpRoutes *kubeapi.Informer[httpRoute]
+	grpcRoutes *kubeapi.Informer[grpcRoute]
+	caches     map[string]*cache.LinearCache
+	current    map[string]*xdsres.Resources
+	changed    chan struct{}
+	synced     chan struct{}
+	once       sync.Once
+	warned     map[string]string
+	// routeStatus is what the last build found of each route's parents;
+	// built is poked after each build.
+	routeStatus atomic.Pointer[[]RouteParentStatus]
+	built       chan struct{}
 
 	// Counters for the admin endpoint.
 	Rebuilds, Streams, Nacks atomic.Int64
@@ -60,6 +66,7 @@ func (d *Destination) init() {
 			d.Log = slog.Default()
 		}
 		d.changed = make(chan struct{}, 1)
+		d.built = make(chan struct{}, 1)
 		d.synced = make(chan struct{})
 		poke := func() {
 			select {
@@ -73,12 +80,16 @@ func (d *Destination) init() {
 			Meta: func(s *kubeapi.EndpointSlice) *kubeapi.ObjectMeta { return &s.Metadata }}
 		d.pods = &kubeapi.Informer[kubeapi.Pod]{Client: d.Client, Path: "/api/v1/pods", Log: d.Log, OnChange: poke,
 			Meta: func(p *kubeapi.Pod) *kubeapi.ObjectMeta { return &p.Metadata }}
+		d.httpRoutes = &kubeapi.Informer[httpRoute]{Client: d.Client, Path: httpRoutesPath, Log: d.Log, OnChange: poke, Optional: true,
+			Meta: func(r *httpRoute) *kubeapi.ObjectMeta { return &r.Metadata }}
+		d.grpcRoutes = &kubeapi.Informer[grpcRoute]{Client: d.Client, Path: grpcRoutesPath, Log: d.Log, OnChange: poke, Optional: true,
+			Meta: func(r *grpcRoute) *kubeapi.ObjectMeta { return &r.Metadata }}
 		// Each replica and each restart counts versions from zero: the
 		// prefix names this process, so that a version a proxy got from
 		// another one never reads as current here.
 		prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 		d.caches = map[string]*cache.LinearCache{}
-		for _, t := range []string{xdsres.ListenerType, xdsres.ClusterType, xdsres.EndpointType} {
+		for _, t := range xdsres.Types {
 			d.caches[t] = cache.NewLinearCache(t, cache.WithVersionPrefix(prefix))
 		}
 		d.current = map[string]*xdsres.Resources{}
@@ -132,7 +143,9 @@ func (d *Destination) Run(ctx context.Context) error {
 	go d.services.Run(ctx)
 	go d.endpoints.Run(ctx)
 	go d.pods.Run(ctx)
-	syncThenRebuild(ctx, []<-chan struct{}{d.services.Synced(), d.endpoints.Synced(), d.pods.Synced()}, d.changed, d.rebuild, d.synced,
+	go d.httpRoutes.Run(ctx)
+	go d.grpcRoutes.Run(ctx)
+	syncThenRebuild(ctx, []<-chan struct{}{d.services.Synced(), d.endpoints.Synced(), d.pods.Synced(), d.httpRoutes.Synced(), d.grpcRoutes.Synced()}, d.changed, d.rebuild, d.synced,
 		func() { d.Log.Info("discovery synced", slog.Int64("service_ports", d.Services.Load())) })
 	return nil
 }
@@ -149,17 +162,16 @@ func (d *Destination) rebuild() {
 		}
 		want[xdsres.Name(r.ServiceKey)] = r
 	}
-	updates := map[string]map[string]types.Resource{xdsres.ListenerType: {}, xdsres.ClusterType: {}, xdsres.EndpointType: {}}
+	updates := map[string]map[string]types.Resource{}
+	for _, t := range xdsres.Types {
+		updates[t] = map[string]types.Resource{}
+	}
 	for name, r := range want {
 		old := d.current[name]
-		if old == nil || !proto.Equal(old.Listener, r.Listener) {
-			updates[xdsres.ListenerType][name] = r.Listener
-		}
-		if old == nil || !proto.Equal(old.Cluster, r.Cluster) {
-			updates[xdsres.ClusterType][name] = r.Cluster
-		}
-		if old == nil || !proto.Equal(old.Endpoints, r.Endpoints) {
-			updates[xdsres.EndpointType][name] = r.Endpoints
+		for _, t := range xdsres.Types {
+			if old == nil || !proto.Equal(old.Of(t), r.Of(t)) {
+				updates[t][name] = r.Of(t)
+			}
 		}
 	}
 	var gone []string
@@ -170,7 +182,7 @@ func (d *Destination) rebuild() {
 	}
 	// Endpoints first and listeners last, so that whoever follows a new
 	// name finds everything behind it.
-	for _, t := range []string{xdsres.EndpointType, xdsres.ClusterType, xdsres.ListenerType} {
+	for _, t := range xdsres.Types {
 		if len(updates[t]) == 0 && len(gone) == 0 {
 			continue
 		}
@@ -180,6 +192,10 @@ func (d *Destination) rebuild() {
 	}
 	d.current = want
 	d.Services.Store(int64(len(want)))
+	select {
+	case d.built <- struct{}{}:
+	default:
+	}
 }
 
 // Build is the discovery model of the whole cluster, one entry per TCP
@@ -193,11 +209,16 @@ func (d *Destination) Build() []discovery.Service {
 			bySvc[k] = append(bySvc[k], es)
 		}
 	}
-	var out []discovery.Service
+	services := map[string]*kubeapi.Service{}
 	for _, svc := range d.services.List() {
-		if svc.Spec.Type == "ExternalName" {
-			continue
+		if svc.Spec.Type != "ExternalName" {
+			services[svc.Metadata.Key()] = svc
 		}
+	}
+	routes := buildRoutes(services, d.httpRoutes.List(), d.grpcRoutes.List(), d.host)
+	d.routeStatus.Store(&routes.statuses)
+	var out []discovery.Service
+	for _, svc := range services {
 		m := &svc.Metadata
 		lb, hash, opaque, problems := serviceSettings(m.Annotations)
 		fh, more := failureAnnotations(m.Annotations)
@@ -218,7 +239,7 @@ func (d *Destination) Build() []discovery.Service {
 				vips = append(vips, a)
 			}
 		}
-		host := m.Name + "." + m.Namespace + ".svc." + d.ClusterDomain
+		host := d.host(m.Namespace, m.Name)
 		for _, port := range svc.Spec.Ports {
 			if port.Protocol != "" && port.Protocol != "TCP" {
 				continue
@@ -229,11 +250,17 @@ func (d *Destination) Build() []discovery.Service {
 				Timeouts: fh.timeouts, Retries: fh.retries, FailureAccrual: fh.accrual, Limits: fh.limits,
 			}
 			s.Endpoints = d.endpointsOf(bySvc[m.Key()], port.Name)
+			s.Routes = routes.byPort[m.Key()+":"+strconv.Itoa(int(port.Port))]
 			out = append(out, s)
 		}
 	}
 	slices.SortFunc(out, func(a, b discovery.Service) int { return strings.Compare(a.Key().String(), b.Key().String()) })
 	return out
+}
+
+// host is a Service's fully qualified name.
+func (d *Destination) host(namespace, name string) string {
+	return name + "." + namespace + ".svc." + d.ClusterDomain
 }
 
 // endpointsOf collects the ready endpoints of a service port from its

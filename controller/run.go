@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshproj/mesh/discovery/xdswire"
 	"github.com/meshproj/mesh/identity"
@@ -47,7 +48,14 @@ type Config struct {
 	// DefaultInboundPolicy is what the webhook gives proxies unless an
 	// annotation says otherwise.
 	DefaultInboundPolicy string
-	Log                  *slog.Logger
+	// Rest is the same API server for client-go, whose leader election
+	// decides which replica writes route status; with none, no replica
+	// writes it. Identity names this replica in the Lease, and
+	// LeaseDuration is how long a dead leader keeps it.
+	Rest          *rest.Config
+	Identity      string
+	LeaseDuration time.Duration
+	Log           *slog.Logger
 }
 
 // Validate reports what is missing or wrong.
@@ -59,6 +67,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("certificate lifetime %s: must be at least 1m", c.CertLifetime)
 	case c.Namespace == "" || c.TrustDomain == "" || c.ClusterDomain == "":
 		return errors.New("namespace, trust domain and cluster domain are all needed")
+	case c.Rest != nil && (c.Identity == "" || c.LeaseDuration < 3*time.Second):
+		return fmt.Errorf("leader election needs this replica's identity and a lease of at least 3s (have %q, %s)", c.Identity, c.LeaseDuration)
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -83,8 +93,8 @@ func (c *Config) InjectOptions(anchors string) inject.Options {
 }
 
 // Run serves discovery, identity, the injection webhook and the admin
-// endpoints until ctx ends, then drains them. Every replica serves; none
-// needs to lead.
+// endpoints until ctx ends, then drains them. Every replica serves; the
+// one that leads also writes the status of mesh routes.
 func Run(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
@@ -143,6 +153,13 @@ func Run(ctx context.Context, c Config) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return dest.Run(gctx) })
+	rs := &RouteStatus{Client: c.Client, Dest: dest, Log: c.Log}
+	var leading atomic.Bool
+	if c.Rest != nil {
+		g.Go(func() error {
+			return lead(gctx, c.Rest, c.Namespace, c.Identity, c.LeaseDuration, c.Log, leading.Store, rs.Run)
+		})
+	}
 	g.Go(func() error { return pol.Run(gctx) })
 	g.Go(func() error { return idSrv.Serve(gctx, lns["identity"]) })
 	g.Go(func() error {
@@ -151,7 +168,17 @@ func Run(ctx context.Context, c Config) error {
 		return httpserve.Run(gctx, "webhook", hs, lns["webhook"])
 	})
 	g.Go(func() error {
-		hs := &http.Server{Handler: adminMux(metricsOf(idSrv, wh, dest, pol), ready), ReadHeaderTimeout: 10 * time.Second}
+		reg := metricsOf(idSrv, wh, dest, pol)
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "leader", Help: "1 while this replica holds the Lease and writes route status."}, func() float64 {
+				if leading.Load() {
+					return 1
+				}
+				return 0
+			}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "route_status_writes_total", Help: "Route statuses written."}, func() float64 { return float64(rs.Writes.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "route_status_failures_total", Help: "Route status writes the API server refused (each is logged and tried again)."}, func() float64 { return float64(rs.Failures.Load()) }))
+		hs := &http.Server{Handler: adminMux(reg, ready), ReadHeaderTimeout: 10 * time.Second}
 		return httpserve.Run(gctx, "admin", hs, lns["admin"])
 	})
 	g.Go(func() error { return serveXDS(gctx, dest, pol, MixedTLSListener(lns["xds"], idTLS)) })

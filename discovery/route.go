@@ -1,7 +1,10 @@
 package discovery
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -113,4 +116,68 @@ func MoreSpecific(a, b RouteMatch) bool {
 		return len(a.Headers) > len(b.Headers)
 	}
 	return len(a.QueryParams) > len(b.QueryParams)
+}
+
+// RouteEntry is one match of one route: a route without matches has one
+// entry, matching everything.
+type RouteEntry struct {
+	Match RouteMatch
+	// Route is the route's index in the list ordered.
+	Route int
+}
+
+// OrderRoutes lists every match of routes most specific first, as the
+// Gateway API ranks them; among equally specific matches the route
+// listed first wins, so routes must come oldest first.
+func OrderRoutes(routes []Route) []RouteEntry {
+	var out []RouteEntry
+	for i, r := range routes {
+		if len(r.Matches) == 0 {
+			out = append(out, RouteEntry{Route: i})
+		}
+		for _, m := range r.Matches {
+			out = append(out, RouteEntry{Match: m, Route: i})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b RouteEntry) int {
+		switch {
+		case MoreSpecific(a.Match, b.Match):
+			return -1
+		case MoreSpecific(b.Match, a.Match):
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Validate checks what a proxy relies on in a route it was sent: a name,
+// known path types on absolute paths, backends with a host and a port,
+// weights within the Gateway API's bound, and a sane retry count.
+func (r *Route) Validate() error {
+	if r.Name == "" {
+		return errors.New("no name")
+	}
+	for i, m := range r.Matches {
+		switch m.PathType {
+		case "", PathExact, PathPrefix:
+		default:
+			return fmt.Errorf("match %d: unknown path type %q", i, m.PathType)
+		}
+		if m.PathType != "" && !strings.HasPrefix(m.Path, "/") {
+			return fmt.Errorf("match %d: path %q does not start with /", i, m.Path)
+		}
+	}
+	for i, b := range r.Backends {
+		if b.Service.Host == "" || b.Service.Port == 0 {
+			return fmt.Errorf("backend %d: %q is not a service port", i, b.Service)
+		}
+		if b.Weight > 1_000_000 {
+			return fmt.Errorf("backend %d: weight %d over 1000000", i, b.Weight)
+		}
+	}
+	if r.Retries != nil && (r.Retries.MaxRetries < 0 || r.Retries.MaxRetries > 10) {
+		return fmt.Errorf("%d retries: want 0 to 10", r.Retries.MaxRetries)
+	}
+	return nil
 }

@@ -40,6 +40,8 @@ type kubeController struct {
 	xds, identity, admin, webhook string
 	root, webhookCA               *pki.CA
 	proc                          *process
+	// extra are flags added to each start.
+	extra []string
 }
 
 // newKubeController prepares what the controller needs in the cluster
@@ -76,9 +78,10 @@ func newKubeController(t *testing.T, env *kubetest.Env, client kubernetes.Interf
 // start runs the controller on the addresses in c (the same each time).
 func (c *kubeController) start(t *testing.T) {
 	t.Helper()
-	c.proc = startCmd(t, controllerBin, "--kubeconfig", c.kubeconfig, "--xds-addr", c.xds, "--identity-addr", c.identity,
+	args := []string{"--kubeconfig", c.kubeconfig, "--xds-addr", c.xds, "--identity-addr", c.identity,
 		"--webhook-addr", c.webhook, "--admin-addr", c.admin, "--log-level", "debug",
-		"--webhook-cert-file", filepath.Join(c.dir, "wh.crt"), "--webhook-key-file", filepath.Join(c.dir, "wh.key"))
+		"--webhook-cert-file", filepath.Join(c.dir, "wh.crt"), "--webhook-key-file", filepath.Join(c.dir, "wh.key")}
+	c.proc = startCmd(t, controllerBin, append(args, c.extra...)...)
 	waitFor(t, "the controller to be ready", func() bool {
 		resp, err := http.Get("http://" + c.admin + "/ready")
 		if err != nil {

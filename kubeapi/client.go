@@ -183,6 +183,16 @@ func (e *StatusError) Error() string { return fmt.Sprintf("%d %s: %s", e.Code, e
 
 // Do sends a JSON request and decodes the JSON answer into out.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	return c.do(ctx, method, path, "application/json", in, out)
+}
+
+// MergePatch sends a JSON merge patch (RFC 7386) and decodes the answer
+// into out.
+func (c *Client) MergePatch(ctx context.Context, path string, patch, out any) error {
+	return c.do(ctx, "PATCH", path, "application/merge-patch+json", patch, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path, contentType string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -191,7 +201,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	resp, err := c.request(ctx, method, path, body)
+	resp, err := c.request(ctx, method, path, contentType, body)
 	if err != nil {
 		return err
 	}
@@ -214,14 +224,14 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-func (c *Client) request(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+func (c *Client) request(ctx context.Context, method, path, contentType string, body io.Reader) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.Host+path, body)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
@@ -242,7 +252,7 @@ func (c *Client) Watch(ctx context.Context, path string, fn func(WatchEvent)) er
 	if strings.Contains(path, "?") {
 		sep = "&"
 	}
-	resp, err := c.request(ctx, "GET", path+sep+"watch=true", nil)
+	resp, err := c.request(ctx, "GET", path+sep+"watch=true", "", nil)
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,8 @@ func newRouteTable(routes []discovery.Route, prev *routeTable) *routeTable {
 		return nil
 	}
 	t := &routeTable{byName: make(map[string]*route, len(routes))}
-	for _, dr := range routes {
+	prepared := make([]*route, len(routes))
+	for i, dr := range routes {
 		r := &route{name: dr.Name, backends: dr.Backends, retries: dr.Retries != nil}
 		var sum uint32
 		for _, b := range dr.Backends {
@@ -71,23 +72,11 @@ func newRouteTable(routes []discovery.Route, prev *routeTable) *routeTable {
 			r.override = newPolicy(&discovery.Service{Timeouts: dr.Timeouts, Retries: dr.Retries}, old)
 		}
 		t.byName[r.name] = r
-		if len(dr.Matches) == 0 {
-			t.entries = append(t.entries, routeEntry{route: r})
-		}
-		for _, m := range dr.Matches {
-			t.entries = append(t.entries, routeEntry{match: m, route: r})
-		}
+		prepared[i] = r
 	}
-	// Stable: among equally specific matches the route listed first wins.
-	slices.SortStableFunc(t.entries, func(a, b routeEntry) int {
-		switch {
-		case discovery.MoreSpecific(a.match, b.match):
-			return -1
-		case discovery.MoreSpecific(b.match, a.match):
-			return 1
-		}
-		return 0
-	})
+	for _, e := range discovery.OrderRoutes(routes) {
+		t.entries = append(t.entries, routeEntry{match: e.Match, route: prepared[e.Route]})
+	}
 	return t
 }
 

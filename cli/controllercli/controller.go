@@ -6,6 +6,11 @@ package controllercli
 
 import (
 	"errors"
+	"os"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/spf13/cobra"
 
@@ -26,7 +31,9 @@ built from Services, EndpointSlices and Pods, for mesh proxies and proxyless
 gRPC clients; the identity service, which signs proxy certificates for
 ServiceAccount tokens checked with the TokenReview API; and the mutating
 admission webhook that injects the proxy into pods of annotated namespaces. The issuer comes from the mesh-identity-issuer Secret and is
-reloaded when the Secret changes. Every replica serves; none needs to lead.`,
+reloaded when the Secret changes. Every replica serves; the one holding the
+mesh-controller Lease also writes the status of HTTPRoutes and GRPCRoutes
+attached to Services.`,
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v, log, err := cli.SettingsAndLogger(cmd, s.ErrOut)
@@ -37,6 +44,14 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 			if err != nil {
 				return err
 			}
+			restConfig, err := restConfig(v.GetString("kubeconfig"))
+			if err != nil {
+				return err
+			}
+			id := v.GetString("identity")
+			if id == "" {
+				id, _ = os.Hostname() // the pod's name
+			}
 			c := controller.Config{
 				Client: client, Namespace: v.GetString("namespace"), TrustDomain: v.GetString("trust-domain"),
 				ClusterDomain: v.GetString("cluster-domain"), Audience: v.GetString("token-audience"),
@@ -46,6 +61,7 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 				WebhookCertFile: v.GetString("webhook-cert-file"), WebhookKeyFile: v.GetString("webhook-key-file"),
 				ProxyVersion: cli.ProxyVersion(v.GetString("proxy-version")), Log: log,
 				DefaultInboundPolicy: v.GetString("default-inbound-policy"),
+				Rest:                 restConfig, Identity: id, LeaseDuration: v.GetDuration("lease-duration"),
 			}
 			if err := c.Validate(); err != nil {
 				return cli.UsageError(err)
@@ -67,8 +83,22 @@ reloaded when the Secret changes. Every replica serves; none needs to lead.`,
 	f.String("webhook-cert-file", "/var/run/mesh/webhook/tls.crt", "webhook serving certificate")
 	f.String("webhook-key-file", "/var/run/mesh/webhook/tls.key", "webhook serving key")
 	f.String("proxy-version", "", "proxy version the webhook injects (default: this binary's)")
+	f.String("identity", "", "this replica's name in the leader-election Lease (default: the host name, the pod's name)")
+	f.Duration("lease-duration", 15*time.Second, "how long the leader's Lease lasts unrenewed: how soon another replica takes over from one that died")
 	f.String("default-inbound-policy", "all-unauthenticated", "the inbound policy the webhook gives proxies for ports no Server selects, unless a namespace or workload annotation config.mesh.io/default-inbound-policy says otherwise")
 	return cmd
+}
+
+// restConfig is the same choice of API server as kubeClient's, for
+// client-go.
+func restConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	if c, err := rest.InClusterConfig(); err == nil {
+		return c, nil
+	}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), nil).ClientConfig()
 }
 
 // kubeClient uses the kubeconfig given, else the pod's ServiceAccount,

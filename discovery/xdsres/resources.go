@@ -11,6 +11,7 @@
 package xdsres
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -26,6 +27,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -41,6 +44,7 @@ const (
 	ListenerType = xdswire.ListenerType
 	ClusterType  = xdswire.ClusterType
 	EndpointType = xdswire.EndpointType
+	RouteType    = xdswire.RouteType
 	MetadataKey  = xdswire.MetadataKey
 )
 
@@ -49,12 +53,32 @@ const (
 // what a proxyless gRPC client dials (xds:///web.shop.svc.cluster.local:80).
 func Name(k discovery.Key) string { return xdswire.Name(k) }
 
-// Resources are the three xDS resources of one service port.
+// Resources are the four xDS resources of one service port.
 type Resources struct {
 	Listener   *listenerv3.Listener
+	Routes     *routev3.RouteConfiguration
 	Cluster    *clusterv3.Cluster
 	Endpoints  *endpointv3.ClusterLoadAssignment
 	ServiceKey discovery.Key
+}
+
+// Types are the resource types of a service port, in the order a change
+// is best published: what a name leads to before the name.
+var Types = []string{EndpointType, ClusterType, RouteType, ListenerType}
+
+// Of is the resource of a type.
+func (r *Resources) Of(typ string) proto.Message {
+	switch typ {
+	case ListenerType:
+		return r.Listener
+	case RouteType:
+		return r.Routes
+	case ClusterType:
+		return r.Cluster
+	case EndpointType:
+		return r.Endpoints
+	}
+	return nil
 }
 
 // Encode turns a service port into its xDS resources.
@@ -73,7 +97,11 @@ func Encode(s *discovery.Service) (*Resources, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Resources{Listener: listener, Cluster: cluster, Endpoints: cla, ServiceKey: key}, nil
+	routes, err := encodeRoutes(s, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Resources{Listener: listener, Routes: routes, Cluster: cluster, Endpoints: cla, ServiceKey: key}, nil
 }
 
 // encodeCluster is the service's Cluster: EDS over ADS, its balancer, and
@@ -185,50 +213,28 @@ func encodeEndpoints(s *discovery.Service, name string) (*endpointv3.ClusterLoad
 }
 
 // encodeListener maps the service's name and virtual IPs to the cluster;
-// as an API listener it is also what gRPC's xds resolver asks for.
+// as an API listener it is also what gRPC's xds resolver asks for, and
+// it names the service's routes (RDS, over ADS).
 func encodeListener(s *discovery.Service, name string) (*listenerv3.Listener, error) {
-	route := &routev3.Route{
-		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name},
-		}},
-	}
-	// For proxyless gRPC clients: the request timeout as the stream's
-	// longest life, and retries of the gRPC codes they know.
-	if s.Timeouts.Request > 0 {
-		route.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(s.Timeouts.Request)}
-	}
-	if r := s.Retries; r != nil && r.MaxRetries > 0 {
-		var on []string
-		for _, c := range r.GRPCCodes {
-			if name, ok := grpcRetryOn[c]; ok {
-				on = append(on, name)
-			}
-		}
-		if len(on) > 0 {
-			route.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: strings.Join(on, ","), NumRetries: wrapperspb.UInt32(uint32(r.MaxRetries))}
-		}
-	}
-	if s.HashKey.Header != "" {
-		route.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
-			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: s.HashKey.Header}}}}
-	}
 	router, err := anypb.New(&routerv3.Router{})
 	if err != nil {
 		return nil, err
 	}
 	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
 		StatPrefix: name,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name:         name,
-			VirtualHosts: []*routev3.VirtualHost{{Name: name, Domains: []string{"*"}, Routes: []*routev3.Route{route}}},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: &corev3.ConfigSource{
+				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+				ResourceApiVersion:    corev3.ApiVersion_V3,
+			},
+			RouteConfigName: name,
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
 	})
 	if err != nil {
 		return nil, err
 	}
-	lmeta, err := metadata(map[string]any{"cluster": name})
+	lmeta, err := metadata(map[string]any{"cluster": name, "routeConfig": name})
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +252,142 @@ func encodeListener(s *discovery.Service, name string) (*listenerv3.Listener, er
 		}
 	}
 	return listener, nil
+}
+
+// encodeRoutes is the service's RouteConfiguration. Without routes it
+// sends everything to the service's own cluster. With routes it holds
+// them twice, from the one model: as Envoy's routes, in the order the
+// Gateway API's precedence gives (which is how Envoy and gRPC clients
+// pick: the first that matches), and, for mesh proxies, as mesh's own
+// routes in metadata. Envoy's fields need several shapes for what one
+// mesh route says (a prefix of whole path segments is two routes; a
+// weight-0 backend cannot be written; a retry budget has no field), and
+// a proxy that read them back would have to undo each.
+func encodeRoutes(s *discovery.Service, name string) (*routev3.RouteConfiguration, error) {
+	vh := &routev3.VirtualHost{Name: name, Domains: []string{"*"}}
+	rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{vh}}
+	if len(s.Routes) == 0 {
+		vh.Routes = []*routev3.Route{{
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: routeAction(s, s.Timeouts, s.Retries, name, nil)},
+		}}
+		return rc, nil
+	}
+	for _, e := range discovery.OrderRoutes(s.Routes) {
+		r := &s.Routes[e.Route]
+		action := routeAction(s, cmpTimeouts(r.Timeouts, s.Timeouts), cmpRetries(r.Retries, s.Retries), name, r.Backends)
+		for _, m := range envoyMatches(e.Match) {
+			vh.Routes = append(vh.Routes, &routev3.Route{Name: r.Name, Match: m, Action: &routev3.Route_Route{Route: action}})
+		}
+	}
+	js, err := json.Marshal(s.Routes)
+	if err != nil {
+		return nil, err
+	}
+	if rc.Metadata, err = metadata(map[string]any{"routes": string(js)}); err != nil {
+		return nil, err
+	}
+	return rc, nil
+}
+
+// cmpTimeouts and cmpRetries are a route's settings where it has them,
+// else its service's.
+func cmpTimeouts(route, svc discovery.Timeouts) discovery.Timeouts {
+	if route.Request > 0 {
+		return route
+	}
+	return svc
+}
+
+func cmpRetries(route, svc *discovery.Retries) *discovery.Retries {
+	if route != nil {
+		return route
+	}
+	return svc
+}
+
+// routeAction sends a route's requests to its backends by weight (the
+// service's own cluster when it names none), with its timeout and the
+// retries a gRPC client understands.
+func routeAction(s *discovery.Service, timeouts discovery.Timeouts, retries *discovery.Retries, self string, backends []discovery.RouteBackend) *routev3.RouteAction {
+	a := &routev3.RouteAction{}
+	var weighted []*routev3.WeightedCluster_ClusterWeight
+	for _, b := range backends {
+		if b.Weight > 0 {
+			weighted = append(weighted, &routev3.WeightedCluster_ClusterWeight{Name: Name(b.Service), Weight: wrapperspb.UInt32(b.Weight)})
+		}
+	}
+	switch {
+	case len(backends) == 0:
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: self}
+	case len(weighted) == 0:
+		// Every backend has weight 0: a cluster no one serves, which gRPC
+		// clients fail as unavailable and mesh proxies answer 500 for.
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "weightless." + self}
+	case len(weighted) == 1:
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: weighted[0].Name}
+	default:
+		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: weighted}}
+	}
+	// For proxyless gRPC clients: the request timeout as the stream's
+	// longest life, and retries of the gRPC codes they know.
+	if timeouts.Request > 0 {
+		a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(timeouts.Request)}
+	}
+	if r := retries; r != nil && r.MaxRetries > 0 {
+		var on []string
+		for _, c := range r.GRPCCodes {
+			if name, ok := grpcRetryOn[c]; ok {
+				on = append(on, name)
+			}
+		}
+		if len(on) > 0 {
+			a.RetryPolicy = &routev3.RetryPolicy{RetryOn: strings.Join(on, ","), NumRetries: wrapperspb.UInt32(uint32(r.MaxRetries))}
+		}
+	}
+	if s.HashKey.Header != "" {
+		a.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: s.HashKey.Header}}}}
+	}
+	return a
+}
+
+// envoyMatches writes a mesh match as Envoy's: a prefix of whole segments
+// is the exact path and the prefix with a slash, as gRPC clients know no
+// path-separated prefix; the method is the :method header.
+func envoyMatches(m discovery.RouteMatch) []*routev3.RouteMatch {
+	var headers []*routev3.HeaderMatcher
+	exact := func(name, value string) *routev3.HeaderMatcher {
+		return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}}}}
+	}
+	if m.Method != "" {
+		headers = append(headers, exact(":method", m.Method))
+	}
+	for _, h := range m.Headers {
+		headers = append(headers, exact(strings.ToLower(h.Name), h.Value))
+	}
+	var query []*routev3.QueryParameterMatcher
+	for _, q := range m.QueryParams {
+		query = append(query, &routev3.QueryParameterMatcher{Name: q.Name, QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: q.Value}}}})
+	}
+	with := func(p *routev3.RouteMatch) *routev3.RouteMatch {
+		p.Headers, p.QueryParameters = headers, query
+		return p
+	}
+	prefix := strings.TrimSuffix(m.Path, "/")
+	switch {
+	case m.PathType == discovery.PathExact:
+		return []*routev3.RouteMatch{with(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: m.Path}})}
+	case m.PathType == discovery.PathPrefix && prefix != "":
+		return []*routev3.RouteMatch{
+			with(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: prefix}}),
+			with(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix + "/"}}),
+		}
+	default:
+		return []*routev3.RouteMatch{with(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}})}
+	}
 }
 
 // lbPolicy is the nearest xDS policy, for Envoy and gRPC clients; mesh

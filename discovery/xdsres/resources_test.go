@@ -1,6 +1,7 @@
 package xdsres
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/discovery/xdswire"
@@ -54,7 +56,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRoute := xdswire.Route{Key: in.Key(), Cluster: r.Cluster.GetName(), VIPs: []netip.AddrPort{
+	wantRoute := xdswire.Route{Key: in.Key(), Cluster: r.Cluster.GetName(), RouteConfig: r.Routes.GetName(), VIPs: []netip.AddrPort{
 		netip.MustParseAddrPort("10.96.0.10:80"), netip.MustParseAddrPort("[fd00::10]:80")}}
 	if diff := cmp.Diff(wantRoute, route, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 		t.Errorf("route (-want +got):\n%s", diff)
@@ -74,13 +76,19 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	if diff := cmp.Diff(want, out, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("service (-want +got):\n%s", diff)
 	}
-	// gRPC clients read the route from the API listener and drop localities
-	// without weight.
+	// gRPC clients follow the API listener to its routes (RDS) and drop
+	// localities without weight.
 	var hcm hcmv3.HttpConnectionManager
 	if err := r.Listener.GetApiListener().GetApiListener().UnmarshalTo(&hcm); err != nil {
 		t.Fatal(err)
 	}
-	ra := hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()[0].GetRoute()
+	if rds := hcm.GetRds(); rds.GetRouteConfigName() != r.Routes.GetName() || rds.GetConfigSource().GetAds() == nil {
+		t.Errorf("the listener's routes: %v; want %s over ADS", rds, r.Routes.GetName())
+	}
+	if name, routes, err := xdswire.DecodeRoutes(wire(t, r.Routes)); err != nil || name != r.Cluster.GetName() || routes != nil {
+		t.Errorf("a service without routes: %s %v %v", name, routes, err)
+	}
+	ra := r.Routes.GetVirtualHosts()[0].GetRoutes()[0].GetRoute()
 	if ra.GetCluster() != r.Cluster.GetName() || ra.GetHashPolicy()[0].GetHeader().GetHeaderName() != "x-user" {
 		t.Errorf("route action %v", ra)
 	}
@@ -132,5 +140,61 @@ func TestDecodeRefusesWhatItCannotUse(t *testing.T) {
 		} else if !strings.Contains(err.Error(), "api.shop.svc.cluster.local:8080") {
 			t.Errorf("the error does not name the cluster: %v", err)
 		}
+	}
+}
+
+// A service's routes reach mesh proxies as they are, and gRPC clients as
+// Envoy's routes in the Gateway API's order of precedence.
+func TestRoutesForProxiesAndGRPCClients(t *testing.T) {
+	v2 := discovery.Key{Host: "web-v2.shop.svc.cluster.local", Port: 80}
+	in := discovery.Service{Name: "web.shop.svc.cluster.local", Port: 80, Routes: []discovery.Route{
+		{Name: "shop/split/0", Backends: []discovery.RouteBackend{{Service: discovery.Key{Host: "web.shop.svc.cluster.local", Port: 80}, Weight: 90}, {Service: v2, Weight: 10}}},
+		{Name: "shop/canary/0", Matches: []discovery.RouteMatch{{PathType: discovery.PathPrefix, Path: "/api", Headers: []discovery.NameValue{{Name: "X-Canary", Value: "1"}}}},
+			Backends: []discovery.RouteBackend{{Service: v2, Weight: 1}}, Timeouts: discovery.Timeouts{Request: time.Second}},
+		{Name: "shop/exact/0", Matches: []discovery.RouteMatch{{PathType: discovery.PathExact, Path: "/login", Method: "POST"}}},
+		{Name: "shop/off/0", Matches: []discovery.RouteMatch{{PathType: discovery.PathExact, Path: "/off"}}, Backends: []discovery.RouteBackend{{Service: v2, Weight: 0}}},
+	}}
+	r, err := Encode(&in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, got, err := xdswire.DecodeRoutes(wire(t, r.Routes))
+	if err != nil || name != "web.shop.svc.cluster.local:80" {
+		t.Fatal(name, err)
+	}
+	if diff := cmp.Diff(in.Routes, got); diff != "" {
+		t.Errorf("routes for mesh proxies (-want +got):\n%s", diff)
+	}
+	var order []string
+	for _, er := range r.Routes.GetVirtualHosts()[0].GetRoutes() {
+		m := er.GetMatch()
+		desc := er.GetName() + " " + m.GetPath() + m.GetPrefix()
+		for _, h := range m.GetHeaders() {
+			desc += " " + h.GetName() + "=" + h.GetStringMatch().GetExact()
+		}
+		a := er.GetRoute()
+		desc += " -> " + a.GetCluster()
+		for _, c := range a.GetWeightedClusters().GetClusters() {
+			desc += fmt.Sprintf(" %s*%d", c.GetName(), c.GetWeight().GetValue())
+		}
+		if d := a.GetMaxStreamDuration().GetMaxStreamDuration(); d != nil {
+			desc += " max " + d.AsDuration().String()
+		}
+		order = append(order, desc)
+	}
+	want := []string{
+		"shop/exact/0 /login :method=POST -> web.shop.svc.cluster.local:80",
+		"shop/off/0 /off -> weightless.web.shop.svc.cluster.local:80",
+		"shop/canary/0 /api x-canary=1 -> web-v2.shop.svc.cluster.local:80 max 1s",
+		"shop/canary/0 /api/ x-canary=1 -> web-v2.shop.svc.cluster.local:80 max 1s",
+		"shop/split/0 / ->  web.shop.svc.cluster.local:80*90 web-v2.shop.svc.cluster.local:80*10",
+	}
+	if diff := cmp.Diff(want, order); diff != "" {
+		t.Errorf("Envoy's routes, first match wins (-want +got):\n%s", diff)
+	}
+	// A route a proxy could not follow is refused whole.
+	r.Routes.Metadata.FilterMetadata[MetadataKey].Fields["routes"] = structpb.NewStringValue(`[{"name":"x","backends":[{"service":{"host":"","port":0},"weight":1}]}]`)
+	if _, _, err := xdswire.DecodeRoutes(wire(t, r.Routes)); err == nil || !strings.Contains(err.Error(), "web.shop.svc.cluster.local:80") {
+		t.Errorf("a backend without a name: %v", err)
 	}
 }

@@ -30,6 +30,7 @@ const (
 	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
 	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	RouteType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 )
 
 // InboundPolicyType is the type of a pod's inbound policy: a
@@ -256,7 +257,10 @@ func (f field) message(name string, fn func(field) error) error {
 type Route struct {
 	Key     discovery.Key
 	Cluster string
-	VIPs    []netip.AddrPort
+	// RouteConfig names the service's RouteConfiguration, when the
+	// controller serves one (RDS).
+	RouteConfig string
+	VIPs        []netip.AddrPort
 }
 
 // Name is the name of a service port's Listener, Cluster and
@@ -407,7 +411,7 @@ func DecodeListener(b []byte) (Route, error) {
 	if err != nil {
 		return Route{}, fmt.Errorf("listener %q: %w", name, err)
 	}
-	r := Route{Key: key, Cluster: meta["cluster"].str}
+	r := Route{Key: key, Cluster: meta["cluster"].str, RouteConfig: meta["routeConfig"].str}
 	if r.Cluster == "" {
 		return Route{}, fmt.Errorf("listener %q: no %s cluster in its metadata", name, MetadataKey)
 	}
@@ -419,6 +423,45 @@ func DecodeListener(b []byte) (Route, error) {
 		r.VIPs = append(r.VIPs, ap)
 	}
 	return r, nil
+}
+
+// DecodeRoutes reads a service's RouteConfiguration: its name and the
+// mesh routes in its metadata (none: everything goes to the service).
+// Envoy's own routes beside them are for Envoy and gRPC clients.
+func DecodeRoutes(b []byte) (string, []discovery.Route, error) {
+	var name string
+	var meta map[string]value
+	err := walk(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&name)
+		case 17:
+			var err error
+			meta, err = meshFields(f)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("routes %q: %w", name, err)
+	}
+	if _, err := KeyOf(name); err != nil {
+		return "", nil, fmt.Errorf("routes %q: %w", name, err)
+	}
+	js := meta["routes"].str
+	if js == "" {
+		return name, nil, nil
+	}
+	var routes []discovery.Route
+	if err := json.Unmarshal([]byte(js), &routes); err != nil {
+		return "", nil, fmt.Errorf("routes %q: %w", name, err)
+	}
+	for i, r := range routes {
+		if err := r.Validate(); err != nil {
+			return "", nil, fmt.Errorf("routes %q: route %d: %w", name, i, err)
+		}
+	}
+	return name, routes, nil
 }
 
 // Cluster load-balancing policies (envoy.config.cluster.v3.Cluster.LbPolicy).

@@ -68,6 +68,10 @@ type subscription struct {
 	svc       *discovery.Service // from the Cluster; nil until it arrives
 	endpoints []discovery.Endpoint
 	haveEps   bool
+	// routes are the service's, from its RouteConfiguration; haveRoutes
+	// says it arrived.
+	routes     []discovery.Route
+	haveRoutes bool
 	// delivered is closed once a state with the service (and every alias
 	// asked for so far) has been handed to the proxy.
 	delivered chan struct{}
@@ -156,7 +160,7 @@ func (b *Backend) stream(ctx context.Context) error {
 	}
 	defer gs.Close()
 	s := &adsStream{b: b, stream: gs,
-		states: map[string]*typeState{xdswire.ListenerType: {}, xdswire.ClusterType: {}, xdswire.EndpointType: {}, xdswire.InboundPolicyType: {}},
+		states: map[string]*typeState{xdswire.ListenerType: {}, xdswire.RouteType: {}, xdswire.ClusterType: {}, xdswire.EndpointType: {}, xdswire.InboundPolicyType: {}},
 		sent:   map[string][]string{}}
 	// Every listener; the clusters already in use (after a reconnect).
 	if err := s.send(xdswire.ListenerType, nil, nil); err != nil {
@@ -205,11 +209,13 @@ func (s *adsStream) send(typeURL string, names []string, nack error) error {
 	return s.stream.Send(req)
 }
 
-// subscribe asks for the clusters and endpoints of the services in use,
-// when that set has changed since it was last asked for.
+// subscribe asks for the clusters, endpoints and routes of the services
+// in use, when that set has changed since it was last asked for. Routes
+// are asked for only where the service's listener names them, so that a
+// controller which serves none is never asked.
 func (s *adsStream) subscribe() error {
-	names := s.b.clusterNames()
-	for _, t := range []string{xdswire.ClusterType, xdswire.EndpointType} {
+	names, routeNames := s.b.clusterNames()
+	for t, names := range map[string][]string{xdswire.ClusterType: names, xdswire.EndpointType: names, xdswire.RouteType: routeNames} {
 		if len(names) == 0 && len(s.sent[t]) == 0 || slices.Equal(names, s.sent[t]) {
 			continue
 		}
@@ -259,15 +265,31 @@ func (s *adsStream) handle(resp *xdswire.Response) error {
 	return s.send(resp.TypeURL, s.sent[resp.TypeURL], nil)
 }
 
-func (b *Backend) clusterNames() []string {
+// clusterNames are the clusters in use, and the route configurations of
+// those that have one.
+func (b *Backend) clusterNames() (clusters, routes []string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	names := make([]string, 0, len(b.clusters))
+	clusters = make([]string, 0, len(b.clusters))
 	for n := range b.clusters {
-		names = append(names, n)
+		clusters = append(clusters, n)
+		if rc := b.routeConfigLocked(n); rc != "" {
+			routes = append(routes, rc)
+		}
 	}
-	slices.Sort(names)
-	return names
+	slices.Sort(clusters)
+	slices.Sort(routes)
+	return clusters, routes
+}
+
+// routeConfigLocked is the route configuration the listener of a cluster
+// names, or "".
+func (b *Backend) routeConfigLocked(cluster string) string {
+	key, err := xdswire.KeyOf(cluster)
+	if err != nil {
+		return ""
+	}
+	return b.routes[key].RouteConfig
 }
 
 // apply decodes a whole response first and changes nothing if any of it
@@ -290,6 +312,7 @@ func (b *Backend) apply(resp *xdswire.Response) error {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.routes, b.byVIP = routes, byVIP
+		b.askLocked() // a listener may name routes now
 		if !b.connected {
 			b.connected, b.lastErr, b.since = true, "", time.Now()
 			b.Log.Info("xDS connected", slog.String("controller", b.Addr), slog.Int("services", len(routes)))
@@ -333,6 +356,23 @@ func (b *Backend) apply(resp *xdswire.Response) error {
 		defer b.mu.Unlock()
 		b.policy = &ip
 		b.deliverLocked()
+	case xdswire.RouteType:
+		got := map[string][]discovery.Route{}
+		for _, res := range resp.Resources {
+			name, routes, err := xdswire.DecodeRoutes(res)
+			if err != nil {
+				return err
+			}
+			got[name] = routes
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for name, sub := range b.clusters {
+			if routes, ok := got[b.routeConfigLocked(name)]; ok {
+				sub.routes, sub.haveRoutes = routes, true
+			}
+		}
+		b.deliverLocked()
 	case xdswire.EndpointType:
 		got := map[string][]discovery.Endpoint{}
 		for _, res := range resp.Resources {
@@ -365,11 +405,12 @@ func (b *Backend) deliverLocked() {
 	var done []*subscription
 	for _, name := range slices.Sorted(maps.Keys(b.clusters)) {
 		sub := b.clusters[name]
-		if sub.svc == nil || !sub.haveEps {
+		if sub.svc == nil || !sub.haveEps || !sub.haveRoutes && b.routeConfigLocked(name) != "" {
 			continue
 		}
 		s := *sub.svc
 		s.Endpoints = sub.endpoints
+		s.Routes = sub.routes
 		s.Aliases = slices.Sorted(maps.Keys(sub.aliases))
 		for _, v := range b.routes[s.Key()].VIPs {
 			if v.Port() == s.Port {
@@ -500,15 +541,21 @@ func (b *Backend) Status() any {
 		Known: len(b.routes), Subscribed: slices.Sorted(maps.Keys(b.clusters))}
 }
 
+// askLocked has the stream send its subscriptions again, where they
+// changed.
+func (b *Backend) askLocked() {
+	select {
+	case b.resend <- struct{}{}:
+	default:
+	}
+}
+
 func (b *Backend) subscribeLocked(cluster, alias string) <-chan struct{} {
 	sub := b.clusters[cluster]
 	if sub == nil {
 		sub = &subscription{aliases: map[string]bool{}, delivered: make(chan struct{})}
 		b.clusters[cluster] = sub
-		select {
-		case b.resend <- struct{}{}:
-		default:
-		}
+		b.askLocked()
 	}
 	if key, err := xdswire.KeyOf(cluster); err == nil && alias != "" && alias != key.Host && !sub.aliases[alias] {
 		sub.aliases[alias] = true

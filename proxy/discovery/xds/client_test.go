@@ -12,7 +12,6 @@ import (
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
@@ -44,7 +43,7 @@ func startControlPlane(t *testing.T, addr string, services ...discovery.Service)
 	cp := &controlPlane{t: t, addr: ln.Addr().String(), srv: grpc.NewServer(), caches: map[string]*cache.LinearCache{}}
 	mux := &cache.MuxCache{Classify: func(r *cache.Request) string { return r.GetTypeUrl() }, Caches: map[string]cache.Cache{}}
 	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
-	for _, typ := range []string{xdsres.ListenerType, xdsres.ClusterType, xdsres.EndpointType} {
+	for _, typ := range xdsres.Types {
 		cp.caches[typ] = cache.NewLinearCache(typ, cache.WithVersionPrefix(prefix))
 		mux.Caches[typ] = cp.caches[typ]
 	}
@@ -71,8 +70,8 @@ func (cp *controlPlane) set(s *discovery.Service) *xdsres.Resources {
 		cp.t.Fatal(err)
 	}
 	name := xdsres.Name(s.Key())
-	for typ, res := range map[string]types.Resource{xdsres.EndpointType: r.Endpoints, xdsres.ClusterType: r.Cluster, xdsres.ListenerType: r.Listener} {
-		if err := cp.caches[typ].UpdateResource(name, res); err != nil {
+	for _, typ := range xdsres.Types {
+		if err := cp.caches[typ].UpdateResource(name, r.Of(typ)); err != nil {
 			cp.t.Fatal(err)
 		}
 	}
@@ -80,7 +79,7 @@ func (cp *controlPlane) set(s *discovery.Service) *xdsres.Resources {
 }
 
 func (cp *controlPlane) remove(k discovery.Key) {
-	for _, typ := range []string{xdsres.ListenerType, xdsres.ClusterType, xdsres.EndpointType} {
+	for _, typ := range xdsres.Types {
 		cp.caches[typ].DeleteResource(xdsres.Name(k))
 	}
 }
