@@ -112,12 +112,12 @@ func Render(w io.Writer, rs []Result, format string, color bool) error {
 			fmt.Fprintln(w, strings.Repeat("-", len(category)))
 		}
 		fmt.Fprintf(w, "%s %s\n", marks[r.Status], r.Description)
-		if r.Status != OK {
-			for _, line := range strings.Split(r.Detail, "\n") {
-				if line != "" {
-					fmt.Fprintf(w, "    %s\n", line)
-				}
+		for _, line := range strings.Split(r.Detail, "\n") {
+			if line != "" {
+				fmt.Fprintf(w, "    %s\n", line)
 			}
+		}
+		if r.Status != OK {
 			if r.Hint != "" {
 				fmt.Fprintf(w, "    hint: %s\n", r.Hint)
 			}
