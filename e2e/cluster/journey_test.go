@@ -27,6 +27,7 @@ func TestAUserMeshesAnApplication(t *testing.T) {
 		{"the webhook meshes an application in a labelled namespace", webhookAppStep},
 		{"mesh inject meshes an application in another namespace", injectAppStep},
 		{"a Service's annotations set its timeout and retries, and a bad one is reported", annotationsStep},
+		{"an HTTPRoute splits a Service's traffic to a canary and moves when its weights change", routesStep},
 		{"mesh check, stat, edges, tap, top and diagnostics read the mesh through the API server", diagnosticsStep},
 		{"mesh check names a pod without a proxy, and why", checkFindsUnmeshedPodsStep},
 		{"a namespace that asks for deny starts its pods, refuses callers saying why, and admits what an AuthorizationPolicy names", denyNamespaceStep},
