@@ -4,7 +4,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
 
+	"github.com/meshproj/mesh/inventory"
 	"github.com/meshproj/mesh/stat"
 )
 
@@ -25,7 +27,8 @@ port-forward does.`,
   mesh stat deploy -n shop
   mesh stat deploy/api
   mesh stat deploy/web --to deploy/api
-  mesh stat deploy/api --from deploy/web -o json`,
+  mesh stat deploy/api --from deploy/web -o json
+  mesh stat --by route deploy/web`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := settings(cmd)
@@ -44,6 +47,16 @@ port-forward does.`,
 			if (o.From != "" || o.To != "") && o.Resource == "" {
 				return usagef("--from and --to need a RESOURCE: mesh stat deploy/web --to deploy/api")
 			}
+			switch by := v.GetString("by"); by {
+			case "route":
+				if o.From != "" {
+					return usagef("--by route shows a client's routes: use --to, not --from")
+				}
+				return showRoutes(cmd, s, v, m, o)
+			case "", "workload":
+			default:
+				return usagef("--by %q: use workload or route", by)
+			}
 			format, err := outputFormat(v, "table, wide or json", "table", "wide", "json")
 			if err != nil {
 				return err
@@ -56,11 +69,62 @@ port-forward does.`,
 		},
 	}
 	cmd.Flags().StringP("output", "o", "table", "output format: table, wide or json")
+	cmd.Flags().String("by", "workload", "workload, or route: the workload's outbound traffic by the route that sent it (as mesh routes)")
 	cmd.Flags().String("from", "", "only traffic from this workload (deploy/NAME)")
 	cmd.Flags().String("to", "", "only traffic to this workload (deploy/NAME)")
 	cmd.Flags().Duration("window", 10*time.Second, "how much recent traffic to count (at most 60s)")
 	addClusterFlags(cmd)
 	return cmd
+}
+
+func newRoutesCommand(s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "routes RESOURCE",
+		Short: "Show a client workload's outbound traffic by route",
+		Long: `Show the traffic a workload sends, by the route (an HTTPRoute or GRPCRoute
+rule, or a route of the discovery file) its proxies chose for each request:
+the services the route sent to, SUCCESS, RPS and latency percentiles, summed
+over the workload's proxies. Routes are followed by the client's proxy, so
+this is the client's view; traffic to services without routes is shown as
+[none], per service. RESOURCE is as for mesh stat; --to keeps the traffic
+to one workload's services.`,
+		Example: `  mesh routes deploy/web
+  mesh routes deploy/web --to svc/api -n shop -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			m, done, err := meshFrom(cmd.Context(), cmd, s.ErrOut)
+			if err != nil {
+				return err
+			}
+			defer done()
+			return showRoutes(cmd, s, v, m, stat.Options{Resource: args[0], To: v.GetString("to"), Window: v.GetDuration("window")})
+		},
+	}
+	cmd.Flags().StringP("output", "o", "table", "output format: table or json")
+	cmd.Flags().String("to", "", "only traffic to this workload's services (deploy/NAME, svc/NAME)")
+	cmd.Flags().Duration("window", 10*time.Second, "how much recent traffic to count (at most 60s)")
+	addClusterFlags(cmd)
+	return cmd
+}
+
+// showRoutes is mesh routes, and mesh stat --by route.
+func showRoutes(cmd *cobra.Command, s Streams, v *viper.Viper, m *inventory.Mesh, o stat.Options) error {
+	if o.Resource == "" {
+		return usagef("routes are a client's: name the workload, as mesh stat --by route deploy/web")
+	}
+	format, err := outputFormat(v, "table or json", "table", "json")
+	if err != nil {
+		return err
+	}
+	rows, err := stat.Routes(cmd.Context(), m, o, stat.HTTPFetcher)
+	if err != nil {
+		return err
+	}
+	return stat.RenderRoutes(s.Out, rows, format)
 }
 
 func newEdgesCommand(s Streams) *cobra.Command {

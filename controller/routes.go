@@ -235,7 +235,19 @@ func readHTTPRoute(r *httpRoute, host func(ns, name string) string) routeObject 
 			rr.unsupported = append(rr.unsupported, bad...)
 		}
 		for _, f := range rule.Filters {
-			rr.unsupported = append(rr.unsupported, fmt.Sprintf("filter %s", f.Type))
+			switch {
+			case f.Type == gatewayv1.HTTPRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
+				rr.route.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+			case f.Type == gatewayv1.HTTPRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
+				rr.route.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+			case f.Type == gatewayv1.HTTPRouteFilterRequestRedirect && f.RequestRedirect != nil:
+				rr.route.Redirect = redirect(f.RequestRedirect)
+				if len(rule.BackendRefs) > 0 {
+					rr.unsupported = append(rr.unsupported, "a RequestRedirect beside backendRefs")
+				}
+			default:
+				rr.unsupported = append(rr.unsupported, fmt.Sprintf("filter %s", f.Type))
+			}
 		}
 		for _, b := range rule.BackendRefs {
 			if len(b.Filters) > 0 {
@@ -253,7 +265,11 @@ func readHTTPRoute(r *httpRoute, host func(ns, name string) string) routeObject 
 				rr.route.Timeouts.Request = d
 			}
 			if t.BackendRequest != nil {
-				rr.unsupported = append(rr.unsupported, "timeouts.backendRequest (a timeout per attempt)")
+				d, err := gatewayDuration(*t.BackendRequest)
+				if err != nil {
+					rr.unsupported = append(rr.unsupported, "timeouts.backendRequest: "+err.Error())
+				}
+				rr.route.Timeouts.Attempt = d
 			}
 		}
 		if rt := rule.Retry; rt != nil {
@@ -272,10 +288,15 @@ func readHTTPRoute(r *httpRoute, host func(ns, name string) string) routeObject 
 				retries.Statuses = append(retries.Statuses, discovery.StatusRange{Min: int(c), Max: int(c)})
 			}
 			if rt.Backoff != nil {
-				rr.unsupported = append(rr.unsupported, "retry.backoff")
+				d, err := gatewayDuration(*rt.Backoff)
+				if err != nil {
+					rr.unsupported = append(rr.unsupported, "retry.backoff: "+err.Error())
+				}
+				retries.Backoff = d
 			}
 			rr.route.Retries = &retries
 		}
+		rr.check()
 		o.rules = append(o.rules, rr)
 	}
 	return o
@@ -314,7 +335,14 @@ func readGRPCRoute(r *grpcRoute, host func(ns, name string) string) routeObject 
 			rr.route.Matches = append(rr.route.Matches, dm)
 		}
 		for _, f := range rule.Filters {
-			rr.unsupported = append(rr.unsupported, fmt.Sprintf("filter %s", f.Type))
+			switch {
+			case f.Type == gatewayv1.GRPCRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
+				rr.route.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+			case f.Type == gatewayv1.GRPCRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
+				rr.route.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+			default:
+				rr.unsupported = append(rr.unsupported, fmt.Sprintf("filter %s", f.Type))
+			}
 		}
 		for _, b := range rule.BackendRefs {
 			if len(b.Filters) > 0 {
@@ -322,9 +350,52 @@ func readGRPCRoute(r *grpcRoute, host func(ns, name string) string) routeObject 
 			}
 			rr.addBackend(r.Metadata.Namespace, b.BackendRef, host)
 		}
+		rr.check()
 		o.rules = append(o.rules, rr)
 	}
 	return o
+}
+
+// check refuses what a proxy would refuse, so that one route cannot
+// make every proxy reject the Service's routes.
+func (rr *routeRule) check() {
+	if len(rr.unsupported) == 0 {
+		if err := rr.route.Validate(); err != nil {
+			rr.unsupported = append(rr.unsupported, err.Error())
+		}
+	}
+}
+
+// headerModifier is a header filter in the mesh's words.
+func headerModifier(f *gatewayv1.HTTPHeaderFilter) *discovery.HeaderModifier {
+	m := &discovery.HeaderModifier{Remove: f.Remove}
+	for _, h := range f.Set {
+		m.Set = append(m.Set, discovery.NameValue{Name: string(h.Name), Value: h.Value})
+	}
+	for _, h := range f.Add {
+		m.Add = append(m.Add, discovery.NameValue{Name: string(h.Name), Value: h.Value})
+	}
+	return m
+}
+
+// redirect is a RequestRedirect filter in the mesh's words.
+func redirect(f *gatewayv1.HTTPRequestRedirectFilter) *discovery.Redirect {
+	rd := &discovery.Redirect{Scheme: deref(f.Scheme), Hostname: deref(f.Hostname)}
+	if f.Port != nil {
+		rd.Port = uint16(*f.Port)
+	}
+	if f.StatusCode != nil {
+		rd.StatusCode = *f.StatusCode
+	}
+	if p := f.Path; p != nil {
+		switch p.Type {
+		case gatewayv1.FullPathHTTPPathModifier:
+			rd.FullPath = p.ReplaceFullPath
+		case gatewayv1.PrefixMatchHTTPPathModifier:
+			rd.PrefixMatch = p.ReplacePrefixMatch
+		}
+	}
+	return rd
 }
 
 // addBackend adds a weighted backend (weight 1 unless given; a Service

@@ -173,3 +173,29 @@ func TestRouteStatusKeepsOthersEntriesAndTransitionTimes(t *testing.T) {
 		t.Errorf("a changed condition (-want +got):\n%s", diff)
 	}
 }
+
+func TestHeaderFiltersAndRedirectsBecomeTheRoutes(t *testing.T) {
+	services := map[string]*kubeapi.Service{"shop/web": svc("shop", "web", 80)}
+	r := readRoute[httpRoute](t, `{"metadata":{"namespace":"shop","name":"f"},"spec":{"parentRefs":[{"group":"","kind":"Service","name":"web"}],"rules":[
+		{"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"x-a","value":"1"}],"add":[{"name":"x-b","value":"2"}],"remove":["x-c"]}},
+		            {"type":"ResponseHeaderModifier","responseHeaderModifier":{"set":[{"name":"x-d","value":"4"}]}}]},
+		{"matches":[{"path":{"type":"PathPrefix","value":"/old"}}],
+		 "filters":[{"type":"RequestRedirect","requestRedirect":{"scheme":"https","hostname":"new.example","port":8443,"statusCode":301,"path":{"type":"ReplacePrefixMatch","replacePrefixMatch":"/new"}}}]},
+		{"filters":[{"type":"RequestRedirect","requestRedirect":{"hostname":"x"}}],"backendRefs":[{"name":"web","port":80}]}]}}`)
+	set := buildRoutes(services, []*httpRoute{r}, nil, testHost)
+	if st := set.statuses[0]; st.Accepted.OK || !strings.Contains(st.Accepted.Message, "rule 2: a RequestRedirect beside backendRefs") {
+		t.Fatalf("a redirect beside backends: %+v", st.Accepted)
+	}
+	r.Spec.Rules = r.Spec.Rules[:2]
+	set = buildRoutes(services, []*httpRoute{r}, nil, testHost)
+	newPath := "/new"
+	want := []discovery.Route{
+		{Name: "shop/f/0", RequestHeaders: &discovery.HeaderModifier{Set: []discovery.NameValue{{Name: "x-a", Value: "1"}}, Add: []discovery.NameValue{{Name: "x-b", Value: "2"}}, Remove: []string{"x-c"}},
+			ResponseHeaders: &discovery.HeaderModifier{Set: []discovery.NameValue{{Name: "x-d", Value: "4"}}}},
+		{Name: "shop/f/1", Matches: []discovery.RouteMatch{{PathType: discovery.PathPrefix, Path: "/old"}},
+			Redirect: &discovery.Redirect{Scheme: "https", Hostname: "new.example", Port: 8443, StatusCode: 301, PrefixMatch: &newPath}},
+	}
+	if diff := cmp.Diff(want, set.byPort["shop/web:80"]); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+}

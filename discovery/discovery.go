@@ -149,6 +149,10 @@ type Timeouts struct {
 	// Request bounds the time from a request to its response headers,
 	// retries included; 0 means none. A shorter grpc-timeout wins.
 	Request time.Duration `json:"request,omitempty"`
+	// Attempt bounds each attempt, from sending it to its response
+	// headers; an attempt that runs out is retried, as a failure, when
+	// the retries allow (the Gateway API's timeouts.backendRequest).
+	Attempt time.Duration `json:"attempt,omitempty"`
 }
 
 // Retries says which failed requests are sent again. Connection failures
@@ -165,6 +169,8 @@ type Retries struct {
 	BudgetRatio        float64       `json:"budgetRatio"`
 	BudgetMinPerSecond float64       `json:"budgetMinPerSecond"`
 	BudgetTTL          time.Duration `json:"budgetTTL"`
+	// Backoff is the wait before each retry (none: at once).
+	Backoff time.Duration `json:"backoff,omitempty"`
 }
 
 // StatusRange is an inclusive range of HTTP statuses.

@@ -3,9 +3,13 @@ package discovery
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Route sends the requests it matches to weighted backend services, with
@@ -24,6 +28,98 @@ type Route struct {
 	// Timeouts and Retries, when set, replace the backend service's.
 	Timeouts Timeouts `json:"timeouts,omitzero"`
 	Retries  *Retries `json:"retries,omitempty"`
+	// RequestHeaders and ResponseHeaders change the headers of the
+	// requests the route sends and of the responses it returns.
+	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderModifier `json:"responseHeaders,omitempty"`
+	// Redirect, when set, answers every request the route matches with a
+	// redirect instead of sending it anywhere.
+	Redirect *Redirect `json:"redirect,omitempty"`
+}
+
+// HeaderModifier sets (replaces), adds (beside what is there) and
+// removes headers, in that order, as the Gateway API's filter does.
+type HeaderModifier struct {
+	Set    []NameValue `json:"set,omitempty"`
+	Add    []NameValue `json:"add,omitempty"`
+	Remove []string    `json:"remove,omitempty"`
+}
+
+// Apply changes h.
+func (m *HeaderModifier) Apply(h http.Header) {
+	if m == nil {
+		return
+	}
+	for _, nv := range m.Set {
+		h.Set(nv.Name, nv.Value)
+	}
+	for _, nv := range m.Add {
+		h.Add(nv.Name, nv.Value)
+	}
+	for _, name := range m.Remove {
+		h.Del(name)
+	}
+}
+
+// Redirect is where a redirect sends the client: each field left empty
+// keeps the request's.
+type Redirect struct {
+	Scheme   string `json:"scheme,omitempty"` // http or https
+	Hostname string `json:"hostname,omitempty"`
+	// Port, when 0, is the scheme's own when the scheme changes, else
+	// the request's.
+	Port uint16 `json:"port,omitempty"`
+	// FullPath replaces the path; PrefixMatch replaces the prefix the
+	// route matched (only on a PathPrefix match).
+	FullPath    *string `json:"fullPath,omitempty"`
+	PrefixMatch *string `json:"prefixMatch,omitempty"`
+	// StatusCode is 301, 302 (the default), 303, 307 or 308.
+	StatusCode int `json:"statusCode,omitempty"`
+}
+
+// Location is where r, matched by m, is redirected to; port is the
+// service port it was sent to, used when its Host names none. As the
+// Gateway API asks, a redirect that names a scheme goes to that scheme's
+// well-known port unless it names a port too.
+func (rd *Redirect) Location(r *http.Request, m RouteMatch, port string) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host := r.Host
+	if h, p, err := net.SplitHostPort(r.Host); err == nil {
+		host, port = h, p
+	}
+	if rd.Scheme != "" {
+		scheme, port = rd.Scheme, ""
+	}
+	if rd.Hostname != "" {
+		host = rd.Hostname
+	}
+	if rd.Port != 0 {
+		port = strconv.Itoa(int(rd.Port))
+	}
+	if port == "80" && scheme == "http" || port == "443" && scheme == "https" {
+		port = ""
+	}
+	path := r.URL.Path
+	switch {
+	case rd.FullPath != nil:
+		path = *rd.FullPath
+	case rd.PrefixMatch != nil && m.PathType == PathPrefix:
+		rest := strings.TrimPrefix(path, strings.TrimSuffix(m.Path, "/"))
+		path = strings.TrimSuffix(*rd.PrefixMatch, "/") + rest
+		if path == "" {
+			path = "/"
+		} else if !strings.HasPrefix(path, "/") {
+			path = "/" + path
+		}
+	}
+	u := url.URL{Scheme: scheme, Host: host, Path: path, RawQuery: r.URL.RawQuery}
+	if port != "" {
+		u.Host = net.JoinHostPort(host, port)
+	}
+	return u.String()
 }
 
 // Path match types, as the Gateway API names them.
@@ -178,6 +274,59 @@ func (r *Route) Validate() error {
 	}
 	if r.Retries != nil && (r.Retries.MaxRetries < 0 || r.Retries.MaxRetries > 10) {
 		return fmt.Errorf("%d retries: want 0 to 10", r.Retries.MaxRetries)
+	}
+	if r.Retries != nil && (r.Retries.Backoff < 0 || r.Retries.Backoff > time.Minute) {
+		return fmt.Errorf("retry backoff %s: want at most a minute", r.Retries.Backoff)
+	}
+	if t := r.Timeouts; t.Request < 0 || t.Attempt < 0 || t.Request > 0 && t.Attempt > t.Request {
+		return fmt.Errorf("timeouts: request %s, per attempt %s: an attempt cannot outlast the request", t.Request, t.Attempt)
+	}
+	for _, m := range []*HeaderModifier{r.RequestHeaders, r.ResponseHeaders} {
+		if err := m.validate(); err != nil {
+			return err
+		}
+	}
+	if rd := r.Redirect; rd != nil {
+		switch {
+		case rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https":
+			return fmt.Errorf("redirect scheme %q: want http or https", rd.Scheme)
+		case !slices.Contains([]int{0, 301, 302, 303, 307, 308}, rd.StatusCode):
+			return fmt.Errorf("redirect status %d: want 301, 302, 303, 307 or 308", rd.StatusCode)
+		case rd.FullPath != nil && rd.PrefixMatch != nil:
+			return errors.New("a redirect replaces the full path or the prefix, not both")
+		case strings.ContainsAny(rd.Hostname, "/?#@ "):
+			return fmt.Errorf("redirect hostname %q", rd.Hostname)
+		}
+	}
+	return nil
+}
+
+// ValidHeaderName reports whether name can be a header field's name.
+func ValidHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *HeaderModifier) validate() error {
+	if m == nil {
+		return nil
+	}
+	for _, nv := range append(slices.Clone(m.Set), m.Add...) {
+		if !ValidHeaderName(nv.Name) || strings.ContainsAny(nv.Value, "\r\n\x00") {
+			return fmt.Errorf("header %q: not a header name and value", nv.Name)
+		}
+	}
+	for _, name := range m.Remove {
+		if !ValidHeaderName(name) {
+			return fmt.Errorf("header %q: not a header name", name)
+		}
 	}
 	return nil
 }

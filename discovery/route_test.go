@@ -58,3 +58,32 @@ func TestMoreSpecificOrdersAsTheGatewayAPI(t *testing.T) {
 		}
 	}
 }
+
+func TestRedirectLocation(t *testing.T) {
+	s := func(v string) *string { return &v }
+	prefix := RouteMatch{PathType: PathPrefix, Path: "/old"}
+	for _, c := range []struct {
+		rd         Redirect
+		host, path string
+		match      RouteMatch
+		want       string
+	}{
+		{Redirect{Hostname: "new.example"}, "web:80", "/a?x=1", RouteMatch{}, "http://new.example/a?x=1"},
+		// The request's port stays; a scheme named goes to its own port.
+		{Redirect{Hostname: "new.example"}, "web:8080", "/a", RouteMatch{}, "http://new.example:8080/a"},
+		{Redirect{Scheme: "https"}, "web:8080", "/a", RouteMatch{}, "https://web/a"},
+		{Redirect{Scheme: "https", Port: 8443}, "web", "/a", RouteMatch{}, "https://web:8443/a"},
+		// A Host without a port uses the service's.
+		{Redirect{}, "web", "/a", RouteMatch{}, "http://web:9000/a"},
+		{Redirect{FullPath: s("/b")}, "web:80", "/a?q", RouteMatch{}, "http://web/b?q"},
+		{Redirect{PrefixMatch: s("/new")}, "web:80", "/old/a/b", prefix, "http://web/new/a/b"},
+		{Redirect{PrefixMatch: s("/")}, "web:80", "/old/a", prefix, "http://web/a"},
+		{Redirect{PrefixMatch: s("/")}, "web:80", "/old", prefix, "http://web/"},
+		{Redirect{PrefixMatch: s("/new/")}, "web:80", "/old", prefix, "http://web/new"},
+	} {
+		r := httptest.NewRequest("GET", "http://"+c.host+c.path, nil)
+		if got := c.rd.Location(r, c.match, "9000"); got != c.want {
+			t.Errorf("%+v of %s%s: %s; want %s", c.rd, c.host, c.path, got, c.want)
+		}
+	}
+}

@@ -362,31 +362,7 @@ func TestControllerDiscoveryOverXDS(t *testing.T) {
 	if _, err := slices.Create(ctx, endpointSlice("shop", "greeter-1", "greeter", "grpc", grpcPort, grpcAddrs...), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	bootstrap, _ := json.Marshal(map[string]any{
-		"xds_servers": []any{map[string]any{"server_uri": ctrl.xds, "channel_creds": []any{map[string]any{"type": "insecure"}}, "server_features": []string{"xds_v3"}}},
-		"node":        map[string]any{"id": "grpc-client.shop"},
-	})
-	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient("xds:///greeter.shop.svc.cluster.local:50051", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	peers := map[string]int{}
-	for range 20 {
-		var p peer.Peer
-		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		_, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p), grpc.WaitForReady(true))
-		cancel()
-		if err != nil {
-			t.Fatalf("gRPC call through xds: %v", err)
-		}
-		host, _, _ := net.SplitHostPort(p.Addr.String())
-		peers[host]++
-	}
+	peers := grpcPeers(t, proxylessConn(t, ctrl.xds, "greeter.shop.svc.cluster.local:50051"), 20)
 	if len(peers) != 2 {
 		t.Errorf("gRPC calls went to %v; want both backends", peers)
 	}
@@ -467,6 +443,44 @@ func TestControllerDiscoveryOverXDS(t *testing.T) {
 }
 
 // grpcBackends starts n pods serving the gRPC health service on one port.
+// proxylessConn is a gRPC client of target through xDS from the
+// controller at addr (plaintext), as a proxyless application dials.
+func proxylessConn(t *testing.T, addr, target string) *grpc.ClientConn {
+	t.Helper()
+	bootstrap, _ := json.Marshal(map[string]any{
+		"xds_servers": []any{map[string]any{"server_uri": addr, "channel_creds": []any{map[string]any{"type": "insecure"}}, "server_features": []string{"xds_v3"}}},
+		"node":        map[string]any{"id": "grpc-client.shop"},
+	})
+	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// grpcPeers makes n health checks and counts them by the backend's IP.
+func grpcPeers(t *testing.T, conn *grpc.ClientConn, n int) map[string]int {
+	t.Helper()
+	peers := map[string]int{}
+	for range n {
+		var p peer.Peer
+		cctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		_, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p), grpc.WaitForReady(true))
+		cancel()
+		if err != nil {
+			t.Fatalf("gRPC call through xds: %v", err)
+		}
+		host, _, _ := net.SplitHostPort(p.Addr.String())
+		peers[host]++
+	}
+	return peers
+}
+
 func (pn *podNetwork) grpcBackends(t *testing.T, n, port int) []string {
 	t.Helper()
 	var ips []string

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,6 +158,35 @@ spec:
 		t.Errorf("a 50/50 split sent %.1f%% of 1,000 requests to web-v2", 100*s)
 	}
 
+	// Filters: a header set on the way in, and a redirect.
+	apply(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filters, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /tagged}}]
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-route, value: filters}]}}]
+      backendRefs: [{name: web, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}, statusCode: 301}}]
+`)
+	waitConditions(t, c, "shop", "filters", "Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs")
+	waitFor(t, "the header filter", func() bool {
+		resp, _, err := cl.get("web", "/tagged")
+		return err == nil && resp.StatusCode == 200 && bs[0].lastRequest().Header.Get("X-Route") == "filters"
+	})
+	noFollow := *cl.http
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	req, _ := http.NewRequest("GET", "http://"+mp.outbound+"/old/x", nil)
+	req.Host = "web"
+	if resp, err := noFollow.Do(req); err != nil || resp.StatusCode != 301 || resp.Header.Get("Location") != "http://web/new/x" {
+		t.Errorf("the redirect route: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// What cannot be served says why, and changes nothing.
 	apply(`
 apiVersion: gateway.networking.k8s.io/v1
@@ -174,7 +204,7 @@ metadata: {name: rewrites, namespace: shop}
 spec:
   parentRefs: [{group: "", kind: Service, name: web-v2, port: 80}]
   rules:
-    - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: b}]}}]
+    - filters: [{type: URLRewrite, urlRewrite: {hostname: elsewhere}}]
       backendRefs: [{name: web, port: 80}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -195,6 +225,41 @@ spec:
 	// (the rejected one adds no match).
 	if resp, _, err := cl.get("web-v2", "/"); err != nil || resp.StatusCode != 404 || !strings.Contains(resp.Header.Get("mesh-error"), "no route of web-v2.shop.svc.cluster.local:80 matches GET /") {
 		t.Errorf("GET / of web-v2, which no route matches: %v %v", resp, err)
+	}
+
+	// A proxyless gRPC client follows a GRPCRoute's weighted split from
+	// the same xDS server.
+	grpcIPs := append(pods.grpcBackends(t, 1, 50051), pods.grpcBackends(t, 1, 50051)...)
+	for i, name := range []string{"greeter", "greeter-v2"} {
+		if _, err := client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 50051}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.DiscoveryV1().EndpointSlices("shop").Create(ctx, endpointSlice("shop", name+"-1", name, "grpc", 50051, grpcIPs[i]), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: greeter-split, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: greeter, port: 50051}]
+  rules:
+    - matches: [{method: {service: grpc.health.v1.Health}}]
+      backendRefs:
+        - {name: greeter, port: 50051, weight: 80}
+        - {name: greeter-v2, port: 50051, weight: 20}
+`)
+	conn := proxylessConn(t, ctrl.xds, "greeter.shop.svc.cluster.local:50051")
+	waitFor(t, "the gRPC client to follow the split", func() bool { return grpcPeers(t, conn, 20)[grpcIPs[1]] > 0 })
+	peers := grpcPeers(t, conn, 1000)
+	if v2 := float64(peers[grpcIPs[1]]) / 1000; v2 < 0.15 || v2 > 0.25 {
+		t.Errorf("a proxyless gRPC client's 80/20 split: %v; want 15-25%% on greeter-v2 (%s)", peers, grpcIPs[1])
+	} else {
+		t.Logf("proxyless gRPC 80/20 split: %.1f%% to greeter-v2", 100*v2)
 	}
 
 	// A second replica waits; the leader dies; the second writes status.

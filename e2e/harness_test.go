@@ -263,16 +263,22 @@ func (mp *meshProxy) endpointState(t testing.TB, addr string) (string, int) {
 
 func (mp *meshProxy) dump(t testing.TB) configDump {
 	t.Helper()
-	resp, err := http.Get("http://" + mp.admin + "/config_dump")
+	var d configDump
+	mp.adminJSON(t, "/config_dump", &d)
+	return d
+}
+
+// adminJSON decodes what the proxy's admin endpoint answers at path.
+func (mp *meshProxy) adminJSON(t testing.TB, path string, out any) {
+	t.Helper()
+	resp, err := http.Get("http://" + mp.admin + path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var d configDump
-	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		t.Fatal(err)
 	}
-	return d
 }
 
 func (mp *meshProxy) endpointCount(t testing.TB) int {

@@ -286,7 +286,7 @@ func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, 
 	if err != nil {
 		pe := upstreamError(err, target)
 		if req.Context().Err() == nil {
-			p.window.record(d, authority, pr.peerID(d), time.Since(began), false)
+			p.window.record(d, authority, pr.peerID(d), labels.Route, time.Since(began), false)
 		}
 		if tapID != 0 {
 			p.tapEnd(tapID, req, d, target, pr, pe.status, "", time.Since(began), time.Since(began), 0, pe.msg)
@@ -380,7 +380,7 @@ func (b *trackedBody) finish() {
 	}
 	class := metrics.Classify(b.resp.StatusCode, grpc)
 	b.p.metrics.Response(&b.labels, httpio.StatusText(b.resp.StatusCode), class)
-	b.p.window.record(b.d, b.labels.Authority, b.peer.peerID(b.d), b.latency, class == "success")
+	b.p.window.record(b.d, b.labels.Authority, b.peer.peerID(b.d), b.labels.Route, b.latency, class == "success")
 	if b.tapID != 0 {
 		b.p.tapEnd(b.tapID, b.req, b.d, b.labels.TargetAddr, b.peer, b.resp.StatusCode, grpc, b.latency, time.Since(b.began), b.bytes, "")
 	}

@@ -29,6 +29,8 @@ type policy struct {
 	statuses       []discovery.StatusRange
 	grpcCodes      []string
 	requestTimeout time.Duration
+	attemptTimeout time.Duration
+	backoff        time.Duration
 	queueTimeout   time.Duration
 	maxPerEndpoint int64
 }
@@ -40,6 +42,7 @@ func newPolicy(s *discovery.Service, prev *policy) *policy {
 	p := &policy{
 		maxRetries:     discovery.DefaultMaxRetries,
 		requestTimeout: s.Timeouts.Request,
+		attemptTimeout: s.Timeouts.Attempt,
 		queueTimeout:   s.QueueTimeout,
 		maxPerEndpoint: int64(s.Limits.MaxRequestsPerEndpoint),
 	}
@@ -48,7 +51,7 @@ func newPolicy(s *discovery.Service, prev *policy) *policy {
 	}
 	cfg := retry.DefaultBudget
 	if r := s.Retries; r != nil {
-		p.maxRetries, p.statuses = r.MaxRetries, r.Statuses
+		p.maxRetries, p.statuses, p.backoff = r.MaxRetries, r.Statuses, r.Backoff
 		for _, c := range r.GRPCCodes {
 			p.grpcCodes = append(p.grpcCodes, strconv.Itoa(int(c)))
 		}
@@ -100,7 +103,10 @@ type balancingTransport struct {
 // maxTries is how many endpoints one request remembers having tried.
 const maxTries = 4
 
-var errRequestTimeout = errors.New("request timeout")
+var (
+	errRequestTimeout = errors.New("request timeout")
+	errAttemptTimeout = errors.New("attempt timeout")
+)
 
 func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ro := routeOf(req.Context())
@@ -133,7 +139,9 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 				out.Body = x.body.Attempt()
 			}
 		}
+		out, release := x.attempt(out)
 		resp, err := x.send(out, ep)
+		attemptTimedOut := release()
 		// An upstream that gives up at the deadline (a gRPC server honours
 		// grpc-timeout too) reports the same timeout as the proxy's timer.
 		atDeadline := err != nil && x.timeout > 0 && time.Until(x.deadline) < x.timeout/50
@@ -147,6 +155,20 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 			return x.timedOut(ep)
 		}
 		reason := retryReason(out, resp, err, pol)
+		if attemptTimedOut {
+			if resp != nil { // the headers came as the timer fired: too late
+				resp.Body.Close()
+				resp = nil
+			}
+			t.svc.balancer.Report(ep, false) // slow is failing, for failure accrual
+			t.p.metrics.RequestTimeouts.WithLabelValues(outbound.String(), t.svc.authority).Inc()
+			err = &proxyError{status: http.StatusGatewayTimeout, reason: "attempt_timeout",
+				msg: fmt.Sprintf("request to %s: an attempt timed out after %s (%s)", t.svc.authority, pol.attemptTimeout, x.attemptSource())}
+			reason = ""
+			if idempotent(out.Method) {
+				reason = "attempt_timeout"
+			}
+		}
 		if reason == "" && probing && (err != nil || endpointFailed(resp.StatusCode, resp.Header.Get("Grpc-Status"))) {
 			// The endpoint's probe failed: that is the proxy's experiment,
 			// not the client's problem.
@@ -166,7 +188,42 @@ func (t *balancingTransport) RoundTrip(req *http.Request) (*http.Response, error
 			io.CopyN(io.Discard, resp.Body, 4<<10)
 			resp.Body.Close()
 		}
+		if pol.backoff > 0 {
+			select {
+			case <-time.After(pol.backoff):
+			case <-x.ctx.Done():
+			}
+		}
 	}
+}
+
+// attempt bounds one attempt by the attempt timeout, when there is one:
+// release, called once the response headers are in, stops the timer and
+// reports whether it fired. The attempt's context lives on with the
+// response body, until the exchange finishes.
+func (x *exchange) attempt(out *http.Request) (*http.Request, func() bool) {
+	d := x.pol.attemptTimeout
+	if d <= 0 || x.timeout > 0 && d >= x.timeout {
+		return out, func() bool { return false }
+	}
+	ctx, cancel := context.WithCancelCause(out.Context())
+	timer := time.AfterFunc(d, func() { cancel(errAttemptTimeout) })
+	finish := x.finish
+	x.finish = func() { cancel(nil); finish() }
+	return out.WithContext(ctx), func() bool {
+		if timer.Stop() {
+			return false
+		}
+		return context.Cause(ctx) == errAttemptTimeout
+	}
+}
+
+// attemptSource is what set the attempt timeout, for the error message.
+func (x *exchange) attemptSource() string {
+	if x.route != nil && x.route.override != nil && x.route.override.attemptTimeout > 0 {
+		return "timeouts.backendRequest of route " + x.route.name
+	}
+	return "timeouts.backendRequest"
 }
 
 // exchange is one request's way through its attempts: its timeout, and
@@ -251,7 +308,7 @@ func (x *exchange) timedOut(ep *balance.Endpoint) (*http.Response, error) {
 		svc.balancer.Report(ep, false)
 	}
 	p.metrics.RequestTimeouts.WithLabelValues(outbound.String(), svc.authority).Inc()
-	p.window.record(outbound, svc.authority, "", x.timeout, false)
+	p.window.record(outbound, svc.authority, "", x.route.nameOrNone(), x.timeout, false)
 	p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false", Route: x.route.nameOrNone()}, "504", "failure")
 	return nil, &proxyError{status: http.StatusGatewayTimeout, reason: "request_timeout",
 		msg: fmt.Sprintf("request to %s timed out after %s (%s)", svc.authority, x.timeout, x.source)}
@@ -335,7 +392,7 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 		}
 		if shed {
 			t.p.metrics.LoadShed.WithLabelValues(outbound.String(), svc.authority).Inc()
-			t.p.window.record(outbound, svc.authority, "", 0, false)
+			t.p.window.record(outbound, svc.authority, "", routeName(ctx), 0, false)
 			t.p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false", Route: routeName(ctx)}, "503", "failure")
 			return nil, &proxyError{status: http.StatusServiceUnavailable, reason: "load_shed",
 				msg: fmt.Sprintf("endpoints of %s are at their limit of %d requests in flight", svc.authority, pol.maxPerEndpoint)}
@@ -352,7 +409,7 @@ func (t *balancingTransport) pick(ctx context.Context, req *http.Request, pol *p
 		case <-timer.C:
 		}
 		t.p.metrics.Response(&metrics.Labels{Direction: outbound.String(), Authority: svc.authority, TLS: "false", Route: routeName(ctx)}, "503", "failure")
-		t.p.window.record(outbound, svc.authority, "", pol.queueTimeout, false)
+		t.p.window.record(outbound, svc.authority, "", routeName(ctx), pol.queueTimeout, false)
 		msg := fmt.Sprintf("service %s has no endpoints", svc.authority)
 		if n := len(bal.Endpoints()); n > 0 {
 			msg = fmt.Sprintf("service %s has no available endpoints: all %d are ejected after consecutive failures", svc.authority, n)

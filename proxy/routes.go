@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 
 	"github.com/meshproj/mesh/discovery"
 )
@@ -25,6 +26,10 @@ type route struct {
 	// defaults otherwise).
 	override *policy
 	retries  bool
+	// Filters: header changes each way, or a redirect instead of a
+	// backend.
+	reqHeaders, respHeaders *discovery.HeaderModifier
+	redirect                *discovery.Redirect
 }
 
 // timeout reports whether the route sets a request timeout.
@@ -58,13 +63,14 @@ func newRouteTable(routes []discovery.Route, prev *routeTable) *routeTable {
 	t := &routeTable{byName: make(map[string]*route, len(routes))}
 	prepared := make([]*route, len(routes))
 	for i, dr := range routes {
-		r := &route{name: dr.Name, backends: dr.Backends, retries: dr.Retries != nil}
+		r := &route{name: dr.Name, backends: dr.Backends, retries: dr.Retries != nil,
+			reqHeaders: dr.RequestHeaders, respHeaders: dr.ResponseHeaders, redirect: dr.Redirect}
 		var sum uint32
 		for _, b := range dr.Backends {
 			sum += b.Weight
 			r.cumulative = append(r.cumulative, sum)
 		}
-		if dr.Timeouts.Request > 0 || r.retries {
+		if dr.Timeouts.Request > 0 || dr.Timeouts.Attempt > 0 || r.retries {
 			var old *policy
 			if prev != nil && prev.byName[dr.Name] != nil {
 				old = prev.byName[dr.Name].override
@@ -80,11 +86,11 @@ func newRouteTable(routes []discovery.Route, prev *routeTable) *routeTable {
 	return t
 }
 
-// match returns the route of the most specific match for r, or nil.
-func (t *routeTable) match(r *http.Request) *route {
+// match returns the most specific match for r, or nil.
+func (t *routeTable) match(r *http.Request) *routeEntry {
 	for i := range t.entries {
 		if t.entries[i].match.Matches(r) {
-			return t.entries[i].route
+			return &t.entries[i]
 		}
 	}
 	return nil
@@ -129,8 +135,11 @@ func (r *route) with(pol *policy) *policy {
 	if r.timeout() {
 		p.requestTimeout = r.override.requestTimeout
 	}
+	if r.override.attemptTimeout > 0 {
+		p.attemptTimeout = r.override.attemptTimeout
+	}
 	if r.retries {
-		p.maxRetries, p.statuses, p.grpcCodes, p.budget = r.override.maxRetries, r.override.statuses, r.override.grpcCodes, r.override.budget
+		p.maxRetries, p.statuses, p.grpcCodes, p.budget, p.backoff = r.override.maxRetries, r.override.statuses, r.override.grpcCodes, r.override.budget, r.override.backoff
 	}
 	return &p
 }
@@ -142,13 +151,30 @@ func (p *Proxy) serveService(w http.ResponseWriter, r *http.Request, svc *servic
 		svc.forward.ServeHTTP(w, r)
 		return
 	}
-	ro := rt.match(r)
-	if ro == nil {
+	e := rt.match(r)
+	if e == nil {
+		p.window.record(outbound, svc.authority, "", "", 0, false)
 		p.fail(w, r, outbound, http.StatusNotFound, "no_route",
 			fmt.Sprintf("no route of %s matches %s %s", svc.authority, r.Method, r.URL.Path))
 		return
 	}
+	ro := e.route
+	if rd := ro.redirect; rd != nil {
+		code := rd.StatusCode
+		if code == 0 {
+			code = http.StatusFound
+		}
+		p.window.record(outbound, svc.authority, "", ro.name, 0, true)
+		w.Header().Set("Location", rd.Location(r, e.match, strconv.Itoa(int(svc.settings.Load().Port))))
+		w.WriteHeader(code)
+		return
+	}
+	ro.reqHeaders.Apply(r.Header)
+	if ro.respHeaders != nil {
+		w = &modifiedHeaders{ResponseWriter: w, m: ro.respHeaders}
+	}
 	if ro.weightless() {
+		p.window.record(outbound, svc.authority, "", ro.name, 0, false)
 		p.fail(w, r, outbound, http.StatusInternalServerError, "route_backend_unknown",
 			fmt.Sprintf("route %s of %s: every backend has weight 0", ro.name, svc.authority))
 		return
@@ -157,6 +183,7 @@ func (p *Proxy) serveService(w http.ResponseWriter, r *http.Request, svc *servic
 	if key, ok := ro.pick(); ok && key != svc.settings.Load().Key() {
 		b, err := p.lookup(r.Context(), key)
 		if err != nil {
+			p.window.record(outbound, key.String(), "", ro.name, 0, false)
 			p.fail(w, r, outbound, http.StatusInternalServerError, "route_backend_unknown",
 				fmt.Sprintf("route %s of %s: backend %s: %v", ro.name, svc.authority, key, err))
 			return
@@ -166,3 +193,29 @@ func (p *Proxy) serveService(w http.ResponseWriter, r *http.Request, svc *servic
 	r = r.WithContext(context.WithValue(r.Context(), routeKey{}, ro))
 	target.forward.ServeHTTP(w, r)
 }
+
+// modifiedHeaders changes a response's headers as a route says, once,
+// before they are written.
+type modifiedHeaders struct {
+	http.ResponseWriter
+	m    *discovery.HeaderModifier
+	done bool
+}
+
+func (w *modifiedHeaders) WriteHeader(code int) {
+	if !w.done && code >= 200 {
+		w.done = true
+		w.m.Apply(w.Header())
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *modifiedHeaders) Write(b []byte) (int, error) {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController flush the response underneath.
+func (w *modifiedHeaders) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -16,11 +16,13 @@ import (
 const windowSeconds = 60
 
 // statKey is what traffic is grouped by: direction, the service authority,
-// and the peer's identity (client_id inbound, server_id outbound).
+// the peer's identity (client_id inbound, server_id outbound) and the
+// route that sent it (outbound, where a service has routes).
 type statKey struct {
 	direction direction
 	authority string
 	peer      string
+	route     string
 }
 
 // second is one second of traffic for one key.
@@ -46,8 +48,8 @@ type window struct {
 	open [2]atomic.Int64
 }
 
-func (w *window) record(d direction, authority, peer string, latency time.Duration, success bool) {
-	key := statKey{direction: d, authority: authority, peer: peer}
+func (w *window) record(d direction, authority, peer, route string, latency time.Duration, success bool) {
+	key := statKey{direction: d, authority: authority, peer: peer, route: route}
 	v, ok := w.cells.Load(key)
 	if !ok {
 		v, _ = w.cells.LoadOrStore(key, &cell{})
@@ -82,7 +84,7 @@ func (w *window) snapshot(n int) []adminapi.WindowStat {
 	var out []adminapi.WindowStat
 	w.cells.Range(func(k, v any) bool {
 		key, c := k.(statKey), v.(*cell)
-		st := adminapi.WindowStat{Direction: key.direction.String(), Authority: key.authority, Peer: key.peer,
+		st := adminapi.WindowStat{Direction: key.direction.String(), Authority: key.authority, Peer: key.peer, Route: key.route,
 			Latency: make([]uint64, len(metrics.LatencyBucketsMS)+1)}
 		c.mu.Lock()
 		for i := range c.seconds {

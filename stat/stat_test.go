@@ -172,3 +172,43 @@ func TestAnEdgeAClientNamedIsNotRepeatedUnderItsSharedIdentity(t *testing.T) {
 		t.Errorf("edges %+v; want deploy/a -> deploy/api alone", edges)
 	}
 }
+
+// A client's outbound traffic by route: a split's two backends merged
+// under its route, a header route, requests no route matched, and a
+// service without routes.
+func TestGoldenRoutes(t *testing.T) {
+	m := &inventory.Mesh{Workloads: []inventory.Workload{
+		{Kind: "deploy", Name: "front", Instances: []inventory.Instance{{Name: "front-1", Admin: "front-1"}, {Name: "front-2", Admin: "front-2"}}},
+		{Kind: "deploy", Name: "web-v2", Service: "web-v2:80", Instances: []inventory.Instance{{Name: "web-v2-1", Admin: "web-v2-1"}}},
+	}}
+	fetch := func(_ context.Context, admin string, seconds int) (bool, *adminapi.Stats, error) {
+		st := &adminapi.Stats{WindowSeconds: seconds, LatencyBuckets: metrics.LatencyBucketsMS[:]}
+		switch admin {
+		case "front-1":
+			st.Stats = []adminapi.WindowStat{
+				{Direction: "outbound", Authority: "web:80", Route: "shop/split/1", Requests: 90, Successes: 90, Latency: buckets(5, 90)},
+				{Direction: "outbound", Authority: "web-v2:80", Route: "shop/split/1", Requests: 10, Successes: 5, Latency: buckets(50, 10)},
+				{Direction: "outbound", Authority: "web:80", Route: "shop/split/0", Requests: 20, Successes: 20, Latency: buckets(10, 20)},
+				{Direction: "outbound", Authority: "web:80", Requests: 3, Successes: 0, Latency: buckets(1, 3)},
+				{Direction: "outbound", Authority: "auth:80", Requests: 40, Successes: 40, Latency: buckets(3, 40)},
+				{Direction: "inbound", Authority: "front", Requests: 500, Successes: 500, Latency: buckets(3, 500)},
+			}
+		case "front-2":
+			st.Stats = []adminapi.WindowStat{
+				{Direction: "outbound", Authority: "web:80", Route: "shop/split/1", Requests: 100, Successes: 100, Latency: buckets(5, 100)},
+			}
+		}
+		return true, st, nil
+	}
+	for name, o := range map[string]Options{"routes": {Resource: "deploy/front"}, "routes_to": {Resource: "deploy/front", To: "deploy/web-v2"}} {
+		rows, err := Routes(context.Background(), m, o, fetch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := RenderRoutes(&b, rows, Table); err != nil {
+			t.Fatal(err)
+		}
+		golden.Check(t, "testdata/"+name+".golden", b.Bytes())
+	}
+}

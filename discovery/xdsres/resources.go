@@ -277,7 +277,17 @@ func encodeRoutes(s *discovery.Service, name string) (*routev3.RouteConfiguratio
 		r := &s.Routes[e.Route]
 		action := routeAction(s, cmpTimeouts(r.Timeouts, s.Timeouts), cmpRetries(r.Retries, s.Retries), name, r.Backends)
 		for _, m := range envoyMatches(e.Match) {
-			vh.Routes = append(vh.Routes, &routev3.Route{Name: r.Name, Match: m, Action: &routev3.Route_Route{Route: action}})
+			er := &routev3.Route{Name: r.Name, Match: m, Action: &routev3.Route_Route{Route: action}}
+			if r.Redirect != nil {
+				er.Action = &routev3.Route_Redirect{Redirect: redirectAction(r.Redirect)}
+			}
+			if h := r.RequestHeaders; h != nil {
+				er.RequestHeadersToAdd, er.RequestHeadersToRemove = headersToAdd(h), h.Remove
+			}
+			if h := r.ResponseHeaders; h != nil {
+				er.ResponseHeadersToAdd, er.ResponseHeadersToRemove = headersToAdd(h), h.Remove
+			}
+			vh.Routes = append(vh.Routes, er)
 		}
 	}
 	js, err := json.Marshal(s.Routes)
@@ -288,6 +298,42 @@ func encodeRoutes(s *discovery.Service, name string) (*routev3.RouteConfiguratio
 		return nil, err
 	}
 	return rc, nil
+}
+
+// headersToAdd are a modifier's set and add, in Envoy's words.
+func headersToAdd(m *discovery.HeaderModifier) []*corev3.HeaderValueOption {
+	var out []*corev3.HeaderValueOption
+	for _, nv := range m.Set {
+		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: strings.ToLower(nv.Name), Value: nv.Value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD})
+	}
+	for _, nv := range m.Add {
+		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: strings.ToLower(nv.Name), Value: nv.Value},
+			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD})
+	}
+	return out
+}
+
+// redirectCodes are Envoy's names for redirect statuses.
+var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
+	301: routev3.RedirectAction_MOVED_PERMANENTLY, 0: routev3.RedirectAction_FOUND, 302: routev3.RedirectAction_FOUND,
+	303: routev3.RedirectAction_SEE_OTHER, 307: routev3.RedirectAction_TEMPORARY_REDIRECT, 308: routev3.RedirectAction_PERMANENT_REDIRECT,
+}
+
+// redirectAction is a redirect in Envoy's words (gRPC clients follow
+// none: their calls on such a route fail).
+func redirectAction(rd *discovery.Redirect) *routev3.RedirectAction {
+	a := &routev3.RedirectAction{HostRedirect: rd.Hostname, PortRedirect: uint32(rd.Port), ResponseCode: redirectCodes[rd.StatusCode]}
+	if rd.Scheme != "" {
+		a.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: rd.Scheme}
+	}
+	switch {
+	case rd.FullPath != nil:
+		a.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: *rd.FullPath}
+	case rd.PrefixMatch != nil:
+		a.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: *rd.PrefixMatch}
+	}
+	return a
 }
 
 // cmpTimeouts and cmpRetries are a route's settings where it has them,

@@ -198,3 +198,31 @@ func TestRoutesForProxiesAndGRPCClients(t *testing.T) {
 		t.Errorf("a backend without a name: %v", err)
 	}
 }
+
+func TestRouteFiltersForGRPCClientsAndProxies(t *testing.T) {
+	to := "/new"
+	in := discovery.Service{Name: "web.shop.svc.cluster.local", Port: 80, Routes: []discovery.Route{
+		{Name: "shop/moved/0", Matches: []discovery.RouteMatch{{PathType: discovery.PathExact, Path: "/old"}},
+			Redirect: &discovery.Redirect{Scheme: "https", Hostname: "new.example", StatusCode: 301, FullPath: &to}},
+		{Name: "shop/headers/0", RequestHeaders: &discovery.HeaderModifier{Set: []discovery.NameValue{{Name: "X-A", Value: "1"}}, Add: []discovery.NameValue{{Name: "x-b", Value: "2"}}, Remove: []string{"x-c"}},
+			ResponseHeaders: &discovery.HeaderModifier{Remove: []string{"server"}}},
+	}}
+	r, err := Encode(&in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := xdswire.DecodeRoutes(wire(t, r.Routes)); err != nil || !cmp.Equal(in.Routes, got) {
+		t.Errorf("routes for mesh proxies: %v\n%s", err, cmp.Diff(in.Routes, got))
+	}
+	routes := r.Routes.GetVirtualHosts()[0].GetRoutes()
+	rd := routes[0].GetRedirect()
+	if rd.GetSchemeRedirect() != "https" || rd.GetHostRedirect() != "new.example" || rd.GetPathRedirect() != "/new" || rd.GetResponseCode().String() != "MOVED_PERMANENTLY" {
+		t.Errorf("the redirect for Envoy: %v", rd)
+	}
+	h := routes[1]
+	add := h.GetRequestHeadersToAdd()
+	if len(add) != 2 || add[0].GetHeader().GetKey() != "x-a" || add[0].GetAppendAction().String() != "OVERWRITE_IF_EXISTS_OR_ADD" ||
+		add[1].GetAppendAction().String() != "APPEND_IF_EXISTS_OR_ADD" || h.GetRequestHeadersToRemove()[0] != "x-c" || h.GetResponseHeadersToRemove()[0] != "server" {
+		t.Errorf("header changes for Envoy: %v", h)
+	}
+}

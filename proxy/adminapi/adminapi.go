@@ -151,7 +151,10 @@ type WindowStat struct {
 	Authority string `json:"authority"`
 	// Peer is the client's identity (inbound) or the server's (outbound);
 	// empty without mTLS.
-	Peer      string   `json:"peer,omitempty"`
+	Peer string `json:"peer,omitempty"`
+	// Route is the route that sent the requests (outbound), empty where
+	// the service has none.
+	Route     string   `json:"route,omitempty"`
 	Requests  uint64   `json:"requests"`
 	Successes uint64   `json:"successes"`
 	Latency   []uint64 `json:"latencyCounts"` // per bucket of LatencyBucketsMS, then +Inf

@@ -43,7 +43,8 @@ type service struct {
 }
 
 type timeouts struct {
-	Request string `yaml:"request"`
+	Request        string `yaml:"request"`
+	BackendRequest string `yaml:"backendRequest"`
 }
 
 type retries struct {
@@ -51,6 +52,7 @@ type retries struct {
 	Statuses   []string `yaml:"statuses"`
 	GRPCCodes  []string `yaml:"grpcCodes"`
 	Budget     *budget  `yaml:"budget"`
+	Backoff    string   `yaml:"backoff"`
 }
 
 type budget struct {

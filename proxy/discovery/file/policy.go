@@ -36,7 +36,7 @@ func (p policy) apply(svc *discovery.Service, s service) error {
 		return err
 	}
 	if s.Timeouts != nil {
-		if svc.Timeouts.Request, err = p.duration(s.Timeouts.Request, "timeouts", "request"); err != nil {
+		if svc.Timeouts, err = p.timeouts(s.Timeouts); err != nil {
 			return err
 		}
 	}
@@ -103,8 +103,28 @@ func (p policy) retries(svc *discovery.Service, r *retries) error {
 			out.BudgetTTL = ttl
 		}
 	}
+	var err error
+	if out.Backoff, err = p.duration(r.Backoff, "retries", "backoff"); err != nil {
+		return err
+	}
 	svc.Retries = out
 	return nil
+}
+
+// timeouts reads a service's or a route's timeouts.
+func (p policy) timeouts(t *timeouts) (discovery.Timeouts, error) {
+	var out discovery.Timeouts
+	var err error
+	if out.Request, err = p.duration(t.Request, "timeouts", "request"); err != nil {
+		return out, err
+	}
+	if out.Attempt, err = p.duration(t.BackendRequest, "timeouts", "backendRequest"); err != nil {
+		return out, err
+	}
+	if out.Request > 0 && out.Attempt > out.Request {
+		return out, p.fail(p.at("timeouts", "backendRequest"), "%s %s is longer than %s %s", p.field("timeouts.backendRequest"), out.Attempt, p.field("timeouts.request"), out.Request)
+	}
+	return out, nil
 }
 
 func (p policy) accrual(svc *discovery.Service, a *failureAccrual) error {

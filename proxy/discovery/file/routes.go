@@ -11,11 +11,29 @@ import (
 
 // route is one of a service's routes in the file.
 type route struct {
-	Name     string         `yaml:"name"`
-	Matches  []routeMatch   `yaml:"matches"`
-	Backends []routeBackend `yaml:"backends"`
-	Timeouts *timeouts      `yaml:"timeouts"`
-	Retries  *retries       `yaml:"retries"`
+	Name            string          `yaml:"name"`
+	Matches         []routeMatch    `yaml:"matches"`
+	Backends        []routeBackend  `yaml:"backends"`
+	Timeouts        *timeouts       `yaml:"timeouts"`
+	Retries         *retries        `yaml:"retries"`
+	RequestHeaders  *headerModifier `yaml:"requestHeaders"`
+	ResponseHeaders *headerModifier `yaml:"responseHeaders"`
+	Redirect        *redirect       `yaml:"redirect"`
+}
+
+type headerModifier struct {
+	Set    []nameValue `yaml:"set"`
+	Add    []nameValue `yaml:"add"`
+	Remove []string    `yaml:"remove"`
+}
+
+type redirect struct {
+	Scheme      string  `yaml:"scheme"`
+	Hostname    string  `yaml:"hostname"`
+	Port        uint16  `yaml:"port"`
+	FullPath    *string `yaml:"fullPath"`
+	PrefixMatch *string `yaml:"prefixMatch"`
+	StatusCode  int     `yaml:"statusCode"`
 }
 
 type routeMatch struct {
@@ -122,7 +140,7 @@ func (p policy) routes(svc *discovery.Service, in []route) error {
 		}
 		if r.Timeouts != nil {
 			var err error
-			if out.Timeouts.Request, err = rp.duration(r.Timeouts.Request, "timeouts", "request"); err != nil {
+			if out.Timeouts, err = rp.timeouts(r.Timeouts); err != nil {
 				return err
 			}
 		}
@@ -132,6 +150,32 @@ func (p policy) routes(svc *discovery.Service, in []route) error {
 				return err
 			}
 			out.Retries = tmp.Retries
+		}
+		for _, hm := range []struct {
+			field string
+			in    *headerModifier
+			out   **discovery.HeaderModifier
+		}{{"requestHeaders", r.RequestHeaders, &out.RequestHeaders}, {"responseHeaders", r.ResponseHeaders, &out.ResponseHeaders}} {
+			if hm.in == nil {
+				continue
+			}
+			m := &discovery.HeaderModifier{Remove: hm.in.Remove}
+			for _, nv := range hm.in.Set {
+				m.Set = append(m.Set, discovery.NameValue(nv))
+			}
+			for _, nv := range hm.in.Add {
+				m.Add = append(m.Add, discovery.NameValue(nv))
+			}
+			*hm.out = m
+		}
+		if rd := r.Redirect; rd != nil {
+			if len(r.Backends) > 0 {
+				return rp.fail(rp.at("redirect"), "%s and %s: a route that redirects sends nothing to backends", rp.field("redirect"), rp.field("backends"))
+			}
+			out.Redirect = &discovery.Redirect{Scheme: rd.Scheme, Hostname: rd.Hostname, Port: rd.Port, FullPath: rd.FullPath, PrefixMatch: rd.PrefixMatch, StatusCode: rd.StatusCode}
+		}
+		if err := out.Validate(); err != nil {
+			return rp.fail(rp.at(), "%s: %v", strings.TrimSuffix(rp.field(""), "."), err)
 		}
 		svc.Routes = append(svc.Routes, out)
 	}
