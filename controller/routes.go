@@ -167,8 +167,12 @@ func (o *routeObject) attach(parent gatewayv1.ParentReference, services map[stri
 			}
 		}
 		if len(ports) == 0 {
+			which := "no TCP port"
+			if parent.Port != nil {
+				which = fmt.Sprintf("no TCP port %d", *parent.Port)
+			}
 			st.Accepted = condition{Reason: string(gatewayv1.RouteReasonNoMatchingParent),
-				Message: fmt.Sprintf("Service %s/%s has no TCP port %d", ns, parent.Name, *parent.Port)}
+				Message: fmt.Sprintf("Service %s/%s has %s", ns, parent.Name, which)}
 		}
 	}
 	if !st.Accepted.OK {
@@ -250,10 +254,7 @@ func readHTTPRoute(r *httpRoute, host func(ns, name string) string) routeObject 
 			}
 		}
 		for _, b := range rule.BackendRefs {
-			if len(b.Filters) > 0 {
-				rr.unsupported = append(rr.unsupported, fmt.Sprintf("filters on backend %s", b.Name))
-			}
-			rr.addBackend(r.Metadata.Namespace, b.BackendRef, host)
+			rr.addBackend(r.Metadata.Namespace, b.BackendRef, len(b.Filters), host)
 		}
 		rr.route.Timeouts, rr.route.Retries = defaults.timeouts, defaults.retries
 		if t := rule.Timeouts; t != nil {
@@ -345,10 +346,7 @@ func readGRPCRoute(r *grpcRoute, host func(ns, name string) string) routeObject 
 			}
 		}
 		for _, b := range rule.BackendRefs {
-			if len(b.Filters) > 0 {
-				rr.unsupported = append(rr.unsupported, fmt.Sprintf("filters on backend %s", b.Name))
-			}
-			rr.addBackend(r.Metadata.Namespace, b.BackendRef, host)
+			rr.addBackend(r.Metadata.Namespace, b.BackendRef, len(b.Filters), host)
 		}
 		rr.check()
 		o.rules = append(o.rules, rr)
@@ -399,8 +397,11 @@ func redirect(f *gatewayv1.HTTPRequestRedirectFilter) *discovery.Redirect {
 }
 
 // addBackend adds a weighted backend (weight 1 unless given; a Service
-// backend names its port).
-func (rr *routeRule) addBackend(namespace string, b gatewayv1.BackendRef, host func(ns, name string) string) {
+// backend names its port). Filters on a backend are not supported.
+func (rr *routeRule) addBackend(namespace string, b gatewayv1.BackendRef, filters int, host func(ns, name string) string) {
+	if filters > 0 {
+		rr.unsupported = append(rr.unsupported, fmt.Sprintf("filters on backend %s", b.Name))
+	}
 	ns := namespace
 	if b.Namespace != nil && *b.Namespace != "" {
 		ns = string(*b.Namespace)

@@ -90,7 +90,9 @@ func TestMeshRoutesBecomeTheServicesRoutes(t *testing.T) {
 }
 
 func TestARouteTheMeshCannotServeSaysWhy(t *testing.T) {
-	services := map[string]*kubeapi.Service{"shop/web": svc("shop", "web", 80), "other/db": svc("other", "db", 5432)}
+	udp := svc("shop", "dns", 53)
+	udp.Spec.Ports[0].Protocol = "UDP"
+	services := map[string]*kubeapi.Service{"shop/web": svc("shop", "web", 80), "other/db": svc("other", "db", 5432), "shop/dns": udp}
 	for _, tc := range []struct {
 		name, spec       string
 		accepted, reason string
@@ -100,6 +102,8 @@ func TestARouteTheMeshCannotServeSaysWhy(t *testing.T) {
 			"False", "NoMatchingParent", "no Service shop/gone"},
 		{"no such port", `{"parentRefs":[{"group":"","kind":"Service","name":"web","port":81}],"rules":[{}]}`,
 			"False", "NoMatchingParent", "has no TCP port 81"},
+		{"no TCP port at all", `{"parentRefs":[{"group":"","kind":"Service","name":"dns"}],"rules":[{}]}`,
+			"False", "NoMatchingParent", "Service shop/dns has no TCP port"},
 		{"parent elsewhere", `{"parentRefs":[{"group":"","kind":"Service","name":"db","namespace":"other"}],"rules":[{}]}`,
 			"False", "UnsupportedValue", "in another namespace"},
 		{"filter", `{"parentRefs":[{"group":"","kind":"Service","name":"web"}],"rules":[{"filters":[{"type":"URLRewrite","urlRewrite":{"hostname":"x"}}]}]}`,

@@ -40,6 +40,21 @@ func installGatewayAPI(t *testing.T, c *cluster) {
 	c.mapper.Reset()
 }
 
+// createService makes a Service with one port and an EndpointSlice of
+// one endpoint behind it.
+func createService(t *testing.T, client kubernetes.Interface, ns, name, portName string, port, targetPort int, ip string) {
+	t.Helper()
+	if _, err := client.CoreV1().Services(ns).Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: portName, Port: int32(port)}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.DiscoveryV1().EndpointSlices(ns).Create(t.Context(), endpointSlice(ns, name+"-1", name, portName, targetPort, ip), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 var httpRoutes = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
 
 // routeConditions are the mesh controller's conditions on a route, as
@@ -96,15 +111,7 @@ func TestHTTPRoutesFromTheAPIServer(t *testing.T) {
 	pods := newPodNetwork(t)
 	ips, bs := pods.backends(t, 2, 8080) // web, web-v2
 	for i, name := range []string{"web", "web-v2"} {
-		if _, err := client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
-		}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := client.DiscoveryV1().EndpointSlices("shop").Create(ctx, endpointSlice("shop", name+"-1", name, "http", 8080, ips[i]), metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		createService(t, client, "shop", name, "http", 80, 8080, ips[i])
 	}
 	ctrl.start(t)
 	mp := xdsProxy(t, ctrl.xds, "shop")
@@ -231,15 +238,7 @@ spec:
 	// the same xDS server.
 	grpcIPs := append(pods.grpcBackends(t, 1, 50051), pods.grpcBackends(t, 1, 50051)...)
 	for i, name := range []string{"greeter", "greeter-v2"} {
-		if _, err := client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 50051}}},
-		}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := client.DiscoveryV1().EndpointSlices("shop").Create(ctx, endpointSlice("shop", name+"-1", name, "grpc", 50051, grpcIPs[i]), metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		createService(t, client, "shop", name, "grpc", 50051, 50051, grpcIPs[i])
 	}
 	apply(`
 apiVersion: gateway.networking.k8s.io/v1

@@ -1,6 +1,7 @@
 package xdswire
 
 import (
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -9,11 +10,14 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshproj/mesh/discovery"
 )
 
 func TestARequestReadsAsEnvoysDiscoveryRequest(t *testing.T) {
@@ -133,10 +137,26 @@ func FuzzDecoders(f *testing.F) {
 		"accrualMaxBackoff": "1m0s", "accrualJitter": "0.5", "maxRequestsPerEndpoint": "100", "requestTimeout": "2s"})
 	c, _ := proto.Marshal(&clusterv3.Cluster{Name: "web:80", Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: policy}}})
 	f.Add(c)
+	routes, _ := structpb.NewStruct(map[string]any{"routes": `[{"name":"shop/r/0","matches":[{"pathType":"PathPrefix","path":"/api"}],` +
+		`"backends":[{"service":{"host":"web.shop.svc.cluster.local","port":80},"weight":1}],"redirect":{"statusCode":301}}]`})
+	rc, _ := proto.Marshal(&routev3.RouteConfiguration{Name: "web:80", Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: routes}}})
+	f.Add(rc)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ParseResponse(b)
 		DecodeListener(b)
 		DecodeCluster(b)
 		DecodeEndpoints(b)
+		if _, rs, err := DecodeRoutes(b); err == nil {
+			for i := range rs {
+				if err := rs[i].Validate(); err != nil {
+					t.Fatalf("DecodeRoutes returned a route it should refuse: %v", err)
+				}
+				if rd := rs[i].Redirect; rd != nil {
+					for _, m := range append(rs[i].Matches, discovery.RouteMatch{}) {
+						rd.Location(httptest.NewRequest("GET", "http://web:8080/api/x?y=1", nil), m, "8080")
+					}
+				}
+			}
+		}
 	})
 }

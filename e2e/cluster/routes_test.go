@@ -122,8 +122,8 @@ func routesStep(t *testing.T) {
 	for _, r := range routes {
 		if r.Route == ns+"/canary/0" {
 			found = true
-			if strings.Join(r.Services, " ") != "server-v2.shop2.svc.cluster.local:8080 server.shop2.svc.cluster.local:8080" || r.RPS < 50 {
-				t.Errorf("mesh routes: the canary route sent %.0f rps to %v; want ~90 rps to both Services", r.RPS, r.Services)
+			if strings.Join(r.Services, " ") != "server-v2.shop2.svc.cluster.local:8080 server.shop2.svc.cluster.local:8080" || r.RPS < 20 {
+				t.Errorf("mesh routes: the canary route sent %.0f rps to %v; want tens a second to both Services", r.RPS, r.Services)
 			}
 		}
 	}
