@@ -83,6 +83,7 @@ write those annotations.`,
 	f.String(wellknown.ProxyMemLimit, "", "proxy memory limit (default 250Mi)")
 	f.String(wellknown.ProxyLogLevel, "", "proxy log level (default info)")
 	f.String(wellknown.ProxyImage, "", "full proxy image, overriding --image and --proxy-version")
+	f.String(wellknown.AccessLog, "", "the proxy's access log: json, a line per request on its standard output (default: none)")
 	f.String(wellknown.DefaultInboundPolicy, "", "the proxy's inbound policy for ports no Server selects: all-unauthenticated, all-authenticated, cluster-authenticated, deny or audit (default: the install's)")
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -116,6 +117,7 @@ finish for up to --shutdown-grace, and exits.`,
 	f.String("default-inbound-policy", string(discovery.AllUnauthenticated), "inbound policy for ports no Server selects, and for every port before a policy arrives: all-unauthenticated, all-authenticated, cluster-authenticated, deny or audit")
 	f.String("inbound-probes", "", "the app's HTTP probes, PORT:/PATH,... (what inject writes from the pod's probes): let through whatever the inbound policy")
 	f.StringSlice("cluster-networks", nil, "CIDRs cluster-authenticated admits without a mesh identity (default: 10.0.0.0/8, 100.64.0.0/10, 172.16.0.0/12, 192.168.0.0/16, fd00::/8)")
+	f.String("access-log", "", "write a line per request to standard output in this format: json (default: none; the annotation config.mesh.io/access-log sets it for injected pods)")
 	f.StringSlice("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
 	f.Int("cores", 1, "CPU cores the proxy runs on (GOMAXPROCS); 0: what the container's CPU limit allows. GOMAXPROCS in the environment wins over the default")
 	return cmd
@@ -229,6 +231,10 @@ func (o *proxyOptions) validate(v *viper.Viper) error {
 			return usageError{err}
 		}
 		o.cfg.OutboundTCP = append(o.cfg.OutboundTCP, fwd)
+	}
+	o.cfg.AccessLog = v.GetString("access-log")
+	if o.cfg.AccessLog != "" && !slices.Contains(proxy.AccessLogFormats, o.cfg.AccessLog) {
+		return usagef("--access-log %q: want one of %s, or nothing for none", o.cfg.AccessLog, strings.Join(proxy.AccessLogFormats, ", "))
 	}
 	o.cfg.DefaultInboundPolicy = discovery.DefaultPolicy(v.GetString("default-inbound-policy"))
 	if !o.cfg.DefaultInboundPolicy.Valid() {

@@ -378,21 +378,29 @@ func (e *ConfigError) Error() string {
 // checkConfig refuses a setting the proxy would not start with: the one in
 // force (the first of flag, pod template, workload and namespace).
 func checkConfig(o, tmpl obj, opt Options) error {
-	key := wellknown.DefaultInboundPolicy
-	ann := wellknown.ConfigPrefix + key
-	for _, c := range []struct{ where, value string }{
-		{"flag --" + key, opt.Config[key]},
-		{"the pod template's annotation " + ann, str(get(tmpl, "metadata", "annotations", ann))},
-		{"the workload's annotation " + ann, str(get(o, "metadata", "annotations", ann))},
-		{"the namespace's annotation " + ann, opt.NamespaceConfig[key]},
+	for _, k := range []struct {
+		key   string
+		valid func(string) bool
+		want  string
+	}{
+		{wellknown.DefaultInboundPolicy, func(v string) bool { return discovery.DefaultPolicy(v).Valid() }, joinPolicies()},
+		{wellknown.AccessLog, func(v string) bool { return v == "json" }, "json"},
 	} {
-		if c.value == "" {
-			continue
+		ann := wellknown.ConfigPrefix + k.key
+		for _, c := range []struct{ where, value string }{
+			{"flag --" + k.key, opt.Config[k.key]},
+			{"the pod template's annotation " + ann, str(get(tmpl, "metadata", "annotations", ann))},
+			{"the workload's annotation " + ann, str(get(o, "metadata", "annotations", ann))},
+			{"the namespace's annotation " + ann, opt.NamespaceConfig[k.key]},
+		} {
+			if c.value == "" {
+				continue
+			}
+			if !k.valid(c.value) {
+				return &ConfigError{Ref: Ref(o), Where: c.where, Value: c.value, Want: k.want}
+			}
+			break
 		}
-		if !discovery.DefaultPolicy(c.value).Valid() {
-			return &ConfigError{Ref: Ref(o), Where: c.where, Value: c.value, Want: joinPolicies()}
-		}
-		return nil
 	}
 	return nil
 }
@@ -476,6 +484,9 @@ func proxyContainer(o, tmpl obj, opt Options, image string) obj {
 	}
 	if v := config(o, tmpl, wellknown.DefaultInboundPolicy, def); v != "" {
 		envs = append(envs, env("MESH_DEFAULT_INBOUND_POLICY", v))
+	}
+	if v := config(o, tmpl, wellknown.AccessLog, opt.NamespaceConfig[wellknown.AccessLog]); v != "" {
+		envs = append(envs, env("MESH_ACCESS_LOG", v))
 	}
 	// The kubelet's probes reach the app through the proxy, from the
 	// node: they are let through whatever the policy, as the pod's owner

@@ -296,3 +296,30 @@ spec:
 		t.Errorf("a good pod setting under a bad namespace one: %v", err)
 	}
 }
+
+func TestTheAccessLogAnnotationReachesTheProxy(t *testing.T) {
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  annotations: {%s}
+spec:
+  containers: [{name: app, image: web:1}]
+`
+	o := opts()
+	if _, set := proxyEnv(t, strings.Replace(pod, "%s", "", 1), o)["MESH_ACCESS_LOG"]; set {
+		t.Error("no access log unless asked for")
+	}
+	if got := proxyEnv(t, strings.Replace(pod, "%s", "config.mesh.io/access-log: json", 1), o)["MESH_ACCESS_LOG"]; got != "json" {
+		t.Errorf("MESH_ACCESS_LOG %q; want the pod's json", got)
+	}
+	o.NamespaceConfig = map[string]string{wellknown.AccessLog: "json"}
+	if got := proxyEnv(t, strings.Replace(pod, "%s", "", 1), o)["MESH_ACCESS_LOG"]; got != "json" {
+		t.Errorf("MESH_ACCESS_LOG %q; want the namespace's json", got)
+	}
+	_, _, err := Transform([]Input{{Name: "pod.yaml", Data: []byte(strings.Replace(pod, "%s", "config.mesh.io/access-log: text", 1))}},
+		func(x obj) ([]Result, error) { return Inject(x, opts()) })
+	if err == nil || !strings.Contains(err.Error(), `the pod template's annotation config.mesh.io/access-log is "text": want one of json`) {
+		t.Errorf("a bad access log annotation: %v", err)
+	}
+}

@@ -275,6 +275,7 @@ func cookieValue(headers []string, name string) (string, bool) {
 func (p *Proxy) roundTrip(req *http.Request, tr http.RoundTripper, d direction, authority, target string, ep *balance.Endpoint, bal *balance.Balancer, pr peer) (*http.Response, error) {
 	labels := pr.labels(d, authority, target)
 	labels.Route = routeName(req.Context())
+	p.noteAttempt(req.Context(), target, pr)
 	p.metrics.Request(&labels)
 	began := time.Now()
 	tapID := p.tapStart(req, d, target, pr)

@@ -235,7 +235,8 @@ type meshHTTP struct {
 
 func (p *Proxy) newMeshHTTP() *meshHTTP {
 	m := &meshHTTP{ln: chanlistener.New(nil)}
-	m.h1 = httpio.NewServer(http.HandlerFunc(p.serveInbound), p.log, func(c net.Conn, state http.ConnState) {
+	h := p.logged(inbound, http.HandlerFunc(p.serveInbound))
+	m.h1 = httpio.NewServer(h, p.log, func(c net.Conn, state http.ConnState) {
 		switch state {
 		case http.StateNew:
 			p.window.open[inbound].Add(1)
@@ -248,7 +249,7 @@ func (p *Proxy) newMeshHTTP() *meshHTTP {
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
 	m.server = &http.Server{
-		Handler:           http.HandlerFunc(p.serveInbound),
+		Handler:           h,
 		Protocols:         &protocols,
 		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: httpio.MaxReadFrameSize},
 		ReadHeaderTimeout: p.cfg.RequestHeadTimeout,

@@ -20,7 +20,7 @@
 //   - tcp.go: opaque TCP, balanced per connection;
 //   - mtls.go, meshpool.go: mutual TLS between proxies;
 //   - admin.go, tap.go, window.go: the admin endpoints, live tap, and the
-//     recent-traffic window behind /stats.
+//     recent-traffic window behind /stats; accesslog.go: the access log.
 //
 // Other rooms: the HTTP/1 server and client and write corking (httpio),
 // balancing (balance), connection bounds (connlimit), detection (detect),
@@ -33,10 +33,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,7 +129,11 @@ type Config struct {
 	InboundProbes []Probe
 	// Labels are added to every metric (workload labels).
 	Labels map[string]string
-	Log    *slog.Logger
+	// AccessLog is the access log's format: "" (none) or "json", one
+	// line per request to AccessLogOut (standard output by default).
+	AccessLog    string
+	AccessLogOut io.Writer
+	Log          *slog.Logger
 }
 
 // Probe is an HTTP probe of the app: a port and an exact path.
@@ -178,9 +185,10 @@ func ParseTCPForward(s string) (TCPForward, error) {
 
 // Proxy is a running data plane.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	metrics *metrics.Metrics
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics.Metrics
+	accessLog *accessLog // nil when off
 
 	services  atomic.Pointer[serviceTable]
 	discState atomic.Pointer[discovery.State]
@@ -250,6 +258,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.RequireIdentity && cfg.Identity == nil {
 		return nil, errors.New("requiring mesh identity on inbound traffic needs an identity of its own")
 	}
+	if cfg.AccessLog != "" && !slices.Contains(AccessLogFormats, cfg.AccessLog) {
+		return nil, fmt.Errorf("access log format %q: want one of %s (or none)", cfg.AccessLog, strings.Join(AccessLogFormats, ", "))
+	}
 	if cfg.InboundForward != "" {
 		if _, err := netip.ParseAddrPort(cfg.InboundForward); err != nil {
 			return nil, fmt.Errorf("inbound forward address %q must be IP:port: %w", cfg.InboundForward, err)
@@ -283,8 +294,15 @@ func New(cfg Config) (*Proxy, error) {
 	if err := p.bindListeners(); err != nil {
 		return nil, err
 	}
-	p.outboundH = p.newHTTPEntry(outbound, http.HandlerFunc(p.serveOutbound))
-	p.inboundH = p.newHTTPEntry(inbound, http.HandlerFunc(p.serveInbound))
+	if cfg.AccessLog != "" {
+		out := cfg.AccessLogOut
+		if out == nil {
+			out = os.Stdout
+		}
+		p.accessLog = newAccessLog(out)
+	}
+	p.outboundH = p.newHTTPEntry(outbound, p.logged(outbound, http.HandlerFunc(p.serveOutbound)))
+	p.inboundH = p.newHTTPEntry(inbound, p.logged(inbound, http.HandlerFunc(p.serveInbound)))
 	p.inboundForward = p.newForwarder(inbound, inboundTransport{p})
 	p.originalDst = p.newForwarder(outbound, originalDstTransport{p})
 	p.meshH2, p.meshH1, p.meshUpgrade = p.newMeshTransports(cfg.IdleTimeout, cfg.MaxConnsPerEndpoint)
@@ -413,6 +431,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}()
 
 	var g errgroup.Group
+	if l := p.accessLog; l != nil {
+		flushDone := make(chan struct{})
+		defer func() { close(flushDone) }()
+		go l.run(flushDone)
+		defer l.flush()
+	}
 	g.Go(func() error { return serveHTTP(p.admin, p.adminLn) })
 	g.Go(func() error { p.reclaimMemory(discCtx, 5*time.Second); return nil })
 	p.log.Info("admin listening", slog.String("addr", p.adminLn.Addr().String()))

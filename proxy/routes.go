@@ -190,6 +190,7 @@ func (p *Proxy) serveService(w http.ResponseWriter, r *http.Request, svc *servic
 		}
 		target = b
 	}
+	p.noteRoute(r.Context(), ro.name)
 	r = r.WithContext(context.WithValue(r.Context(), routeKey{}, ro))
 	target.forward.ServeHTTP(w, r)
 }

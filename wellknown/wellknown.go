@@ -98,11 +98,13 @@ const (
 	// DefaultInboundPolicy is the proxy's inbound policy for ports no
 	// Server selects (see discovery.DefaultPolicy).
 	DefaultInboundPolicy = "default-inbound-policy"
+	// AccessLog is the proxy's access log format (json), none when empty.
+	AccessLog = "access-log"
 )
 
 // ConfigKeys lists every config key, in the order flags are documented.
 var ConfigKeys = []string{SkipInboundPorts, SkipOutboundPorts, SkipOutboundCIDRs, OpaquePorts,
-	ProxyCPURequest, ProxyCPULimit, ProxyMemRequest, ProxyMemLimit, ProxyLogLevel, ProxyImage, DefaultInboundPolicy}
+	ProxyCPURequest, ProxyCPULimit, ProxyMemRequest, ProxyMemLimit, ProxyLogLevel, ProxyImage, DefaultInboundPolicy, AccessLog}
 
 // TokenAudience is the audience of the ServiceAccount token the proxy shows
 // the identity service.
