@@ -21,6 +21,9 @@ type accessLine struct {
 	ResponseBytes int64     `json:"responseBytes"`
 	Client        string    `json:"client"`
 	Upstream      string    `json:"upstream"`
+	TLS           bool      `json:"tls"`
+	ClientID      string    `json:"clientID"`
+	ServerID      string    `json:"serverID"`
 	Route         string    `json:"route"`
 	TraceID       string    `json:"traceID"`
 	UserAgent     string    `json:"userAgent"`
@@ -88,5 +91,46 @@ func TestAccessLogWritesALinePerRequest(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // past a flush
 	if n := len(quiet.accessLines()); n != 0 {
 		t.Errorf("a proxy without --access-log wrote %d access log lines", n)
+	}
+}
+
+// Between two proxies with mTLS, each side's line names the identity the
+// other proved; a request the server's policy refuses is logged there
+// with why.
+func TestAccessLogNamesTheIdentitiesMTLSProved(t *testing.T) {
+	mi := startIdentity(t, "24h")
+	app := startBackend(t, "app")
+	server := startProxy(t, proxyOpts{discovery: appPolicy(t, app.addr, spiffe("client")),
+		args: append(mi.proxyArgs(t, "server"), "--inbound-forward", app.addr, "--access-log", "json")})
+	disc := discoveryFile(meshedService("web", 80, "", spiffe("server"), server.inbound))
+	client := startProxy(t, proxyOpts{discovery: disc, args: append(mi.proxyArgs(t, "client"), "--access-log", "json")})
+	other := startProxy(t, proxyOpts{discovery: disc, args: mi.proxyArgs(t, "other")})
+	if resp, _, err := newClient(client.outbound).get("web", "/named"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the named caller: %v %v", resp, err)
+	}
+	if resp, _, err := newClient(other.outbound).get("web", "/other"); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("another caller: %v %v", resp, err)
+	}
+	find := func(mp *meshProxy, dir, path string) (found accessLine) {
+		t.Helper()
+		waitFor(t, "the line of "+dir+" "+path, func() bool {
+			for _, l := range mp.accessLines() {
+				if l.Direction == dir && l.Path == path {
+					found = l
+					return true
+				}
+			}
+			return false
+		})
+		return found
+	}
+	if w := find(client, "outbound", "/named"); !w.TLS || w.ServerID != spiffe("server") || w.Status != 200 {
+		t.Errorf("the client's line: %+v", w)
+	}
+	if w := find(server, "inbound", "/named"); !w.TLS || w.ClientID != spiffe("client") || w.Status != 200 {
+		t.Errorf("the server's line: %+v", w)
+	}
+	if w := find(server, "inbound", "/other"); w.ClientID != spiffe("other") || w.Status != 403 || !strings.Contains(w.Error, "no authorization admits the client") {
+		t.Errorf("the server's line of a refused request: %+v", w)
 	}
 }
