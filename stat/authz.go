@@ -250,12 +250,8 @@ func admits(a discovery.Authorization) string {
 
 // RenderAuthz writes rows as a table or JSON.
 func RenderAuthz(w io.Writer, rows []AuthzRow, format string) error {
-	switch format {
-	case JSON:
-		return writeJSON(w, rows)
-	case Table, "":
-	default:
-		return fmt.Errorf("unknown output format %q: use table or json", format)
+	if done, err := asJSON(w, rows, format); done {
+		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(tw, "WORKLOAD\tSERVER\tPORT\tAUTHORIZATION\tADMITS\tALLOWED\tDENIED\tAUDITED\tWHY DENIED")

@@ -172,12 +172,8 @@ func outboundEdge(all []inventory.Workload, w inventory.Workload, s adminapi.Win
 
 // RenderEdges writes edges as a table or JSON.
 func RenderEdges(w io.Writer, edges []Edge, format string) error {
-	switch format {
-	case JSON:
-		return writeJSON(w, edges)
-	case Table, "":
-	default:
-		return fmt.Errorf("unknown output format %q: use table or json", format)
+	if done, err := asJSON(w, edges, format); done {
+		return err
 	}
 	if len(edges) == 0 {
 		_, err := fmt.Fprintln(w, "No traffic found.")

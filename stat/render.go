@@ -119,6 +119,19 @@ func latency(v *float64) string {
 	return strconv.FormatFloat(*v, 'f', 0, 64) + "ms"
 }
 
+// asJSON writes items as JSON when format asks for it, and reports
+// whether it did (or the format is unknown: err says so); otherwise the
+// caller writes its table.
+func asJSON[T any](w io.Writer, items []T, format string) (bool, error) {
+	switch format {
+	case JSON:
+		return true, writeJSON(w, items)
+	case Table, "":
+		return false, nil
+	}
+	return true, fmt.Errorf("unknown output format %q: use table or json", format)
+}
+
 // writeJSON writes a list as indented JSON, [] when empty (never null).
 func writeJSON[T any](w io.Writer, items []T) error {
 	if items == nil {

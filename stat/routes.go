@@ -113,12 +113,8 @@ func Routes(ctx context.Context, m *inventory.Mesh, o Options, fetch Fetcher) ([
 
 // RenderRoutes writes route rows as a table or JSON.
 func RenderRoutes(w io.Writer, rows []RouteRow, format string) error {
-	switch format {
-	case JSON:
-		return writeJSON(w, rows)
-	case Table, "":
-	default:
-		return fmt.Errorf("unknown output format %q: use table or json", format)
+	if done, err := asJSON(w, rows, format); done {
+		return err
 	}
 	if len(rows) == 0 {
 		_, err := fmt.Fprintln(w, "No outbound traffic found.")
