@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Route sends the requests it matches to weighted backend services, with
@@ -301,30 +303,17 @@ func (r *Route) Validate() error {
 	return nil
 }
 
-// ValidHeaderName reports whether name can be a header field's name.
-func ValidHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
 func (m *HeaderModifier) validate() error {
 	if m == nil {
 		return nil
 	}
 	for _, nv := range append(slices.Clone(m.Set), m.Add...) {
-		if !ValidHeaderName(nv.Name) || strings.ContainsAny(nv.Value, "\r\n\x00") {
+		if !httpguts.ValidHeaderFieldName(nv.Name) || !httpguts.ValidHeaderFieldValue(nv.Value) {
 			return fmt.Errorf("header %q: not a header name and value", nv.Name)
 		}
 	}
 	for _, name := range m.Remove {
-		if !ValidHeaderName(name) {
+		if !httpguts.ValidHeaderFieldName(name) {
 			return fmt.Errorf("header %q: not a header name", name)
 		}
 	}

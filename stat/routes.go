@@ -40,10 +40,7 @@ type RouteRow struct {
 // Routes collects the selected workloads' outbound traffic by route;
 // with o.To, only traffic to that workload's services.
 func Routes(ctx context.Context, m *inventory.Mesh, o Options, fetch Fetcher) ([]RouteRow, error) {
-	seconds := int(o.Window.Seconds())
-	if seconds <= 0 {
-		seconds = 10
-	}
+	seconds := o.seconds()
 	workloads, err := m.Select(o.Resource)
 	if err != nil {
 		return nil, err

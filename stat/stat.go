@@ -78,12 +78,17 @@ func HTTPFetcher(ctx context.Context, admin string, seconds int) (bool, *adminap
 	return ready, &st, nil
 }
 
+// seconds is the window in whole seconds, 10 when none is given.
+func (o Options) seconds() int {
+	if s := int(o.Window / time.Second); s > 0 {
+		return s
+	}
+	return 10
+}
+
 // Collect asks every proxy of the selected workloads and computes rows.
 func Collect(ctx context.Context, m *inventory.Mesh, o Options, fetch Fetcher) ([]Row, error) {
-	seconds := int(o.Window / time.Second)
-	if seconds <= 0 {
-		seconds = 10
-	}
+	seconds := o.seconds()
 	workloads, err := m.Select(o.Resource)
 	if err != nil {
 		return nil, err

@@ -275,7 +275,7 @@ func encodeRoutes(s *discovery.Service, name string) (*routev3.RouteConfiguratio
 	}
 	for _, e := range discovery.OrderRoutes(s.Routes) {
 		r := &s.Routes[e.Route]
-		action := routeAction(s, cmpTimeouts(r.Timeouts, s.Timeouts), cmpRetries(r.Retries, s.Retries), name, r.Backends)
+		action := routeAction(s, routeTimeouts(r.Timeouts, s.Timeouts), routeRetries(r.Retries, s.Retries), name, r.Backends)
 		for _, m := range envoyMatches(e.Match) {
 			er := &routev3.Route{Name: r.Name, Match: m, Action: &routev3.Route_Route{Route: action}}
 			if r.Redirect != nil {
@@ -336,16 +336,16 @@ func redirectAction(rd *discovery.Redirect) *routev3.RedirectAction {
 	return a
 }
 
-// cmpTimeouts and cmpRetries are a route's settings where it has them,
+// routeTimeouts and routeRetries are a route's settings where it has them,
 // else its service's.
-func cmpTimeouts(route, svc discovery.Timeouts) discovery.Timeouts {
+func routeTimeouts(route, svc discovery.Timeouts) discovery.Timeouts {
 	if route.Request > 0 {
 		return route
 	}
 	return svc
 }
 
-func cmpRetries(route, svc *discovery.Retries) *discovery.Retries {
+func routeRetries(route, svc *discovery.Retries) *discovery.Retries {
 	if route != nil {
 		return route
 	}

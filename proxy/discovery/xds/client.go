@@ -47,18 +47,21 @@ type Backend struct {
 	TLS *tls.Config
 	Log *slog.Logger
 
-	once      sync.Once
-	mu        sync.Mutex
-	update    func(discovery.State)
-	routes    map[discovery.Key]xdswire.Route
-	byVIP     map[netip.AddrPort]string
-	routesIn  chan struct{} // closed by the first Listener response
-	clusters  map[string]*subscription
-	revision  int
-	resend    chan struct{}
-	connected bool
-	lastErr   string
-	since     time.Time // of the current connection state
+	once   sync.Once
+	mu     sync.Mutex
+	update func(discovery.State)
+	routes map[discovery.Key]xdswire.Route
+	byVIP  map[netip.AddrPort]string
+	// routeConfigs names, by cluster, the route configuration its
+	// listener names (none: the controller serves no RDS for it).
+	routeConfigs map[string]string
+	routesIn     chan struct{} // closed by the first Listener response
+	clusters     map[string]*subscription
+	revision     int
+	resend       chan struct{}
+	connected    bool
+	lastErr      string
+	since        time.Time // of the current connection state
 	// policy is the pod's inbound policy, once one has arrived.
 	policy *discovery.InboundPolicy
 }
@@ -214,12 +217,15 @@ func (s *adsStream) send(typeURL string, names []string, nack error) error {
 // are asked for only where the service's listener names them, so that a
 // controller which serves none is never asked.
 func (s *adsStream) subscribe() error {
-	names, routeNames := s.b.clusterNames()
-	for t, names := range map[string][]string{xdswire.ClusterType: names, xdswire.EndpointType: names, xdswire.RouteType: routeNames} {
-		if len(names) == 0 && len(s.sent[t]) == 0 || slices.Equal(names, s.sent[t]) {
+	clusters, routes := s.b.clusterNames()
+	for _, sub := range []struct {
+		typ   string
+		names []string
+	}{{xdswire.ClusterType, clusters}, {xdswire.EndpointType, clusters}, {xdswire.RouteType, routes}} {
+		if len(sub.names) == 0 && len(s.sent[sub.typ]) == 0 || slices.Equal(sub.names, s.sent[sub.typ]) {
 			continue
 		}
-		if err := s.send(t, names, nil); err != nil {
+		if err := s.send(sub.typ, sub.names, nil); err != nil {
 			return err
 		}
 	}
@@ -284,13 +290,7 @@ func (b *Backend) clusterNames() (clusters, routes []string) {
 
 // routeConfigLocked is the route configuration the listener of a cluster
 // names, or "".
-func (b *Backend) routeConfigLocked(cluster string) string {
-	key, err := xdswire.KeyOf(cluster)
-	if err != nil {
-		return ""
-	}
-	return b.routes[key].RouteConfig
-}
+func (b *Backend) routeConfigLocked(cluster string) string { return b.routeConfigs[cluster] }
 
 // apply decodes a whole response first and changes nothing if any of it
 // is bad.
@@ -299,6 +299,7 @@ func (b *Backend) apply(resp *xdswire.Response) error {
 	case xdswire.ListenerType:
 		routes := make(map[discovery.Key]xdswire.Route, len(resp.Resources))
 		byVIP := map[netip.AddrPort]string{}
+		routeConfigs := map[string]string{}
 		for _, res := range resp.Resources {
 			r, err := xdswire.DecodeListener(res)
 			if err != nil {
@@ -308,10 +309,13 @@ func (b *Backend) apply(resp *xdswire.Response) error {
 			for _, v := range r.VIPs {
 				byVIP[v] = r.Cluster
 			}
+			if r.RouteConfig != "" {
+				routeConfigs[r.Cluster] = r.RouteConfig
+			}
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		b.routes, b.byVIP = routes, byVIP
+		b.routes, b.byVIP, b.routeConfigs = routes, byVIP, routeConfigs
 		b.askLocked() // a listener may name routes now
 		if !b.connected {
 			b.connected, b.lastErr, b.since = true, "", time.Now()
