@@ -84,6 +84,8 @@ write those annotations.`,
 	f.String(wellknown.ProxyLogLevel, "", "proxy log level (default info)")
 	f.String(wellknown.ProxyImage, "", "full proxy image, overriding --image and --proxy-version")
 	f.String(wellknown.AccessLog, "", "the proxy's access log: json, a line per request on its standard output (default: none)")
+	f.String(wellknown.TraceCollector, "", "where the proxy sends spans: an OTLP/HTTP collector, host:port or URL (default: the install's; none)")
+	f.String(wellknown.TraceSampling, "", "share of requests without a trace context that the proxy starts a trace for, 0 to 1 (default: the install's; 0)")
 	f.String(wellknown.DefaultInboundPolicy, "", "the proxy's inbound policy for ports no Server selects: all-unauthenticated, all-authenticated, cluster-authenticated, deny or audit (default: the install's)")
 	return cmd
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/internal/memlimit"
+	"github.com/meshproj/mesh/internal/otlp"
 	"github.com/meshproj/mesh/pki"
 	"github.com/meshproj/mesh/proxy"
 	"github.com/meshproj/mesh/proxy/discovery/file"
@@ -118,6 +119,9 @@ finish for up to --shutdown-grace, and exits.`,
 	f.String("inbound-probes", "", "the app's HTTP probes, PORT:/PATH,... (what inject writes from the pod's probes): let through whatever the inbound policy")
 	f.StringSlice("cluster-networks", nil, "CIDRs cluster-authenticated admits without a mesh identity (default: 10.0.0.0/8, 100.64.0.0/10, 172.16.0.0/12, 192.168.0.0/16, fd00::/8)")
 	f.String("access-log", "", "write a line per request to standard output in this format: json (default: none; the annotation config.mesh.io/access-log sets it for injected pods)")
+	f.String("trace-collector", "", "send spans to this OTLP/HTTP collector, host:port (such as jaeger.tracing:4318) or an http(s) URL (default: no tracing; mesh install --set tracing.collector=... sets it for injected pods)")
+	f.Float64("trace-sampling", 0, "share of requests without a trace context that start a trace, 0 to 1 (requests that carry one follow the caller's decision)")
+	f.String("trace-service", "", "the service name in the proxy's spans (default: mesh-proxy; injected pods get their workload's name)")
 	f.StringSlice("label", nil, "label added to every metric, such as namespace=default,workload=web (repeatable)")
 	f.Int("cores", 1, "CPU cores the proxy runs on (GOMAXPROCS); 0: what the container's CPU limit allows. GOMAXPROCS in the environment wins over the default")
 	return cmd
@@ -235,6 +239,18 @@ func (o *proxyOptions) validate(v *viper.Viper) error {
 	o.cfg.AccessLog = v.GetString("access-log")
 	if o.cfg.AccessLog != "" && !slices.Contains(proxy.AccessLogFormats, o.cfg.AccessLog) {
 		return usagef("--access-log %q: want one of %s, or nothing for none", o.cfg.AccessLog, strings.Join(proxy.AccessLogFormats, ", "))
+	}
+	o.cfg.TraceCollector, o.cfg.TraceSampling, o.cfg.TraceService = v.GetString("trace-collector"), v.GetFloat64("trace-sampling"), v.GetString("trace-service")
+	if o.cfg.TraceCollector != "" {
+		if _, err := otlp.CollectorURL(o.cfg.TraceCollector); err != nil {
+			return usagef("--trace-collector: %v", err)
+		}
+	}
+	if o.cfg.TraceSampling < 0 || o.cfg.TraceSampling > 1 {
+		return usagef("--trace-sampling %v: want a share from 0 to 1", o.cfg.TraceSampling)
+	}
+	if o.cfg.TraceSampling > 0 && o.cfg.TraceCollector == "" {
+		return usagef("--trace-sampling needs --trace-collector")
 	}
 	o.cfg.DefaultInboundPolicy = discovery.DefaultPolicy(v.GetString("default-inbound-policy"))
 	if !o.cfg.DefaultInboundPolicy.Valid() {

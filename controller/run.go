@@ -25,6 +25,7 @@ import (
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/inject"
 	"github.com/meshproj/mesh/internal/httpserve"
+	"github.com/meshproj/mesh/internal/otlp"
 	"github.com/meshproj/mesh/kubeapi"
 	"github.com/meshproj/mesh/pki"
 )
@@ -48,6 +49,9 @@ type Config struct {
 	// DefaultInboundPolicy is what the webhook gives proxies unless an
 	// annotation says otherwise.
 	DefaultInboundPolicy string
+	// TraceCollector and TraceSampling are the tracing the webhook gives
+	// proxies unless an annotation says otherwise (see inject.Options).
+	TraceCollector, TraceSampling string
 	// Rest is the same API server for client-go, whose leader election
 	// decides which replica writes route status; with none, no replica
 	// writes it. Identity names this replica in the Lease, and
@@ -67,6 +71,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("certificate lifetime %s: must be at least 1m", c.CertLifetime)
 	case c.Namespace == "" || c.TrustDomain == "" || c.ClusterDomain == "":
 		return errors.New("namespace, trust domain and cluster domain are all needed")
+	case c.TraceCollector != "" && !validCollector(c.TraceCollector):
+		return fmt.Errorf("trace collector %q: want host:port of an OTLP/HTTP collector, or an http(s) URL", c.TraceCollector)
 	case c.Rest != nil && (c.Identity == "" || c.LeaseDuration < 3*time.Second):
 		return fmt.Errorf("leader election needs this replica's identity and a lease of at least 3s (have %q, %s)", c.Identity, c.LeaseDuration)
 	}
@@ -89,6 +95,7 @@ func (c *Config) InjectOptions(anchors string) inject.Options {
 	opt.IdentityAddr = svc("mesh-identity", 8443)
 	opt.DiscoveryAddr = svc("mesh-destination", 8086)
 	opt.DefaultInboundPolicy = c.DefaultInboundPolicy
+	opt.TraceCollector, opt.TraceSampling = c.TraceCollector, c.TraceSampling
 	return opt
 }
 
@@ -252,4 +259,9 @@ func adminMux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
 		w.Write([]byte("ready\n"))
 	})
 	return mux
+}
+
+func validCollector(s string) bool {
+	_, err := otlp.CollectorURL(s)
+	return err == nil
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	"github.com/meshproj/mesh/discovery"
+	"github.com/meshproj/mesh/internal/otlp"
 	"github.com/meshproj/mesh/wellknown"
 )
 
@@ -59,6 +60,10 @@ type Options struct {
 	// config.mesh.io/default-inbound-policy annotation (pod template,
 	// workload, then NamespaceConfig) wins. Empty: the proxy's own.
 	DefaultInboundPolicy string
+	// TraceCollector and TraceSampling are the install's tracing; the
+	// config.mesh.io/trace-collector and trace-sampling annotations win.
+	TraceCollector string
+	TraceSampling  string
 	// NamespaceConfig are the config.mesh.io/ annotations of the
 	// workload's namespace (the webhook reads them), below the workload's.
 	NamespaceConfig map[string]string
@@ -280,6 +285,47 @@ func config(o, tmpl obj, key, def string) string {
 	return def
 }
 
+// configOr is a config key's value in force: the pod template's, the
+// workload's, the namespace's, then def.
+func configOr(o, tmpl obj, opt Options, key, def string) string {
+	if v := opt.NamespaceConfig[key]; v != "" {
+		def = v
+	}
+	return config(o, tmpl, key, def)
+}
+
+// serviceName names a workload in its proxy's spans: the pod template's
+// app.kubernetes.io/name or app label, else the workload's name; for a
+// pod (the webhook's case), its controller's, without a ReplicaSet's
+// template hash.
+func serviceName(o, tmpl obj) string {
+	for _, l := range []string{"app.kubernetes.io/name", "app"} {
+		if v := str(get(tmpl, "metadata", "labels", l)); v != "" {
+			return v
+		}
+	}
+	name := str(get(o, "metadata", "name"))
+	if o["kind"] != "Pod" {
+		return name
+	}
+	refs, _ := get(o, "metadata", "ownerReferences").([]any)
+	for _, r := range refs {
+		ref, _ := r.(obj)
+		if ref == nil || ref["controller"] != true {
+			continue
+		}
+		owner := str(ref["name"])
+		if hash := str(get(o, "metadata", "labels", "pod-template-hash")); ref["kind"] == "ReplicaSet" && hash != "" {
+			owner = strings.TrimSuffix(owner, "-"+hash)
+		}
+		return owner
+	}
+	if name == "" {
+		name = strings.TrimSuffix(str(get(o, "metadata", "generateName")), "-")
+	}
+	return name
+}
+
 func injectPod(tmpl, spec, o obj, opt Options, r *recorder) {
 	meta := r.ensureObj(tmpl, "metadata", "metadata")
 	ann := r.ensureObj(meta, "annotations", "metadata.annotations")
@@ -372,7 +418,7 @@ type ConfigError struct {
 }
 
 func (e *ConfigError) Error() string {
-	return fmt.Sprintf("%s: %s is %q: want one of %s", e.Ref, e.Where, e.Value, e.Want)
+	return fmt.Sprintf("%s: %s is %q: want %s", e.Ref, e.Where, e.Value, e.Want)
 }
 
 // checkConfig refuses a setting the proxy would not start with: the one in
@@ -383,8 +429,10 @@ func checkConfig(o, tmpl obj, opt Options) error {
 		valid func(string) bool
 		want  string
 	}{
-		{wellknown.DefaultInboundPolicy, func(v string) bool { return discovery.DefaultPolicy(v).Valid() }, joinPolicies()},
-		{wellknown.AccessLog, func(v string) bool { return v == "json" }, "json"},
+		{wellknown.DefaultInboundPolicy, func(v string) bool { return discovery.DefaultPolicy(v).Valid() }, "one of " + joinPolicies()},
+		{wellknown.AccessLog, func(v string) bool { return v == "json" }, "one of json"},
+		{wellknown.TraceCollector, func(v string) bool { _, err := otlp.CollectorURL(v); return err == nil }, "host:port of an OTLP/HTTP collector, or an http(s) URL"},
+		{wellknown.TraceSampling, func(v string) bool { f, err := strconv.ParseFloat(v, 64); return err == nil && f >= 0 && f <= 1 }, "a share from 0 to 1"},
 	} {
 		ann := wellknown.ConfigPrefix + k.key
 		for _, c := range []struct{ where, value string }{
@@ -477,6 +525,12 @@ func proxyContainer(o, tmpl obj, opt Options, image string) obj {
 	}
 	if v := config(o, tmpl, wellknown.OpaquePorts, ""); v != "" {
 		envs = append(envs, env("MESH_OPAQUE_PORTS", v))
+	}
+	if c := configOr(o, tmpl, opt, wellknown.TraceCollector, opt.TraceCollector); c != "" {
+		envs = append(envs, env("MESH_TRACE_COLLECTOR", c), env("MESH_TRACE_SERVICE", serviceName(o, tmpl)))
+		if v := configOr(o, tmpl, opt, wellknown.TraceSampling, opt.TraceSampling); v != "" {
+			envs = append(envs, env("MESH_TRACE_SAMPLING", v))
+		}
 	}
 	def := opt.DefaultInboundPolicy
 	if v := opt.NamespaceConfig[wellknown.DefaultInboundPolicy]; v != "" {

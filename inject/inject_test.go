@@ -323,3 +323,56 @@ spec:
 		t.Errorf("a bad access log annotation: %v", err)
 	}
 }
+
+func TestTracingReachesTheProxy(t *testing.T) {
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: server-7d9f8c6b5-x2x9z
+  labels: {pod-template-hash: 7d9f8c6b5}
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: server-7d9f8c6b5, uid: u1, controller: true}]
+  annotations: {%s}
+spec:
+  containers: [{name: app, image: web:1}]
+`
+	o := opts()
+	if env := proxyEnv(t, strings.Replace(pod, "%s", "", 1), o); env["MESH_TRACE_COLLECTOR"] != "" || env["MESH_TRACE_SERVICE"] != "" {
+		t.Errorf("tracing without a collector: %v", env)
+	}
+	o.TraceCollector, o.TraceSampling = "jaeger.tracing:4318", "0.25"
+	env := proxyEnv(t, strings.Replace(pod, "%s", "", 1), o)
+	if env["MESH_TRACE_COLLECTOR"] != "jaeger.tracing:4318" || env["MESH_TRACE_SAMPLING"] != "0.25" || env["MESH_TRACE_SERVICE"] != "server" {
+		t.Errorf("the install's tracing: %v; want its collector and sampling, and the Deployment's name", env)
+	}
+	o.NamespaceConfig = map[string]string{wellknown.TraceCollector: "otel.ns:4318"}
+	if got := proxyEnv(t, strings.Replace(pod, "%s", "config.mesh.io/trace-sampling: '1'", 1), o); got["MESH_TRACE_COLLECTOR"] != "otel.ns:4318" || got["MESH_TRACE_SAMPLING"] != "1" {
+		t.Errorf("namespace's collector and pod's sampling: %v", got)
+	}
+	for ann, want := range map[string]string{
+		"config.mesh.io/trace-collector: jaeger": `the pod template's annotation config.mesh.io/trace-collector is "jaeger": want host:port`,
+		"config.mesh.io/trace-sampling: '2'":     `config.mesh.io/trace-sampling is "2": want a share from 0 to 1`,
+	} {
+		_, _, err := Transform([]Input{{Name: "pod.yaml", Data: []byte(strings.Replace(pod, "%s", ann, 1))}},
+			func(x obj) ([]Result, error) { return Inject(x, o) })
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want %q", ann, err, want)
+		}
+	}
+}
+
+func TestServiceNameOfAWorkload(t *testing.T) {
+	for want, o := range map[string]obj{
+		"web":   {"kind": "Deployment", "metadata": obj{"name": "web"}},
+		"shop":  {"kind": "Deployment", "metadata": obj{"name": "web"}, "tmpl": obj{"metadata": obj{"labels": obj{"app": "shop"}}}},
+		"db":    {"kind": "Pod", "metadata": obj{"name": "db-0", "ownerReferences": []any{obj{"kind": "StatefulSet", "name": "db", "controller": true}}}},
+		"alone": {"kind": "Pod", "metadata": obj{"name": "alone"}},
+	} {
+		tmpl, _ := o["tmpl"].(obj)
+		if tmpl == nil {
+			tmpl = obj{}
+		}
+		if got := serviceName(o, tmpl); got != want {
+			t.Errorf("%v: %q; want %q", o, got, want)
+		}
+	}
+}

@@ -111,6 +111,19 @@ func TestValues(t *testing.T) {
 			t.Errorf("--set %s accepted", bad)
 		}
 	}
+	if err := v.Set("tracing.collector=jaeger.tracing:4318"); err != nil || v.Validate() != nil {
+		t.Errorf("tracing.collector: %v %v", err, v.Validate())
+	}
+	if out := render(t, v, given(), "yaml"); !bytes.Contains(out, []byte("--trace-collector=jaeger.tracing:4318")) {
+		t.Error("the controller is not told the collector")
+	}
+	for _, bad := range []string{"tracing.collector=jaeger", "tracing.sampling=1.5"} {
+		w := DefaultValues("v1")
+		w.Set(bad)
+		if err := w.Validate(); err == nil || !strings.Contains(err.Error(), strings.Split(bad, "=")[0]) {
+			t.Errorf("--set %s: %v", bad, err)
+		}
+	}
 	v.Webhook.FailurePolicy = "Sometimes"
 	if err := v.Validate(); err == nil {
 		t.Error("bad failure policy accepted")

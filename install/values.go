@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshproj/mesh/discovery"
+	"github.com/meshproj/mesh/internal/otlp"
 	"github.com/meshproj/mesh/wellknown"
 )
 
@@ -31,6 +32,7 @@ type Values struct {
 	Identity    Identity   `yaml:"identity"`
 	Webhook     Webhook    `yaml:"webhook"`
 	Policy      Policy     `yaml:"policy"`
+	Tracing     Tracing    `yaml:"tracing"`
 	// PrometheusOperator renders a PodMonitor for proxies and a
 	// ServiceMonitor for the controller.
 	PrometheusOperator bool `yaml:"prometheusOperator"`
@@ -64,6 +66,17 @@ type Policy struct {
 	// unless a namespace or workload says otherwise with the
 	// config.mesh.io/default-inbound-policy annotation.
 	DefaultInbound string `yaml:"defaultInbound"`
+}
+
+// Tracing is every injected proxy's tracing, unless a namespace or
+// workload annotation (config.mesh.io/trace-collector, trace-sampling)
+// says otherwise.
+type Tracing struct {
+	// Collector is an OTLP/HTTP collector, host:port or URL; empty: none.
+	Collector string `yaml:"collector"`
+	// Sampling is the share of requests without a trace context that
+	// start a trace, 0 to 1.
+	Sampling string `yaml:"sampling"`
 }
 
 // Webhook configures the injection webhook.
@@ -156,6 +169,19 @@ func (v *Values) Validate() error {
 	}
 	if !discovery.DefaultPolicy(v.Policy.DefaultInbound).Valid() {
 		return fmt.Errorf("policy.defaultInbound %q: want one of %v", v.Policy.DefaultInbound, discovery.DefaultPolicies)
+	}
+	if c := v.Tracing.Collector; c != "" {
+		if _, err := otlp.CollectorURL(c); err != nil {
+			return fmt.Errorf("tracing.collector: %v", err)
+		}
+	}
+	if s := v.Tracing.Sampling; s != "" {
+		if f, err := strconv.ParseFloat(s, 64); err != nil || f < 0 || f > 1 {
+			return fmt.Errorf("tracing.sampling %q: want a share from 0 to 1", s)
+		}
+		if v.Tracing.Collector == "" {
+			return fmt.Errorf("tracing.sampling needs tracing.collector")
+		}
 	}
 	if v.Webhook.TimeoutSeconds < 1 || v.Webhook.TimeoutSeconds > 30 {
 		return fmt.Errorf("webhook.timeoutSeconds must be 1-30, got %d", v.Webhook.TimeoutSeconds)

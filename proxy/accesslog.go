@@ -9,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // This file is the access log: with --access-log json, one line per
@@ -93,25 +96,32 @@ type accessInfo struct {
 	route    string
 	upstream string
 	peer     peer
+	attempts int
 }
 
 type accessInfoKey struct{}
 
 // noteAttempt records where an attempt of a logged request went.
 func (p *Proxy) noteAttempt(ctx context.Context, target string, pr peer) {
-	if p.accessLog == nil {
+	if p.accessLog == nil && p.tracing == nil {
 		return
 	}
 	if ai, _ := ctx.Value(accessInfoKey{}).(*accessInfo); ai != nil {
 		ai.mu.Lock()
 		ai.upstream, ai.peer = target, pr
+		ai.attempts++
+		n := ai.attempts
 		ai.mu.Unlock()
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			span.AddEvent("attempt", trace.WithAttributes(attribute.Int("mesh.attempt", n), attribute.String("network.peer.address", target),
+				attribute.String("mesh.server.identity", pr.serverID)))
+		}
 	}
 }
 
 // noteRoute records the route a logged request was sent by.
 func (p *Proxy) noteRoute(ctx context.Context, route string) {
-	if p.accessLog == nil {
+	if p.accessLog == nil && p.tracing == nil {
 		return
 	}
 	if ai, _ := ctx.Value(accessInfoKey{}).(*accessInfo); ai != nil {
@@ -122,12 +132,20 @@ func (p *Proxy) noteRoute(ctx context.Context, route string) {
 }
 
 // logged wraps a direction's handler to write a line for each request
-// once its response is done; without an access log, it is h itself.
+// once its response is done, and to trace it; without an access log or a
+// trace collector, it is h itself.
 func (p *Proxy) logged(d direction, h http.Handler) http.Handler {
-	if p.accessLog == nil {
+	if p.accessLog == nil && p.tracing == nil {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var span trace.Span
+		if p.tracing != nil {
+			if r, span = p.tracing.start(r, d); span == nil && p.accessLog == nil {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
 		ai := &accessInfo{}
 		if ci := infoOf(r.Context()); ci != nil {
 			ai.peer = ci.peer
@@ -150,8 +168,14 @@ func (p *Proxy) logged(d direction, h http.Handler) http.Handler {
 		ai.mu.Lock()
 		rec.Route, rec.Upstream = ai.route, ai.upstream
 		rec.ClientID, rec.ServerID, rec.TLS = ai.peer.clientID, ai.peer.serverID, ai.peer.tls
+		attempts := ai.attempts
 		ai.mu.Unlock()
-		p.accessLog.write(rec)
+		if p.accessLog != nil {
+			p.accessLog.write(rec)
+		}
+		if span != nil {
+			p.tracing.end(span, d, r, rec, attempts)
+		}
 	})
 }
 

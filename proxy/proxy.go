@@ -20,7 +20,7 @@
 //   - tcp.go: opaque TCP, balanced per connection;
 //   - mtls.go, meshpool.go: mutual TLS between proxies;
 //   - admin.go, tap.go, window.go: the admin endpoints, live tap, and the
-//     recent-traffic window behind /stats; accesslog.go: the access log.
+//     recent-traffic window behind /stats; accesslog.go: the access log; tracing.go: spans.
 //
 // Other rooms: the HTTP/1 server and client and write corking (httpio),
 // balancing (balance), connection bounds (connlimit), detection (detect),
@@ -52,6 +52,7 @@ import (
 	"github.com/meshproj/mesh/discovery"
 	"github.com/meshproj/mesh/identity"
 	"github.com/meshproj/mesh/internal/exepages"
+	"github.com/meshproj/mesh/internal/otlp"
 	"github.com/meshproj/mesh/proxy/authz"
 	"github.com/meshproj/mesh/proxy/connlimit"
 	"github.com/meshproj/mesh/proxy/httpio"
@@ -133,7 +134,14 @@ type Config struct {
 	// line per request to AccessLogOut (standard output by default).
 	AccessLog    string
 	AccessLogOut io.Writer
-	Log          *slog.Logger
+	// TraceCollector is where spans go (a CollectorURL); "" traces
+	// nothing. TraceSampling is the share of requests without a trace
+	// context that start one (0 to 1); TraceService names the workload
+	// in its spans (default: mesh-proxy).
+	TraceCollector string
+	TraceSampling  float64
+	TraceService   string
+	Log            *slog.Logger
 }
 
 // Probe is an HTTP probe of the app: a port and an exact path.
@@ -189,6 +197,7 @@ type Proxy struct {
 	log       *slog.Logger
 	metrics   *metrics.Metrics
 	accessLog *accessLog // nil when off
+	tracing   *tracing   // nil when off
 
 	services  atomic.Pointer[serviceTable]
 	discState atomic.Pointer[discovery.State]
@@ -261,6 +270,16 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.AccessLog != "" && !slices.Contains(AccessLogFormats, cfg.AccessLog) {
 		return nil, fmt.Errorf("access log format %q: want one of %s (or none)", cfg.AccessLog, strings.Join(AccessLogFormats, ", "))
 	}
+	if cfg.TraceSampling < 0 || cfg.TraceSampling > 1 {
+		return nil, fmt.Errorf("trace sampling %v: want a share from 0 to 1", cfg.TraceSampling)
+	}
+	if cfg.TraceCollector != "" {
+		u, err := otlp.CollectorURL(cfg.TraceCollector)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TraceCollector = u
+	}
 	if cfg.InboundForward != "" {
 		if _, err := netip.ParseAddrPort(cfg.InboundForward); err != nil {
 			return nil, fmt.Errorf("inbound forward address %q must be IP:port: %w", cfg.InboundForward, err)
@@ -300,6 +319,16 @@ func New(cfg Config) (*Proxy, error) {
 			out = os.Stdout
 		}
 		p.accessLog = newAccessLog(out)
+	}
+	if cfg.TraceCollector != "" {
+		service := cfg.TraceService
+		if service == "" {
+			service = "mesh-proxy"
+		}
+		if p.tracing, err = newTracing(cfg.TraceCollector, cfg.TraceSampling, service, cfg.Labels, p.metrics.Registry); err != nil {
+			p.closeAll()
+			return nil, err
+		}
 	}
 	p.outboundH = p.newHTTPEntry(outbound, p.logged(outbound, http.HandlerFunc(p.serveOutbound)))
 	p.inboundH = p.newHTTPEntry(inbound, p.logged(inbound, http.HandlerFunc(p.serveInbound)))
@@ -436,6 +465,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 		defer func() { close(flushDone) }()
 		go l.run(flushDone)
 		defer l.flush()
+	}
+	if t := p.tracing; t != nil {
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), traceExportWait)
+			defer cancel()
+			t.shutdown(ctx)
+		}()
 	}
 	g.Go(func() error { return serveHTTP(p.admin, p.adminLn) })
 	g.Go(func() error { p.reclaimMemory(discCtx, 5*time.Second); return nil })

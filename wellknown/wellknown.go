@@ -100,11 +100,17 @@ const (
 	DefaultInboundPolicy = "default-inbound-policy"
 	// AccessLog is the proxy's access log format (json), none when empty.
 	AccessLog = "access-log"
+	// TraceCollector is where the proxy sends spans (OTLP/HTTP host:port
+	// or URL), none when empty; TraceSampling the share of requests
+	// without a trace context that start one.
+	TraceCollector = "trace-collector"
+	TraceSampling  = "trace-sampling"
 )
 
 // ConfigKeys lists every config key, in the order flags are documented.
 var ConfigKeys = []string{SkipInboundPorts, SkipOutboundPorts, SkipOutboundCIDRs, OpaquePorts,
-	ProxyCPURequest, ProxyCPULimit, ProxyMemRequest, ProxyMemLimit, ProxyLogLevel, ProxyImage, DefaultInboundPolicy, AccessLog}
+	ProxyCPURequest, ProxyCPULimit, ProxyMemRequest, ProxyMemLimit, ProxyLogLevel, ProxyImage, DefaultInboundPolicy, AccessLog,
+	TraceCollector, TraceSampling}
 
 // TokenAudience is the audience of the ServiceAccount token the proxy shows
 // the identity service.

@@ -61,7 +61,8 @@ attached to Services.`,
 				WebhookCertFile: v.GetString("webhook-cert-file"), WebhookKeyFile: v.GetString("webhook-key-file"),
 				ProxyVersion: cli.ProxyVersion(v.GetString("proxy-version")), Log: log,
 				DefaultInboundPolicy: v.GetString("default-inbound-policy"),
-				Rest:                 restConfig, Identity: id, LeaseDuration: v.GetDuration("lease-duration"),
+				TraceCollector:       v.GetString("trace-collector"), TraceSampling: v.GetString("trace-sampling"),
+				Rest: restConfig, Identity: id, LeaseDuration: v.GetDuration("lease-duration"),
 			}
 			if err := c.Validate(); err != nil {
 				return cli.UsageError(err)
@@ -85,6 +86,8 @@ attached to Services.`,
 	f.String("proxy-version", "", "proxy version the webhook injects (default: this binary's)")
 	f.String("identity", "", "this replica's name in the leader-election Lease (default: the host name, the pod's name)")
 	f.Duration("lease-duration", 15*time.Second, "how long the leader's Lease lasts unrenewed: how soon another replica takes over from one that died")
+	f.String("trace-collector", "", "the OTLP/HTTP collector (host:port or URL) the webhook tells proxies to send spans to, unless an annotation config.mesh.io/trace-collector says otherwise (default: none)")
+	f.String("trace-sampling", "", "the share of requests without a trace context that the webhook's proxies start a trace for, 0 to 1 (default: 0)")
 	f.String("default-inbound-policy", "all-unauthenticated", "the inbound policy the webhook gives proxies for ports no Server selects, unless a namespace or workload annotation config.mesh.io/default-inbound-policy says otherwise")
 	return cmd
 }
