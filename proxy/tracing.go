@@ -48,7 +48,7 @@ type tracing struct {
 	queue    *spanQueue
 	sampling float64
 	w3c      propagation.TraceContext
-	b3       propagation.TextMapPropagator // reads both encodings
+	// Either B3 propagator reads both encodings; each writes its own.
 	b3single propagation.TextMapPropagator
 	b3multi  propagation.TextMapPropagator
 }
@@ -90,7 +90,6 @@ func newTracing(endpoint string, sampling float64, service string, labels map[st
 	)
 	return &tracing{
 		provider: tp, tracer: tp.Tracer("mesh-proxy"), queue: q, sampling: sampling,
-		b3:       b3.New(b3.WithInjectEncoding(b3.B3SingleHeader)),
 		b3single: b3.New(b3.WithInjectEncoding(b3.B3SingleHeader)),
 		b3multi:  b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader)),
 	}, nil
@@ -110,9 +109,9 @@ func (t *tracing) start(r *http.Request, d direction) (*http.Request, trace.Span
 	case h.Get("Traceparent") != "":
 		ctx = t.w3c.Extract(ctx, carrier)
 	case h.Get("B3") != "":
-		ctx, inject = t.b3.Extract(ctx, carrier), t.b3single.Inject
+		ctx, inject = t.b3single.Extract(ctx, carrier), t.b3single.Inject
 	case h.Get("X-B3-Traceid") != "":
-		ctx, inject = t.b3.Extract(ctx, carrier), t.b3multi.Inject
+		ctx, inject = t.b3multi.Extract(ctx, carrier), t.b3multi.Inject
 	}
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		if t.sampling <= 0 {

@@ -3,87 +3,20 @@ package proxy
 import (
 	"context"
 	"encoding/hex"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/meshproj/mesh/internal/otlp"
+	"github.com/meshproj/mesh/internal/otlp/otlptest"
 )
-
-// collector is an OTLP/HTTP receiver on loopback that keeps the spans it
-// is sent.
-type collector struct {
-	srv   *httptest.Server
-	mu    sync.Mutex
-	spans []*tracepb.Span
-	names []string // each span's service.name
-}
-
-func newCollector(t *testing.T) *collector {
-	c := &collector{}
-	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var req coltrace.ExportTraceServiceRequest
-		if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
-			http.Error(w, "bad export", http.StatusBadRequest)
-			return
-		}
-		c.mu.Lock()
-		for _, rs := range req.ResourceSpans {
-			name := ""
-			for _, a := range rs.GetResource().GetAttributes() {
-				if a.Key == "service.name" {
-					name = a.GetValue().GetStringValue()
-				}
-			}
-			for _, ss := range rs.ScopeSpans {
-				for _, s := range ss.Spans {
-					c.spans, c.names = append(c.spans, s), append(c.names, name)
-				}
-			}
-		}
-		c.mu.Unlock()
-		b, _ := proto.Marshal(&coltrace.ExportTraceServiceResponse{})
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.Write(b)
-	}))
-	t.Cleanup(c.srv.Close)
-	return c
-}
-
-func (c *collector) got() []*tracepb.Span {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*tracepb.Span(nil), c.spans...)
-}
-
-func attr(s *tracepb.Span, key string) any {
-	for _, a := range s.Attributes {
-		if a.Key == key {
-			switch v := a.Value.Value.(type) {
-			case *commonpb.AnyValue_StringValue:
-				return v.StringValue
-			case *commonpb.AnyValue_IntValue:
-				return v.IntValue
-			case *commonpb.AnyValue_BoolValue:
-				return v.BoolValue
-			}
-		}
-	}
-	return nil
-}
 
 // tracedProxy is a proxy whose only part is its tracer, sending to
 // endpoint, and the handler it wraps: one attempt to an upstream with an
@@ -125,11 +58,11 @@ const callerTrace, callerSpan = "4bf92f3577b34da6a3ce929d0e0736aa", "00f067aa0ba
 // A request in a sampled W3C trace gets a client span, child of the
 // caller's, and the next hop is told the proxy's span is its parent.
 func TestTracingJoinsTheCallersTrace(t *testing.T) {
-	c := newCollector(t)
-	p, h, seen, _ := tracedProxy(t, c.srv.URL, 0, 503)
+	c := otlptest.Start(t)
+	p, h, seen, _ := tracedProxy(t, c.URL, 0, 503)
 	send(h, "Traceparent", "00-"+callerTrace+"-"+callerSpan+"-01", "Tracestate", "vendor=x")
 	p.tracing.shutdown(context.Background())
-	spans := c.got()
+	spans := c.Spans()
 	if len(spans) != 1 {
 		t.Fatalf("%d spans exported; want 1", len(spans))
 	}
@@ -150,25 +83,25 @@ func TestTracingJoinsTheCallersTrace(t *testing.T) {
 	for k, want := range map[string]any{"http.request.method": "GET", "http.response.status_code": int64(503), "server.address": "api.shop",
 		"mesh.server.identity": "spiffe://cluster.local/ns/shop/sa/api", "network.peer.address": "10.0.0.2", "mesh.attempts": int64(2),
 		"http.request.resend_count": int64(1)} {
-		if got := attr(s, k); got != want {
+		if got := otlptest.Attr(s, k); got != want {
 			t.Errorf("%s = %v; want %v", k, got, want)
 		}
 	}
-	if len(s.Events) != 2 || c.names[0] != "web" {
-		t.Errorf("%d attempt events, service %q; want 2 and web", len(s.Events), c.names[0])
+	if len(s.Events) != 2 || c.Service(s) != "web" {
+		t.Errorf("%d attempt events, service %q; want 2 and web", len(s.Events), c.Service(s))
 	}
 }
 
 // B3 comes in single or multi headers and goes on in the same encoding.
 func TestTracingKeepsTheB3Encoding(t *testing.T) {
-	c := newCollector(t)
-	p, h, seen, _ := tracedProxy(t, c.srv.URL, 0, 200)
+	c := otlptest.Start(t)
+	p, h, seen, _ := tracedProxy(t, c.URL, 0, 200)
 	send(h, "B3", callerTrace+"-"+callerSpan+"-1")
 	single := *seen
 	send(h, "X-B3-TraceId", callerTrace, "X-B3-SpanId", callerSpan, "X-B3-Sampled", "1")
 	multi := *seen
 	p.tracing.shutdown(context.Background())
-	spans := c.got()
+	spans := c.Spans()
 	if len(spans) != 2 {
 		t.Fatalf("%d spans; want 2", len(spans))
 	}
@@ -188,8 +121,8 @@ func TestTracingKeepsTheB3Encoding(t *testing.T) {
 // The caller's decision not to sample is followed, and passed on; a
 // request without a context is left alone unless a ratio is set.
 func TestTracingSampling(t *testing.T) {
-	c := newCollector(t)
-	p, h, seen, _ := tracedProxy(t, c.srv.URL, 0, 200)
+	c := otlptest.Start(t)
+	p, h, seen, _ := tracedProxy(t, c.URL, 0, 200)
 	send(h, "Traceparent", "00-"+callerTrace+"-"+callerSpan+"-00")
 	if tp := seen.Get("Traceparent"); !strings.HasPrefix(tp, "00-"+callerTrace+"-") || !strings.HasSuffix(tp, "-00") {
 		t.Errorf("unsampled: next hop saw %q; want the trace, unsampled", tp)
@@ -199,14 +132,14 @@ func TestTracingSampling(t *testing.T) {
 		t.Errorf("no context, no ratio: next hop saw headers %v; want none added", *seen)
 	}
 	p.tracing.shutdown(context.Background())
-	if n := len(c.got()); n != 0 {
+	if n := len(c.Spans()); n != 0 {
 		t.Errorf("%d spans exported; want none", n)
 	}
 
-	p, h, seen, _ = tracedProxy(t, c.srv.URL, 1, 200)
+	p, h, seen, _ = tracedProxy(t, c.URL, 1, 200)
 	send(h)
 	p.tracing.shutdown(context.Background())
-	spans := c.got()
+	spans := c.Spans()
 	if len(spans) != 1 || len(spans[0].ParentSpanId) != 0 || !strings.Contains(seen.Get("Traceparent"), hex.EncodeToString(spans[0].SpanId)) {
 		t.Errorf("ratio 1: %d spans, next hop saw %q; want one root span as its parent", len(spans), seen.Get("Traceparent"))
 	}
@@ -268,10 +201,8 @@ func labelIs(m *dto.Metric, k, v string) bool {
 // tracing on: the span started, the headers rewritten, the span ended
 // and queued for the collector.
 func BenchmarkTracedRequest(b *testing.B) {
-	c := &collector{}
-	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
-	defer c.srv.Close()
-	endpoint, _ := otlp.CollectorURL(c.srv.URL)
+	c := otlptest.Start(b)
+	endpoint, _ := otlp.CollectorURL(c.URL)
 	tr, err := newTracing(endpoint, 0, "web", nil, prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
