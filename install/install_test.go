@@ -117,12 +117,19 @@ func TestValues(t *testing.T) {
 	if out := render(t, v, given(), "yaml"); !bytes.Contains(out, []byte("--trace-collector=jaeger.tracing:4318")) {
 		t.Error("the controller is not told the collector")
 	}
-	for _, bad := range []string{"tracing.collector=jaeger", "tracing.sampling=1.5"} {
+	for bad, want := range map[string]string{"tracing.collector=jaeger": `tracing.collector: trace collector "jaeger"`,
+		"tracing.sampling=1.5": `tracing.sampling "1.5": want a share from 0 to 1`} {
 		w := DefaultValues("v1")
+		w.Set("tracing.collector=jaeger.tracing:4318")
 		w.Set(bad)
-		if err := w.Validate(); err == nil || !strings.Contains(err.Error(), strings.Split(bad, "=")[0]) {
-			t.Errorf("--set %s: %v", bad, err)
+		if err := w.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--set %s: %v; want %q", bad, err, want)
 		}
+	}
+	w := DefaultValues("v1")
+	w.Set("tracing.sampling=0.5")
+	if err := w.Validate(); err == nil || !strings.Contains(err.Error(), "tracing.sampling needs tracing.collector") {
+		t.Errorf("sampling without a collector: %v", err)
 	}
 	v.Webhook.FailurePolicy = "Sometimes"
 	if err := v.Validate(); err == nil {

@@ -232,10 +232,9 @@ func newSpanQueue(exp sdktrace.SpanExporter, reg prometheus.Registerer) *spanQue
 
 func (q *spanQueue) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 
+// OnEnd is called for sampled spans only: the sampler never records a
+// span it does not sample.
 func (q *spanQueue) OnEnd(s sdktrace.ReadOnlySpan) {
-	if !s.SpanContext().IsSampled() {
-		return
-	}
 	select {
 	case q.ch <- s:
 	default:
