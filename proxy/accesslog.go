@@ -141,8 +141,13 @@ func (p *Proxy) logged(d direction, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var span trace.Span
 		if p.tracing != nil {
-			if r, span = p.tracing.start(r, d); span == nil && p.accessLog == nil {
+			// Without an access log, a request that is not traced, or whose
+			// trace is not sampled, needs nothing of what follows.
+			if r, span = p.tracing.start(r, d); p.accessLog == nil && (span == nil || !span.IsRecording()) {
 				h.ServeHTTP(w, r)
+				if span != nil {
+					span.End()
+				}
 				return
 			}
 		}
