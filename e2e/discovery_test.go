@@ -463,8 +463,25 @@ func proxylessConn(t *testing.T, addr, target string) *grpc.ClientConn {
 	return conn
 }
 
-// grpcPeers makes n health checks and counts them by the backend's IP.
+// grpcPeers makes n health checks and counts them by the backend's IP;
+// a failed check fails the test.
 func grpcPeers(t *testing.T, conn *grpc.ClientConn, n int) map[string]int {
+	t.Helper()
+	peers, err := tryGRPCPeers(t, conn, n)
+	if err != nil {
+		t.Fatalf("gRPC call through xds: %v", err)
+	}
+	return peers
+}
+
+// tryGRPCPeers is grpcPeers that stops at the first failed check and
+// returns its error. While a route's clusters change, grpc-go's channel
+// can fail a call at once with "unknown cluster selected for RPC": it
+// installs the new route table before its cluster manager has the new
+// cluster, and a pick in between lands on the old picker. That is the
+// client library's window, not the control plane's, so a wait for a
+// change to take effect retries on it.
+func tryGRPCPeers(t *testing.T, conn *grpc.ClientConn, n int) (map[string]int, error) {
 	t.Helper()
 	peers := map[string]int{}
 	for range n {
@@ -473,12 +490,12 @@ func grpcPeers(t *testing.T, conn *grpc.ClientConn, n int) map[string]int {
 		_, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p), grpc.WaitForReady(true))
 		cancel()
 		if err != nil {
-			t.Fatalf("gRPC call through xds: %v", err)
+			return peers, err
 		}
 		host, _, _ := net.SplitHostPort(p.Addr.String())
 		peers[host]++
 	}
-	return peers
+	return peers, nil
 }
 
 func (pn *podNetwork) grpcBackends(t *testing.T, n, port int) []string {

@@ -253,7 +253,17 @@ spec:
         - {name: greeter-v2, port: 50051, weight: 20}
 `)
 	conn := proxylessConn(t, ctrl.xds, "greeter.shop.svc.cluster.local:50051")
-	waitFor(t, "the gRPC client to follow the split", func() bool { return grpcPeers(t, conn, 20)[grpcIPs[1]] > 0 })
+	var lastErr error
+	waitFor(t, "the gRPC client to follow the split", func() bool {
+		peers, err := tryGRPCPeers(t, conn, 20)
+		if err != nil {
+			if lastErr == nil || err.Error() != lastErr.Error() {
+				t.Logf("while the split takes effect: %v", err)
+			}
+			lastErr = err
+		}
+		return peers[grpcIPs[1]] > 0
+	})
 	peers := grpcPeers(t, conn, 1000)
 	if v2 := float64(peers[grpcIPs[1]]) / 1000; v2 < 0.15 || v2 > 0.25 {
 		t.Errorf("a proxyless gRPC client's 80/20 split: %v; want 15-25%% on greeter-v2 (%s)", peers, grpcIPs[1])
