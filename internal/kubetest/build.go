@@ -3,6 +3,8 @@
 // ServiceAccount token signing (so TokenRequest and TokenReview work) and
 // admission webhooks. kube-apiserver is built once per machine from the
 // published Go modules and cached; etcd comes from Debian's etcd-server.
+// It also builds, the same way, the one-node cluster's other parts, and
+// Jaeger for the tracing tests.
 //
 // It is for tests only; nothing in the mesh binary uses it.
 package kubetest

@@ -21,18 +21,29 @@ func BuildImage(out, pkg, ref string) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	name := path.Base(pkg)
-	bin := out + ".bin"
-	defer os.Remove(bin)
+	tmp, err := os.MkdirTemp(filepath.Dir(out), "build-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, path.Base(pkg))
 	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("building %s: %v\n%s", pkg, err, b)
 	}
+	return BinaryImage(out, bin, ref)
+}
+
+// BinaryImage writes an image of the static program at bin, named ref, to
+// the OCI archive at out, as BuildImage does: for a program built
+// elsewhere, such as Jaeger.
+func BinaryImage(out, bin, ref string) error {
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		return err
 	}
+	name := filepath.Base(bin)
 	platform := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	img, err := ociarchive.Image(platform, []ociarchive.File{
 		{Name: name, Data: data, Mode: 0o755},

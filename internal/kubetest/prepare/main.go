@@ -1,5 +1,6 @@
-// Command prepare builds and caches the Kubernetes binaries and CoreDNS the tests
-// use, so that `go test` does not spend its time limit on the build.
+// Command prepare builds and caches the Kubernetes binaries, CoreDNS and
+// Jaeger the tests use, so that `go test` does not spend its time limit on
+// the build.
 // .ci/run runs it before the tests.
 package main
 
@@ -11,7 +12,8 @@ import (
 )
 
 func main() {
-	bins, err := kubetest.Build(func(s string) { fmt.Fprintln(os.Stderr, s) })
+	log := func(s string) { fmt.Fprintln(os.Stderr, s) }
+	bins, err := kubetest.Build(log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "prepare:", err)
 		os.Exit(1)
@@ -19,4 +21,10 @@ func main() {
 	for _, c := range append(kubetest.Components, "coredns") {
 		fmt.Println(bins[c])
 	}
+	jaeger, err := kubetest.Jaeger(log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "prepare:", err)
+		os.Exit(1)
+	}
+	fmt.Println(jaeger)
 }
