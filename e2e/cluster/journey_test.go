@@ -27,6 +27,7 @@ func TestAUserMeshesAnApplication(t *testing.T) {
 		{"the webhook meshes an application in a labelled namespace", webhookAppStep},
 		{"mesh inject meshes an application in another namespace", injectAppStep},
 		{"a Service's annotations set its timeout and retries, and a bad one is reported", annotationsStep},
+		{"a workload that asks for sampling has its calls traced through both proxies into Jaeger", tracingStep},
 		{"an HTTPRoute splits a Service's traffic to a canary and moves when its weights change", routesStep},
 		{"mesh check, stat, edges, tap, top and diagnostics read the mesh through the API server", diagnosticsStep},
 		{"mesh check names a pod without a proxy, and why", checkFindsUnmeshedPodsStep},
@@ -44,7 +45,8 @@ func TestAUserMeshesAnApplication(t *testing.T) {
 }
 
 func installStep(t *testing.T) {
-	kubectl(t, meshCmd(t, "", "install"), "apply", "-f", "-")
+	// Every injected proxy sends spans to the Jaeger that tracingStep runs.
+	kubectl(t, meshCmd(t, "", "install", "--set", "tracing.collector=jaeger.tracing:4318"), "apply", "-f", "-")
 	kubectl(t, "", "-n", "mesh-system", "rollout", "status", "deploy/mesh-controller", "--timeout=180s")
 	if v := meshCmd(t, "", "version"); !strings.Contains(v, "control plane dev (mesh-system/mesh-controller, 1/1 ready)") || strings.Contains(v, "the control plane runs") {
 		t.Errorf("mesh version does not give the control plane's version, the same as the client's:\n%s", v)

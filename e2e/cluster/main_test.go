@@ -73,7 +73,8 @@ func withCluster(m *testing.M) (int, error) {
 func testOn(c *kubetest.Cluster, dir string, m *testing.M, logf func(string)) (int, error) {
 	start := time.Now()
 
-	// The images: the mesh's, as a user builds it, and the test app's.
+	// The images: the mesh's, as a user builds it, the test app's and
+	// Jaeger's.
 	meshImage := filepath.Join(dir, "mesh-image.tar")
 	build := exec.Command("go", "run", "./release/image", "-platforms", "linux/"+runtime.GOARCH, "-o", meshImage)
 	build.Dir = repoRoot()
@@ -84,7 +85,15 @@ func testOn(c *kubetest.Cluster, dir string, m *testing.M, logf func(string)) (i
 	if err := kubetest.BuildImage(app, "github.com/meshproj/mesh/e2e/cluster/app", appImage); err != nil {
 		return 0, err
 	}
-	for _, img := range []string{meshImage, app} {
+	jaegerBin, err := kubetest.Jaeger(logf)
+	if err != nil {
+		return 0, err
+	}
+	jaeger := filepath.Join(dir, "jaeger.tar")
+	if err := kubetest.BinaryImage(jaeger, jaegerBin, jaegerImage); err != nil {
+		return 0, err
+	}
+	for _, img := range []string{meshImage, app, jaeger} {
 		if err := c.Import(img); err != nil {
 			return 0, err
 		}
