@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -39,6 +40,10 @@ type config struct {
 	profile               string
 	threads               int
 	rounds                int
+	// collector takes the traced scenario's spans (OTLP/HTTP), counting
+	// them in exports and exportBytes, and keeps nothing.
+	collector            string
+	exports, exportBytes atomic.Int64
 }
 
 func main() {
@@ -121,6 +126,9 @@ func run(ctx context.Context, c *config) error {
 	if err := waitHTTP("http://127.0.0.1:" + backendHTTP + "/echo"); err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
+	if err := startCollector(ctx, c); err != nil {
+		return err
+	}
 	tlsFiles, err := makeTLS(work)
 	if err != nil {
 		return err
@@ -139,6 +147,9 @@ func run(ctx context.Context, c *config) error {
 		{name: "mesh 2 hops", kind: meshKind, hops: 2},
 		{name: "haproxy 2 hops TLS", kind: haproxyKind, hops: 2, tls: true},
 		{name: "mesh 2 hops mTLS", kind: meshKind, hops: 2, tls: true},
+		// Every request traced at both proxies, spans sent to a collector
+		// that takes them and throws them away: the cost of tracing on.
+		{name: "mesh 2 hops mTLS traced", kind: meshKind, hops: 2, tls: true, traced: true},
 	}
 	// Rounds interleave the scenarios, so that a slow minute of this
 	// shared machine lands on all of them rather than on one.
@@ -162,6 +173,9 @@ func run(ctx context.Context, c *config) error {
 				}
 				results = append(results, r)
 				fmt.Fprintf(os.Stderr, "done: round %d/%d: %s %s\n", round+1, c.rounds, s.name, proto)
+				if s.traced {
+					fmt.Fprintf(os.Stderr, "  the collector has taken %d exports (%.1f MB) so far\n", c.exports.Load(), float64(c.exportBytes.Load())/1e6)
+				}
 			}
 		}
 		rounds = append(rounds, results)
@@ -244,6 +258,9 @@ type scenario struct {
 	kind kind
 	hops int
 	tls  bool
+	// traced: every request traced at every proxy (--trace-sampling 1),
+	// spans sent to the collector at config.collector.
+	traced bool
 }
 
 type backends struct{ http, grpc string }
@@ -405,6 +422,27 @@ func waitHTTP(url string) error {
 	return fmt.Errorf("%s not answering", url)
 }
 
+// startCollector serves OTLP/HTTP trace exports on loopback until ctx
+// ends: each is read whole and answered with an empty
+// ExportTraceServiceResponse (no rejected spans).
+func startCollector(ctx context.Context, c *config) error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	c.collector = l.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		c.exports.Add(1)
+		c.exportBytes.Add(n)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	context.AfterFunc(ctx, func() { srv.Close() })
+	return nil
+}
+
 func waitTCP(addr string) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -458,6 +496,14 @@ func report(w io.Writer, c *config, results []result, rounds [][]result) {
 		}
 		fmt.Fprintf(w, "  %-20s %-4s +%4.0f µs / +%5.0f µs   throughput %.2f×\n", r.scenario.name, r.proto,
 			r.at[0].p50-d.at[0].p50, r.at[0].p99-d.at[0].p99, r.maxRPS/d.maxRPS)
+	}
+	for _, proto := range []string{"http", "grpc"} {
+		off, on := byName["mesh 2 hops mTLS/"+proto], byName["mesh 2 hops mTLS traced/"+proto]
+		if len(off.at) == 0 || len(on.at) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\ntracing every request at both proxies, %s: p99 at %d rps %+.0f µs (%.0f vs %.0f), throughput %.2f× (%.0f vs %.0f rps)\n",
+			proto, c.rates[0], on.at[0].p99-off.at[0].p99, on.at[0].p99, off.at[0].p99, safeDiv(on.maxRPS, off.maxRPS), on.maxRPS, off.maxRPS)
 	}
 	fmt.Fprintln(w, "\nmesh vs HAProxy (same scenario, same run):")
 	for _, pair := range [][2]string{{"mesh 1 hop", "haproxy 1 hop"}, {"mesh 2 hops", "haproxy 2 hops"}, {"mesh 2 hops mTLS", "haproxy 2 hops TLS"}} {

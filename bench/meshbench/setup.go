@@ -375,6 +375,10 @@ func setUpMesh(ctx context.Context, c *config, s scenario, backend string, id *i
 	if s.tls {
 		clientArgs = append(clientArgs, identityArgs(id, "client", id.clientTok)...)
 	}
+	if s.traced {
+		clientArgs = append(clientArgs, "--trace-collector", c.collector, "--trace-service", "client", "--trace-sampling", "1")
+		serverArgs = append(serverArgs, "--trace-collector", c.collector, "--trace-service", "server")
+	}
 	p, err := procs.start(ctx, "mesh-client", c.mesh, clientArgs...)
 	if err != nil {
 		return "", err
