@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,10 +45,24 @@ type Destination struct {
 	grpcRoutes *kubeapi.Informer[grpcRoute]
 	caches     map[string]*cache.LinearCache
 	current    map[string]*xdsres.Resources
-	changed    chan struct{}
-	synced     chan struct{}
-	once       sync.Once
-	warned     map[string]string
+	// names holds, by Service (namespace/name), the resource names its
+	// ports gave at the last build; routes the routes of that build.
+	names  map[string][]string
+	routes routeSet
+	// dirty names the Services whose resources an event may have changed
+	// since the last build, and all says anything may have; byPod holds,
+	// by pod, the Services whose endpoints it is (its identity and weight
+	// are theirs). All three are guarded by dirtyMu: the informers write
+	// them, the build reads them.
+	dirtyMu sync.Mutex
+	dirty   map[string]bool
+	all     bool
+	byPod   map[string]map[string]bool
+	podsOf  map[string]map[string]bool // byPod the other way: by Service, its pods
+	changed chan struct{}
+	synced  chan struct{}
+	once    sync.Once
+	warned  map[string]string
 	// routeStatus is what the last build found of each route's parents;
 	// built is poked after each build.
 	routeStatus atomic.Pointer[[]RouteParentStatus]
@@ -55,6 +71,9 @@ type Destination struct {
 	// Counters for the admin endpoint.
 	Rebuilds, Streams, Nacks atomic.Int64
 	Services                 atomic.Int64
+	// Built counts the Services built, by all builds: a change to one
+	// Service's endpoints builds that one.
+	Built atomic.Int64
 }
 
 func (d *Destination) init() {
@@ -74,16 +93,16 @@ func (d *Destination) init() {
 			default:
 			}
 		}
-		d.services = &kubeapi.Informer[kubeapi.Service]{Client: d.Client, Path: "/api/v1/services", Log: d.Log, OnChange: poke,
+		d.services = &kubeapi.Informer[kubeapi.Service]{Client: d.Client, Path: "/api/v1/services", Log: d.Log, OnChange: poke, OnEvent: d.serviceEvent,
 			Meta: func(s *kubeapi.Service) *kubeapi.ObjectMeta { return &s.Metadata }}
-		d.endpoints = &kubeapi.Informer[kubeapi.EndpointSlice]{Client: d.Client, Path: "/apis/discovery.k8s.io/v1/endpointslices", Log: d.Log, OnChange: poke,
+		d.endpoints = &kubeapi.Informer[kubeapi.EndpointSlice]{Client: d.Client, Path: "/apis/discovery.k8s.io/v1/endpointslices", Log: d.Log, OnChange: poke, OnEvent: d.sliceEvent,
 			Meta: func(s *kubeapi.EndpointSlice) *kubeapi.ObjectMeta { return &s.Metadata }}
-		d.pods = &kubeapi.Informer[kubeapi.Pod]{Client: d.Client, Path: "/api/v1/pods", Log: d.Log, OnChange: poke,
+		d.pods = &kubeapi.Informer[kubeapi.Pod]{Client: d.Client, Path: "/api/v1/pods", Log: d.Log, OnChange: poke, OnEvent: d.podEvent,
 			Meta: func(p *kubeapi.Pod) *kubeapi.ObjectMeta { return &p.Metadata }}
 		d.httpRoutes = &kubeapi.Informer[httpRoute]{Client: d.Client, Path: httpRoutesPath, Log: d.Log, OnChange: poke, Optional: true,
-			Meta: func(r *httpRoute) *kubeapi.ObjectMeta { return &r.Metadata }}
+			OnEvent: func(_, _ *httpRoute) { d.markAll() }, Meta: func(r *httpRoute) *kubeapi.ObjectMeta { return &r.Metadata }}
 		d.grpcRoutes = &kubeapi.Informer[grpcRoute]{Client: d.Client, Path: grpcRoutesPath, Log: d.Log, OnChange: poke, Optional: true,
-			Meta: func(r *grpcRoute) *kubeapi.ObjectMeta { return &r.Metadata }}
+			OnEvent: func(_, _ *grpcRoute) { d.markAll() }, Meta: func(r *grpcRoute) *kubeapi.ObjectMeta { return &r.Metadata }}
 		// Each replica and each restart counts versions from zero: the
 		// prefix names this process, so that a version a proxy got from
 		// another one never reads as current here.
@@ -93,6 +112,11 @@ func (d *Destination) init() {
 			d.caches[t] = cache.NewLinearCache(t, cache.WithVersionPrefix(prefix))
 		}
 		d.current = map[string]*xdsres.Resources{}
+		d.names = map[string][]string{}
+		d.dirty = map[string]bool{}
+		d.all = true
+		d.byPod = map[string]map[string]bool{}
+		d.podsOf = map[string]map[string]bool{}
 		d.warned = map[string]string{}
 	})
 }
@@ -150,36 +174,180 @@ func (d *Destination) Run(ctx context.Context) error {
 	return nil
 }
 
-// rebuild computes every resource and updates only those that changed.
-func (d *Destination) rebuild() {
-	d.Rebuilds.Add(1)
-	want := map[string]*xdsres.Resources{}
-	for _, svc := range d.Build() {
-		r, err := xdsres.Encode(&svc)
-		if err != nil {
-			d.Log.Error("encoding a service", slog.String("service", svc.Key().String()), slog.Any("error", err))
+// markAll has the next build build everything: after a fresh list, or a
+// change that can reach any Service (a route, or a Service that appeared
+// or went, which routes may name).
+func (d *Destination) markAll() {
+	d.dirtyMu.Lock()
+	d.all = true
+	d.dirtyMu.Unlock()
+}
+
+func (d *Destination) mark(keys ...string) {
+	d.dirtyMu.Lock()
+	for _, k := range keys {
+		d.dirty[k] = true
+	}
+	d.dirtyMu.Unlock()
+}
+
+func (d *Destination) serviceEvent(old, cur *kubeapi.Service) {
+	// Routes attach to a Service's ports, and take an ExternalName one for
+	// none.
+	if old == nil || cur == nil || old.Spec.Type != cur.Spec.Type || !reflect.DeepEqual(old.Spec.Ports, cur.Spec.Ports) {
+		d.markAll()
+		return
+	}
+	d.mark(cur.Metadata.Key())
+}
+
+// sliceEvent marks the Service a slice is of, before and after.
+func (d *Destination) sliceEvent(old, cur *kubeapi.EndpointSlice) {
+	if old == nil && cur == nil {
+		d.markAll()
+		return
+	}
+	for _, es := range []*kubeapi.EndpointSlice{old, cur} {
+		if es == nil {
 			continue
 		}
-		want[xdsres.Name(r.ServiceKey)] = r
+		if name := es.Metadata.Labels[kubeapi.ServiceNameLabel]; name != "" {
+			d.mark(es.Metadata.Namespace + "/" + name)
+		}
+	}
+}
+
+// podEvent marks the Services a pod is an endpoint of, when what they
+// take from it (its identity and weight) may have changed: a pod's status
+// changes often, and touches none of them.
+func (d *Destination) podEvent(old, cur *kubeapi.Pod) {
+	if old == nil && cur == nil {
+		d.markAll()
+		return
+	}
+	if old != nil && cur != nil && old.Spec.ServiceAccountName == cur.Spec.ServiceAccountName &&
+		old.Metadata.Annotations[wellknown.AnnotationWeight] == cur.Metadata.Annotations[wellknown.AnnotationWeight] &&
+		old.Metadata.Annotations[wellknown.AnnotationInjectedBy] == cur.Metadata.Annotations[wellknown.AnnotationInjectedBy] {
+		return
+	}
+	p := old
+	if p == nil {
+		p = cur
+	}
+	d.dirtyMu.Lock()
+	for k := range d.byPod[p.Metadata.Key()] {
+		d.dirty[k] = true
+	}
+	d.dirtyMu.Unlock()
+}
+
+// rebuild builds the Services that changed (all of them after a fresh
+// list or a change to routes) and updates only the resources that differ.
+func (d *Destination) rebuild() {
+	d.Rebuilds.Add(1)
+	d.dirtyMu.Lock()
+	all, dirty := d.all, d.dirty
+	d.all, d.dirty = false, map[string]bool{}
+	d.dirtyMu.Unlock()
+
+	var built map[string]builtService
+	if all {
+		built, d.routes = d.buildAll()
+		d.routeStatus.Store(&d.routes.statuses)
+	} else {
+		built = d.buildSome(dirty, d.routes)
 	}
 	updates := map[string]map[string]types.Resource{}
 	for _, t := range xdsres.Types {
 		updates[t] = map[string]types.Resource{}
 	}
-	for name, r := range want {
-		old := d.current[name]
-		for _, t := range xdsres.Types {
-			if old == nil || !proto.Equal(old.Of(t), r.Of(t)) {
-				updates[t][name] = r.Of(t)
+	var gone []string
+	for key, b := range built {
+		if said := strings.Join(b.problems, "; "); said != d.warned[key] {
+			for _, p := range b.problems {
+				d.Log.Warn("service annotation ignored", slog.String("service", key), slog.String("problem", p))
+			}
+			d.warned[key] = said
+		}
+		now := map[string]bool{}
+		for _, svc := range b.services {
+			r, err := xdsres.Encode(&svc)
+			if err != nil {
+				d.Log.Error("encoding a service", slog.String("service", svc.Key().String()), slog.Any("error", err))
+				continue
+			}
+			name := xdsres.Name(r.ServiceKey)
+			now[name] = true
+			old := d.current[name]
+			for _, t := range xdsres.Types {
+				if old == nil || !proto.Equal(old.Of(t), r.Of(t)) {
+					updates[t][name] = r.Of(t)
+				}
+			}
+			d.current[name] = r
+		}
+		for _, name := range d.names[key] {
+			if !now[name] {
+				gone = append(gone, name)
+				delete(d.current, name)
+			}
+		}
+		if len(now) == 0 {
+			delete(d.names, key)
+		} else {
+			d.names[key] = slices.Sorted(maps.Keys(now))
+		}
+		d.Built.Add(1)
+	}
+	if all {
+		// What no Service gave this time (it went) is gone too.
+		for key, names := range d.names {
+			if _, ok := built[key]; ok {
+				continue
+			}
+			gone = append(gone, names...)
+			for _, name := range names {
+				delete(d.current, name)
+			}
+			delete(d.names, key)
+		}
+	}
+	d.dirtyMu.Lock()
+	for key, b := range built {
+		for pod := range d.podsOf[key] {
+			if !b.pods[pod] {
+				delete(d.byPod[pod], key)
+				if len(d.byPod[pod]) == 0 {
+					delete(d.byPod, pod)
+				}
+			}
+		}
+		for pod := range b.pods {
+			if d.byPod[pod] == nil {
+				d.byPod[pod] = map[string]bool{}
+			}
+			d.byPod[pod][key] = true
+		}
+		if len(b.pods) == 0 {
+			delete(d.podsOf, key)
+		} else {
+			d.podsOf[key] = b.pods
+		}
+	}
+	if all {
+		for key, pods := range d.podsOf {
+			if _, ok := built[key]; !ok {
+				for pod := range pods {
+					delete(d.byPod[pod], key)
+					if len(d.byPod[pod]) == 0 {
+						delete(d.byPod, pod)
+					}
+				}
+				delete(d.podsOf, key)
 			}
 		}
 	}
-	var gone []string
-	for name := range d.current {
-		if want[name] == nil {
-			gone = append(gone, name)
-		}
-	}
+	d.dirtyMu.Unlock()
 	// Endpoints first and listeners last, so that whoever follows a new
 	// name finds everything behind it.
 	for _, t := range xdsres.Types {
@@ -190,18 +358,37 @@ func (d *Destination) rebuild() {
 			d.Log.Error("updating the xDS cache", slog.String("type", t), slog.Any("error", err))
 		}
 	}
-	d.current = want
-	d.Services.Store(int64(len(want)))
+	d.Services.Store(int64(len(d.current)))
 	select {
 	case d.built <- struct{}{}:
 	default:
 	}
 }
 
+// builtService is what one Service gave: an entry per TCP port, and the
+// pods its endpoints are.
+type builtService struct {
+	services []discovery.Service
+	pods     map[string]bool
+	// problems are its annotations' problems.
+	problems []string
+}
+
 // Build is the discovery model of the whole cluster, one entry per TCP
 // service port, in a stable order.
 func (d *Destination) Build() []discovery.Service {
 	d.init()
+	var out []discovery.Service
+	all, _ := d.buildAll()
+	for _, b := range all {
+		out = append(out, b.services...)
+	}
+	slices.SortFunc(out, func(a, b discovery.Service) int { return strings.Compare(a.Key().String(), b.Key().String()) })
+	return out
+}
+
+// buildAll builds every Service, and the routes.
+func (d *Destination) buildAll() (map[string]builtService, routeSet) {
 	bySvc := map[string][]*kubeapi.EndpointSlice{}
 	for _, es := range d.endpoints.List() {
 		if name := es.Metadata.Labels[kubeapi.ServiceNameLabel]; name != "" {
@@ -216,45 +403,69 @@ func (d *Destination) Build() []discovery.Service {
 		}
 	}
 	routes := buildRoutes(services, d.httpRoutes.List(), d.grpcRoutes.List(), d.host)
-	d.routeStatus.Store(&routes.statuses)
-	var out []discovery.Service
-	for _, svc := range services {
-		m := &svc.Metadata
-		lb, hash, opaque, problems := serviceSettings(m.Annotations)
-		fh, more := failureAnnotations(m.Annotations)
-		problems = append(problems, more...)
-		if said := strings.Join(problems, "; "); said != d.warned[m.Key()] {
-			for _, p := range problems {
-				d.Log.Warn("service annotation ignored", slog.String("service", m.Key()), slog.String("problem", p))
+	out := make(map[string]builtService, len(services))
+	for key, svc := range services {
+		out[key] = d.buildService(svc, bySvc[key], routes)
+	}
+	return out, routes
+}
+
+// buildSome builds the Services keys names, with the routes of the last
+// full build (a change to routes, or to which Services exist, builds
+// everything). A Service that is gone builds as none.
+func (d *Destination) buildSome(keys map[string]bool, routes routeSet) map[string]builtService {
+	bySvc := map[string][]*kubeapi.EndpointSlice{}
+	for _, es := range d.endpoints.List() {
+		if name := es.Metadata.Labels[kubeapi.ServiceNameLabel]; name != "" {
+			if k := es.Metadata.Namespace + "/" + name; keys[k] {
+				bySvc[k] = append(bySvc[k], es)
 			}
-			d.warned[m.Key()] = said
-		}
-		var vips []netip.Addr
-		ips := svc.Spec.ClusterIPs
-		if len(ips) == 0 && svc.Spec.ClusterIP != "" {
-			ips = []string{svc.Spec.ClusterIP}
-		}
-		for _, ip := range ips {
-			if a, err := netip.ParseAddr(ip); err == nil {
-				vips = append(vips, a)
-			}
-		}
-		host := d.host(m.Namespace, m.Name)
-		for _, port := range svc.Spec.Ports {
-			if port.Protocol != "" && port.Protocol != "TCP" {
-				continue
-			}
-			s := discovery.Service{
-				Name: host, Port: uint16(port.Port), LoadBalancer: lb, HashKey: hash,
-				Opaque: opaque[port.Port], Addresses: vips,
-				Timeouts: fh.timeouts, Retries: fh.retries, FailureAccrual: fh.accrual, Limits: fh.limits,
-			}
-			s.Endpoints = d.endpointsOf(bySvc[m.Key()], port.Name)
-			s.Routes = routes.byPort[m.Key()+":"+strconv.Itoa(int(port.Port))]
-			out = append(out, s)
 		}
 	}
-	slices.SortFunc(out, func(a, b discovery.Service) int { return strings.Compare(a.Key().String(), b.Key().String()) })
+	out := make(map[string]builtService, len(keys))
+	for key := range keys {
+		svc := d.services.Get(key)
+		if svc == nil || svc.Spec.Type == "ExternalName" {
+			out[key] = builtService{}
+			continue
+		}
+		out[key] = d.buildService(svc, bySvc[key], routes)
+	}
+	return out
+}
+
+// buildService is one Service's entries, one per TCP port, from its
+// slices.
+func (d *Destination) buildService(svc *kubeapi.Service, eslices []*kubeapi.EndpointSlice, routes routeSet) builtService {
+	m := &svc.Metadata
+	lb, hash, opaque, problems := serviceSettings(m.Annotations)
+	fh, more := failureAnnotations(m.Annotations)
+	problems = append(problems, more...)
+	var vips []netip.Addr
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			vips = append(vips, a)
+		}
+	}
+	host := d.host(m.Namespace, m.Name)
+	out := builtService{pods: map[string]bool{}, problems: problems}
+	for _, port := range svc.Spec.Ports {
+		if port.Protocol != "" && port.Protocol != "TCP" {
+			continue
+		}
+		s := discovery.Service{
+			Name: host, Port: uint16(port.Port), LoadBalancer: lb, HashKey: hash,
+			Opaque: opaque[port.Port], Addresses: vips,
+			Timeouts: fh.timeouts, Retries: fh.retries, FailureAccrual: fh.accrual, Limits: fh.limits,
+		}
+		s.Endpoints = d.endpointsOf(eslices, port.Name, out.pods)
+		s.Routes = routes.byPort[m.Key()+":"+strconv.Itoa(int(port.Port))]
+		out.services = append(out.services, s)
+	}
 	return out
 }
 
@@ -265,8 +476,8 @@ func (d *Destination) host(namespace, name string) string {
 
 // endpointsOf collects the ready endpoints of a service port from its
 // slices (where a port is matched by name), with the identity of meshed
-// pods.
-func (d *Destination) endpointsOf(eslices []*kubeapi.EndpointSlice, portName string) []discovery.Endpoint {
+// pods, and adds the pods it names to pods.
+func (d *Destination) endpointsOf(eslices []*kubeapi.EndpointSlice, portName string, pods map[string]bool) []discovery.Endpoint {
 	seen := map[netip.AddrPort]bool{}
 	var out []discovery.Endpoint
 	for _, es := range eslices {
@@ -289,6 +500,9 @@ func (d *Destination) endpointsOf(eslices []*kubeapi.EndpointSlice, portName str
 		for _, ep := range es.Endpoints {
 			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
 				continue
+			}
+			if r := ep.TargetRef; r != nil && r.Kind == "Pod" {
+				pods[r.Namespace+"/"+r.Name] = true
 			}
 			id, weight := d.podIdentity(ep.TargetRef)
 			zone := ""

@@ -24,7 +24,11 @@ type Informer[T any] struct {
 	Meta func(*T) *ObjectMeta
 	// OnChange is called after the store changed (never concurrently).
 	OnChange func()
-	Log      *slog.Logger
+	// OnEvent, when set, is called before OnChange with what changed: the
+	// object before (nil if it is new) and after (nil if it is gone). A
+	// fresh list, which may have changed anything, is OnEvent(nil, nil).
+	OnEvent func(old, cur *T)
+	Log     *slog.Logger
 	// Optional is for a resource whose CRD may not be installed: a list
 	// that finds no such resource type counts as an empty, synced one, and
 	// is tried again every half minute.
@@ -130,16 +134,21 @@ func (inf *Informer[T]) Run(ctx context.Context) {
 			m := inf.Meta(obj)
 			rv = m.ResourceVersion
 			inf.mu.Lock()
+			old, cur := inf.objects[m.Key()], obj
 			switch ev.Type {
 			case "ADDED", "MODIFIED":
 				inf.objects[m.Key()] = obj
 			case "DELETED":
 				delete(inf.objects, m.Key())
+				cur = nil
 			default: // BOOKMARK
 				inf.mu.Unlock()
 				return
 			}
 			inf.mu.Unlock()
+			if inf.OnEvent != nil {
+				inf.OnEvent(old, cur)
+			}
 			inf.OnChange()
 		})
 		var se *StatusError
@@ -170,6 +179,9 @@ func (inf *Informer[T]) relist(ctx context.Context) (string, error) {
 	inf.objects = objects
 	inf.mu.Unlock()
 	inf.markSynced()
+	if inf.OnEvent != nil {
+		inf.OnEvent(nil, nil)
+	}
 	inf.OnChange()
 	return l.Metadata.ResourceVersion, nil
 }
