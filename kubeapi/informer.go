@@ -178,10 +178,12 @@ func (inf *Informer[T]) relist(ctx context.Context) (string, error) {
 	inf.mu.Lock()
 	inf.objects = objects
 	inf.mu.Unlock()
-	inf.markSynced()
+	// OnEvent before Synced: whoever builds once everything is synced
+	// must find this list's mark already made.
 	if inf.OnEvent != nil {
 		inf.OnEvent(nil, nil)
 	}
+	inf.markSynced()
 	inf.OnChange()
 	return l.Metadata.ResourceVersion, nil
 }
