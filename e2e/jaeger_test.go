@@ -164,14 +164,7 @@ func (p *tracedPair) hop(t *testing.T, id, parent, path string) (out, in kubetes
 		spans = p.jaeger.trace(t, id)
 		return len(spans) == 2
 	})
-	for _, s := range spans {
-		switch s.Tag("span.kind") {
-		case "client":
-			out = s
-		case "server":
-			in = s
-		}
-	}
+	out, in = kubetest.Hop(spans)
 	if out.SpanID == "" || in.SpanID == "" {
 		t.Fatalf("trace %s: %+v; want a client and a server span", id, spans)
 	}

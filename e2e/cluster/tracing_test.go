@@ -84,15 +84,7 @@ func tracingStep(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	for _, tr := range got {
-		var out, in kubetest.JaegerSpan
-		for _, s := range tr {
-			switch s.Tag("span.kind") {
-			case "client":
-				out = s
-			case "server":
-				in = s
-			}
-		}
+		out, in := kubetest.Hop(tr)
 		id := tr[0].TraceID
 		if out.SpanID == "" || in.SpanID == "" {
 			t.Errorf("trace %s: %+v; want a client and a server span", id, tr)

@@ -124,6 +124,20 @@ func (s JaegerSpan) Parent() string {
 	return ""
 }
 
+// Hop picks out of one trace's spans its client span and its server span
+// (zero when it has none of that kind): one proxy hop's two halves.
+func Hop(spans []JaegerSpan) (client, server JaegerSpan) {
+	for _, s := range spans {
+		switch s.Tag("span.kind") {
+		case "client":
+			client = s
+		case "server":
+			server = s
+		}
+	}
+	return client, server
+}
+
 // QueryJaeger asks the query API at addr (host:port) for path, such as
 // /api/traces/ID or /api/traces?service=NAME, and returns the traces it
 // gives, each as its spans; none when it has no such trace.
