@@ -52,8 +52,9 @@ type Destination struct {
 	// dirty names the Services whose resources an event may have changed
 	// since the last build, and all says anything may have; byPod holds,
 	// by pod, the Services whose endpoints it is (its identity and weight
-	// are theirs). All three are guarded by dirtyMu: the informers write
-	// them, the build reads them.
+	// are theirs), and podsOf the same by Service. These four are guarded
+	// by dirtyMu: the informers' events read and write them, as the build
+	// does.
 	dirtyMu sync.Mutex
 	dirty   map[string]bool
 	all     bool
@@ -314,36 +315,12 @@ func (d *Destination) rebuild() {
 	}
 	d.dirtyMu.Lock()
 	for key, b := range built {
-		for pod := range d.podsOf[key] {
-			if !b.pods[pod] {
-				delete(d.byPod[pod], key)
-				if len(d.byPod[pod]) == 0 {
-					delete(d.byPod, pod)
-				}
-			}
-		}
-		for pod := range b.pods {
-			if d.byPod[pod] == nil {
-				d.byPod[pod] = map[string]bool{}
-			}
-			d.byPod[pod][key] = true
-		}
-		if len(b.pods) == 0 {
-			delete(d.podsOf, key)
-		} else {
-			d.podsOf[key] = b.pods
-		}
+		d.indexPodsLocked(key, b.pods)
 	}
 	if all {
-		for key, pods := range d.podsOf {
+		for key := range d.podsOf {
 			if _, ok := built[key]; !ok {
-				for pod := range pods {
-					delete(d.byPod[pod], key)
-					if len(d.byPod[pod]) == 0 {
-						delete(d.byPod, pod)
-					}
-				}
-				delete(d.podsOf, key)
+				d.indexPodsLocked(key, nil)
 			}
 		}
 	}
@@ -362,6 +339,30 @@ func (d *Destination) rebuild() {
 	select {
 	case d.built <- struct{}{}:
 	default:
+	}
+}
+
+// indexPodsLocked records that Service key's endpoints are pods (none:
+// it is gone), in byPod and podsOf.
+func (d *Destination) indexPodsLocked(key string, pods map[string]bool) {
+	for pod := range d.podsOf[key] {
+		if !pods[pod] {
+			delete(d.byPod[pod], key)
+			if len(d.byPod[pod]) == 0 {
+				delete(d.byPod, pod)
+			}
+		}
+	}
+	for pod := range pods {
+		if d.byPod[pod] == nil {
+			d.byPod[pod] = map[string]bool{}
+		}
+		d.byPod[pod][key] = true
+	}
+	if len(pods) == 0 {
+		delete(d.podsOf, key)
+	} else {
+		d.podsOf[key] = pods
 	}
 }
 
