@@ -100,6 +100,7 @@ finish for up to --shutdown-grace, and exits.`,
 	f.String("pod-name", "", "this pod's name, to introduce the proxy to the controller")
 	f.String("pod-namespace", "default", "this pod's namespace: short service names (\"web\") are looked up in it")
 	f.String("cluster-domain", "cluster.local", "the cluster's DNS domain")
+	f.Duration("discovery-idle-timeout", proxy.DefaultDiscoveryIdle, "with --discovery-addr, stop following a service no request has used this long; the next request for it subscribes again and waits for it")
 	f.Duration("detect-timeout", proxy.DefaultDetectTimeout, "how long to wait for a client's first bytes before treating it as opaque TCP")
 	f.Duration("request-head-timeout", proxy.DefaultRequestHeadTimeout, "how long a client may take to send a request head")
 	f.Duration("client-idle-timeout", proxy.DefaultClientIdleTimeout, "close a client's keep-alive connection after this long between requests")
@@ -144,6 +145,7 @@ func completeProxy(cmd *cobra.Command, s Streams) (*proxyOptions, error) {
 		ConnectTimeout:      v.GetDuration("connect-timeout"),
 		ShutdownGrace:       v.GetDuration("shutdown-grace"),
 		IdleTimeout:         v.GetDuration("idle-timeout"),
+		DiscoveryIdle:       v.GetDuration("discovery-idle-timeout"),
 		RequestHeadTimeout:  v.GetDuration("request-head-timeout"),
 		ClientIdleTimeout:   v.GetDuration("client-idle-timeout"),
 		MaxConnections:      v.GetInt("max-connections"),
@@ -296,7 +298,7 @@ func (o *proxyOptions) validate(v *viper.Viper) error {
 		}
 	}
 	for name, d := range map[string]time.Duration{"detect-timeout": o.cfg.DetectTimeout, "connect-timeout": o.cfg.ConnectTimeout, "shutdown-grace": o.cfg.ShutdownGrace, "idle-timeout": o.cfg.IdleTimeout,
-		"request-head-timeout": o.cfg.RequestHeadTimeout, "client-idle-timeout": o.cfg.ClientIdleTimeout} {
+		"discovery-idle-timeout": o.cfg.DiscoveryIdle, "request-head-timeout": o.cfg.RequestHeadTimeout, "client-idle-timeout": o.cfg.ClientIdleTimeout} {
 		if d <= 0 {
 			return usagef("--%s must be positive, got %s", name, d)
 		}

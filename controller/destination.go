@@ -19,6 +19,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshproj/mesh/discovery"
@@ -144,19 +145,27 @@ func (d *Destination) Cache() cache.Cache {
 	}
 }
 
-// Callbacks count streams and log refused updates.
+// Callbacks count streams and log refused updates, of either variant of
+// the protocol: mesh proxies speak the incremental one, grpc-go's xDS
+// clients the state-of-the-world one.
 func (d *Destination) Callbacks() server.Callbacks {
+	open := func(context.Context, int64, string) error { d.Streams.Add(1); return nil }
+	closed := func(int64, *corev3.Node) { d.Streams.Add(-1) }
+	refused := func(node *corev3.Node, typ string, detail *status.Status) {
+		if detail != nil {
+			d.Nacks.Add(1)
+			d.Log.Warn("a client refused an xDS update", slog.String("node", node.GetId()),
+				slog.String("type", typ), slog.String("error", detail.GetMessage()))
+		}
+	}
 	return server.CallbackFuncs{
-		StreamOpenFunc: func(context.Context, int64, string) error { d.Streams.Add(1); return nil },
-		StreamClosedFunc: func(int64, *corev3.Node) {
-			d.Streams.Add(-1)
+		StreamOpenFunc: open, StreamClosedFunc: closed, DeltaStreamOpenFunc: open, DeltaStreamClosedFunc: closed,
+		StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
+			refused(r.GetNode(), r.GetTypeUrl(), r.GetErrorDetail())
+			return nil
 		},
-		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
-			if r.GetErrorDetail() != nil {
-				d.Nacks.Add(1)
-				d.Log.Warn("a client refused an xDS update", slog.String("node", r.GetNode().GetId()),
-					slog.String("type", r.GetTypeUrl()), slog.String("error", r.GetErrorDetail().GetMessage()))
-			}
+		StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+			refused(r.GetNode(), r.GetTypeUrl(), r.GetErrorDetail())
 			return nil
 		},
 	}

@@ -282,6 +282,11 @@ type State struct {
 	// Revision changes whenever the state does.
 	Revision string
 	Updated  time.Time
+	// Changed, when not nil, names the only services (by Key) that may
+	// differ from the state the same backend handed over before this one:
+	// the ones added, changed or gone. Every other service is as it was,
+	// so a proxy keeps what it built for it. Nil: any may have changed.
+	Changed map[Key]bool
 }
 
 // OnDemand is a Backend that learns of a service only once the proxy asks
@@ -294,6 +299,12 @@ type OnDemand interface {
 	Want(ctx context.Context, key Key) error
 	// WantAddr asks for the service with a virtual IP and port.
 	WantAddr(ctx context.Context, addr netip.AddrPort) error
+}
+
+// Releaser is an OnDemand backend that can forget services the proxy has
+// stopped using: their updates stop, and a later Want asks for them again.
+type Releaser interface {
+	Release(keys []Key)
 }
 
 // ErrNotFound says a backend knows of no such service.

@@ -74,6 +74,9 @@ const (
 	DefaultConnectTimeout = 3 * time.Second
 	DefaultShutdownGrace  = 30 * time.Second
 	DefaultIdleTimeout    = 90 * time.Second
+	// DefaultDiscoveryIdle is how long a service learned on demand stays
+	// subscribed without a request for it.
+	DefaultDiscoveryIdle = 10 * time.Minute
 )
 
 // Config is everything a proxy is told at start.
@@ -96,6 +99,10 @@ type Config struct {
 	ShutdownGrace  time.Duration
 	// IdleTimeout closes pooled connections to endpoints unused that long.
 	IdleTimeout time.Duration
+	// DiscoveryIdle is how long a service an on-demand backend learned
+	// stays subscribed with no request for it; then the backend forgets
+	// it, and the next request for it subscribes again and waits for it.
+	DiscoveryIdle time.Duration
 	// MaxConnections bounds the connections each traffic listener holds at
 	// once, AdminMaxConnections the admin listener's (see package
 	// connlimit); 0: the defaults.
@@ -417,6 +424,7 @@ func setDefaults(cfg *Config) {
 	orDefault(&cfg.ConnectTimeout, DefaultConnectTimeout)
 	orDefault(&cfg.ShutdownGrace, DefaultShutdownGrace)
 	orDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	orDefault(&cfg.DiscoveryIdle, DefaultDiscoveryIdle)
 	orDefault(&cfg.MaxConnections, DefaultMaxConnections)
 	orDefault(&cfg.AdminMaxConnections, DefaultAdminMaxConnections)
 	orDefault(&cfg.RequestHeadTimeout, DefaultRequestHeadTimeout)
@@ -475,6 +483,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return serveHTTP(p.admin, p.adminLn) })
 	g.Go(func() error { p.reclaimMemory(discCtx, 5*time.Second); return nil })
+	if r, ok := p.onDemand.(discovery.Releaser); ok {
+		g.Go(func() error { p.releaseIdle(discCtx, r, p.cfg.DiscoveryIdle); return nil })
+	}
 	p.log.Info("admin listening", slog.String("addr", p.adminLn.Addr().String()))
 	var idReady <-chan struct{}
 	if id := p.cfg.Identity; id != nil {

@@ -1,8 +1,8 @@
 // Package xdswire reads and writes the few xDS v3 messages a mesh proxy
 // exchanges with the controller, straight from and to protobuf's wire
-// format: the DiscoveryRequest it sends, the DiscoveryResponse it gets,
-// and the Listener, Cluster and ClusterLoadAssignment fields that
-// package xdsres writes. It does so without the generated Envoy types,
+// format: the DeltaDiscoveryRequest it sends, the DeltaDiscoveryResponse
+// it gets (delta.go), and the Listener, Cluster and ClusterLoadAssignment
+// fields that package xdsres writes. It does so without the generated Envoy types,
 // whose registration alone costs every sidecar several megabytes (see
 // bench/README.md, Memory): a proxy reads a dozen fields of them.
 //
@@ -69,48 +69,6 @@ func DecodeInboundPolicy(b []byte) (discovery.InboundPolicy, error) {
 // MetadataKey is the filter-metadata namespace of mesh's own fields.
 const MetadataKey = "mesh.io"
 
-// Request is a DiscoveryRequest: what the proxy asks for of one type, and
-// the acknowledgement (version and nonce) or refusal (error) of what it
-// last got.
-type Request struct {
-	Version, TypeURL, Nonce string
-	Names                   []string
-	// The node: who asks.
-	NodeID, NodeCluster, UserAgent string
-	// A refusal of the last response (a NACK): its status code and why.
-	ErrorCode    int32
-	ErrorMessage string
-}
-
-// Marshal encodes the request (envoy.service.discovery.v3.DiscoveryRequest).
-func (r *Request) Marshal() []byte {
-	var node []byte
-	node = appendString(node, 1, r.NodeID)
-	node = appendString(node, 2, r.NodeCluster)
-	node = appendString(node, 6, r.UserAgent)
-	var b []byte
-	b = appendString(b, 1, r.Version)
-	if len(node) > 0 {
-		b = appendBytes(b, 2, node)
-	}
-	for _, n := range r.Names {
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		b = protowire.AppendString(b, n)
-	}
-	b = appendString(b, 4, r.TypeURL)
-	b = appendString(b, 5, r.Nonce)
-	if r.ErrorCode != 0 || r.ErrorMessage != "" {
-		var st []byte
-		if r.ErrorCode != 0 {
-			st = protowire.AppendTag(st, 1, protowire.VarintType)
-			st = protowire.AppendVarint(st, uint64(int64(r.ErrorCode)))
-		}
-		st = appendString(st, 2, r.ErrorMessage)
-		b = appendBytes(b, 6, st)
-	}
-	return b
-}
-
 func appendString(b []byte, num protowire.Number, s string) []byte {
 	if s == "" {
 		return b
@@ -122,64 +80,6 @@ func appendString(b []byte, num protowire.Number, s string) []byte {
 func appendBytes(b []byte, num protowire.Number, v []byte) []byte {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	return protowire.AppendBytes(b, v)
-}
-
-// Response is a DiscoveryResponse: a version of every resource of one
-// type, each still encoded.
-type Response struct {
-	Version, TypeURL, Nonce string
-	Resources               [][]byte
-}
-
-// ParseResponse decodes a DiscoveryResponse. Every resource must be of
-// the response's type.
-func ParseResponse(b []byte) (*Response, error) {
-	r := &Response{}
-	type any struct {
-		url   string
-		value []byte
-	}
-	var anys []any
-	err := walk(b, func(f field) error {
-		switch f.num {
-		case 1:
-			return f.str(&r.Version)
-		case 2:
-			var a any
-			if f.typ != protowire.BytesType {
-				return f.wrongType("resources")
-			}
-			err := walk(f.bytes, func(g field) error {
-				switch g.num {
-				case 1:
-					return g.str(&a.url)
-				case 2:
-					if g.typ != protowire.BytesType {
-						return g.wrongType("value")
-					}
-					a.value = g.bytes
-				}
-				return nil
-			})
-			anys = append(anys, a)
-			return err
-		case 4:
-			return f.str(&r.TypeURL)
-		case 5:
-			return f.str(&r.Nonce)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("discovery response: %w", err)
-	}
-	for _, a := range anys {
-		if a.url != r.TypeURL {
-			return nil, fmt.Errorf("discovery response of %s holds a %s", r.TypeURL, a.url)
-		}
-		r.Resources = append(r.Resources, a.value)
-	}
-	return r, nil
 }
 
 // field is one field of a message, as read from the wire.

@@ -20,54 +20,74 @@ import (
 	"github.com/meshproj/mesh/discovery"
 )
 
-func TestARequestReadsAsEnvoysDiscoveryRequest(t *testing.T) {
-	r := Request{Version: "v7", TypeURL: ClusterType, Nonce: "n3", Names: []string{"a.x.svc.cluster.local:80", "b.x.svc.cluster.local:81"},
-		NodeID: "web-1.shop", NodeCluster: "shop", UserAgent: "mesh-proxy", ErrorCode: 3, ErrorMessage: "bad balancer"}
-	var got discoveryv3.DiscoveryRequest
+func TestADeltaRequestReadsAsEnvoys(t *testing.T) {
+	r := DeltaRequest{TypeURL: ClusterType, Nonce: "n3", Subscribe: []string{"a.x.svc.cluster.local:80", "b.x.svc.cluster.local:81"},
+		Unsubscribe: []string{"c.x.svc.cluster.local:82"}, Initial: map[string]string{"a.x.svc.cluster.local:80": "v7", "b.x.svc.cluster.local:81": ""},
+		NodeID: "web-1.shop", NodeCluster: "shop", Agent: "mesh-proxy", ErrorCode: 3, ErrorMessage: "bad balancer"}
+	var got discoveryv3.DeltaDiscoveryRequest
 	if err := proto.Unmarshal(r.Marshal(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.GetVersionInfo() != "v7" || got.GetTypeUrl() != ClusterType || got.GetResponseNonce() != "n3" ||
-		strings.Join(got.GetResourceNames(), ",") != "a.x.svc.cluster.local:80,b.x.svc.cluster.local:81" ||
+	if got.GetTypeUrl() != ClusterType || got.GetResponseNonce() != "n3" ||
+		strings.Join(got.GetResourceNamesSubscribe(), ",") != "a.x.svc.cluster.local:80,b.x.svc.cluster.local:81" ||
+		strings.Join(got.GetResourceNamesUnsubscribe(), ",") != "c.x.svc.cluster.local:82" ||
+		len(got.GetInitialResourceVersions()) != 2 || got.GetInitialResourceVersions()["a.x.svc.cluster.local:80"] != "v7" ||
 		got.GetNode().GetId() != "web-1.shop" || got.GetNode().GetCluster() != "shop" || got.GetNode().GetUserAgentName() != "mesh-proxy" ||
 		got.GetErrorDetail().GetCode() != 3 || got.GetErrorDetail().GetMessage() != "bad balancer" {
 		t.Errorf("decoded as %v", &got)
 	}
-	// A first request: no version, nonce or error, every name (a wildcard).
-	first := Request{TypeURL: ListenerType, NodeID: "n"}
-	if err := proto.Unmarshal(first.Marshal(), &got); err != nil {
+	// An acknowledgement: a nonce, and nothing else.
+	ack := DeltaRequest{TypeURL: ListenerType, Nonce: "7"}
+	got.Reset()
+	if err := proto.Unmarshal(ack.Marshal(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.GetErrorDetail() != nil || got.GetVersionInfo() != "" || len(got.GetResourceNames()) != 0 {
-		t.Errorf("first request decoded as %v", &got)
+	if got.GetErrorDetail() != nil || got.GetNode() != nil || len(got.GetResourceNamesSubscribe()) != 0 || got.GetResponseNonce() != "7" {
+		t.Errorf("an acknowledgement decoded as %v", &got)
 	}
 }
 
-func TestAResponseGivesItsResourcesOfItsTypeOnly(t *testing.T) {
+func TestADeltaResponseGivesItsNamedResourcesOfItsTypeOnly(t *testing.T) {
 	l, err := anypb.New(&listenerv3.Listener{Name: "a:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp := &discoveryv3.DiscoveryResponse{VersionInfo: "v1", TypeUrl: ListenerType, Nonce: "x", Resources: []*anypb.Any{l, l},
-		ControlPlane: &corev3.ControlPlane{Identifier: "someone else's field"}}
+	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: "s1", TypeUrl: ListenerType, Nonce: "x",
+		Resources:        []*discoveryv3.Resource{{Name: "a:1", Version: "v1", Resource: l}, {Name: "b:1", Version: "v2", Resource: l}},
+		RemovedResources: []string{"c:1"},
+		ControlPlane:     &corev3.ControlPlane{Identifier: "someone else's field"}}
 	b, err := proto.Marshal(resp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := ParseResponse(b)
+	r, err := ParseDeltaResponse(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Version != "v1" || r.TypeURL != ListenerType || r.Nonce != "x" || len(r.Resources) != 2 || !proto.Equal(mustListener(t, r.Resources[0]), &listenerv3.Listener{Name: "a:1"}) {
+	if r.SystemVersion != "s1" || r.TypeURL != ListenerType || r.Nonce != "x" || len(r.Resources) != 2 ||
+		r.Resources[1].Name != "b:1" || r.Resources[1].Version != "v2" || !proto.Equal(mustListener(t, r.Resources[0].Value), &listenerv3.Listener{Name: "a:1"}) ||
+		strings.Join(r.Removed, ",") != "c:1" {
 		t.Errorf("parsed %+v", r)
 	}
-	resp.TypeUrl = ClusterType
-	b, _ = proto.Marshal(resp)
-	if _, err := ParseResponse(b); err == nil || !strings.Contains(err.Error(), "holds a type.googleapis.com/envoy.config.listener.v3.Listener") {
-		t.Errorf("a cluster response holding listeners: %v", err)
-	}
-	if _, err := ParseResponse(b[:len(b)-3]); err == nil {
+	if _, err := ParseDeltaResponse(b[:len(b)-3]); err == nil {
 		t.Error("a truncated response parsed")
+	}
+	for _, c := range []struct {
+		name   string
+		change func(*discoveryv3.DeltaDiscoveryResponse)
+		want   string
+	}{
+		{"of another type", func(r *discoveryv3.DeltaDiscoveryResponse) { r.TypeUrl = ClusterType }, "holds a \"type.googleapis.com/envoy.config.listener.v3.Listener\""},
+		{"unnamed", func(r *discoveryv3.DeltaDiscoveryResponse) { r.Resources[0].Name = "" }, "without a name"},
+		{"twice", func(r *discoveryv3.DeltaDiscoveryResponse) { r.Resources[1].Name = "a:1" }, "names a:1 twice"},
+		{"sent and removed", func(r *discoveryv3.DeltaDiscoveryResponse) { r.RemovedResources = []string{"b:1"} }, "both sends and removes b:1"},
+	} {
+		bad := proto.Clone(resp).(*discoveryv3.DeltaDiscoveryResponse)
+		c.change(bad)
+		b, _ := proto.Marshal(bad)
+		if _, err := ParseDeltaResponse(b); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("a resource %s: %v, want an error saying %q", c.name, err, c.want)
+		}
 	}
 }
 
@@ -129,7 +149,7 @@ func FuzzDecoders(f *testing.F) {
 	l, _ := proto.Marshal(&listenerv3.Listener{Name: "web:80", Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: ours}}})
 	f.Add(l)
 	a, _ := anypb.New(&listenerv3.Listener{Name: "a:1"})
-	resp, _ := proto.Marshal(&discoveryv3.DiscoveryResponse{TypeUrl: ListenerType, Resources: []*anypb.Any{a}})
+	resp, _ := proto.Marshal(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: ListenerType, Resources: []*discoveryv3.Resource{{Name: "a:1", Resource: a}}, RemovedResources: []string{"b:1"}})
 	f.Add(resp)
 	f.Add([]byte{0x12, 0x80})
 	policy, _ := structpb.NewStruct(map[string]any{"balancer": "peak-ewma", "retryLimit": "2", "retryHTTP": "500-599,429-429", "retryGRPC": "14",
@@ -142,7 +162,7 @@ func FuzzDecoders(f *testing.F) {
 	rc, _ := proto.Marshal(&routev3.RouteConfiguration{Name: "web:80", Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: routes}}})
 	f.Add(rc)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ParseResponse(b)
+		ParseDeltaResponse(b)
 		DecodeListener(b)
 		DecodeCluster(b)
 		DecodeEndpoints(b)

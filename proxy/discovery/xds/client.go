@@ -50,8 +50,11 @@ type Backend struct {
 	once   sync.Once
 	mu     sync.Mutex
 	update func(discovery.State)
-	routes map[discovery.Key]xdswire.Route
-	byVIP  map[netip.AddrPort]string
+	// listeners are the directory, by cluster name; routes and byVIP find
+	// a cluster by service port and by virtual IP.
+	listeners map[string]xdswire.Route
+	routes    map[discovery.Key]xdswire.Route
+	byVIP     map[netip.AddrPort]string
 	// routeConfigs names, by cluster, the route configuration its
 	// listener names (none: the controller serves no RDS for it).
 	routeConfigs map[string]string
@@ -62,8 +65,17 @@ type Backend struct {
 	connected    bool
 	lastErr      string
 	since        time.Time // of the current connection state
-	// policy is the pod's inbound policy, once one has arrived.
-	policy *discovery.InboundPolicy
+	// policy is the pod's inbound policy, once one has arrived;
+	// policyChanged says it has not been delivered yet.
+	policy        *discovery.InboundPolicy
+	policyChanged bool
+	// versions are the versions held, by type and name: a new stream
+	// names them, so that a controller holding the same sends them no
+	// more.
+	versions map[string]map[string]string
+	// changed names the subscribed clusters changed since the last state
+	// delivered.
+	changed map[string]bool
 }
 
 type subscription struct {
@@ -78,6 +90,9 @@ type subscription struct {
 	// delivered is closed once a state with the service (and every alias
 	// asked for so far) has been handed to the proxy.
 	delivered chan struct{}
+	// built is the service as last delivered; nil once anything of it
+	// changed.
+	built *discovery.Service
 }
 
 var _ discovery.OnDemand = (*Backend)(nil)
@@ -86,6 +101,12 @@ func (b *Backend) init() {
 	b.once.Do(func() {
 		b.routesIn = make(chan struct{})
 		b.clusters = map[string]*subscription{}
+		b.listeners = map[string]xdswire.Route{}
+		b.routes = map[discovery.Key]xdswire.Route{}
+		b.byVIP = map[netip.AddrPort]string{}
+		b.routeConfigs = map[string]string{}
+		b.versions = map[string]map[string]string{}
+		b.changed = map[string]bool{}
 		b.resend = make(chan struct{}, 1)
 		if b.Log == nil {
 			b.Log = slog.Default()
@@ -141,19 +162,19 @@ func (b *Backend) Run(ctx context.Context, update func(discovery.State)) error {
 	return nil
 }
 
-type typeState struct{ version, nonce string }
-
-// adsStream is one ADS stream's state: per resource type, the version and
-// nonce last seen and the names last asked for.
+// adsStream is one delta ADS stream's state: per resource type, the names
+// this stream has subscribed to.
 type adsStream struct {
 	b      *Backend
 	stream *grpcStream
-	states map[string]*typeState
-	sent   map[string][]string
+	sent   map[string]map[string]bool
+	// noded says the node has been sent: the controller keeps it for the
+	// stream, so only the first request carries it.
+	noded bool
 }
 
-// stream opens one ADS stream to the controller and serves it until ctx
-// ends (nil) or the stream fails (the caller reconnects).
+// stream opens one delta ADS stream to the controller and serves it until
+// ctx ends (nil) or the stream fails (the caller reconnects).
 func (b *Backend) stream(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -162,15 +183,17 @@ func (b *Backend) stream(ctx context.Context) error {
 		return err
 	}
 	defer gs.Close()
-	s := &adsStream{b: b, stream: gs,
-		states: map[string]*typeState{xdswire.ListenerType: {}, xdswire.RouteType: {}, xdswire.ClusterType: {}, xdswire.EndpointType: {}, xdswire.InboundPolicyType: {}},
-		sent:   map[string][]string{}}
-	// Every listener; the clusters already in use (after a reconnect).
-	if err := s.send(xdswire.ListenerType, nil, nil); err != nil {
+	s := &adsStream{b: b, stream: gs, sent: map[string]map[string]bool{}}
+	// Every listener (a wildcard: no names), telling the controller which
+	// versions are held from before a reconnect so that it sends only what
+	// differs; then the pod's policy and the services already in use.
+	if err := s.send(&xdswire.DeltaRequest{TypeURL: xdswire.ListenerType, Initial: b.heldVersions(xdswire.ListenerType, nil)}); err != nil {
 		return err
 	}
 	if b.PodName != "" {
-		if err := s.send(xdswire.InboundPolicyType, []string{xdswire.InboundPolicyName(b.Namespace, b.PodName)}, nil); err != nil {
+		name := xdswire.InboundPolicyName(b.Namespace, b.PodName)
+		if err := s.send(&xdswire.DeltaRequest{TypeURL: xdswire.InboundPolicyType, Subscribe: []string{name},
+			Initial: b.heldVersions(xdswire.InboundPolicyType, []string{name})}); err != nil {
 			return err
 		}
 	}
@@ -199,43 +222,68 @@ func (b *Backend) stream(ctx context.Context) error {
 // nackCode is the gRPC status a refusal carries: INVALID_ARGUMENT.
 const nackCode = 3
 
-// send asks for names of a type, acknowledging what was last seen of it,
-// or refusing it when nack is set.
-func (s *adsStream) send(typeURL string, names []string, nack error) error {
-	st := s.states[typeURL]
-	req := &xdswire.Request{NodeID: s.b.NodeID, NodeCluster: s.b.Namespace, UserAgent: "mesh-proxy",
-		TypeURL: typeURL, Names: names, Version: st.version, Nonce: st.nonce}
-	if nack != nil {
-		req.ErrorCode, req.ErrorMessage = nackCode, nack.Error()
+func (s *adsStream) send(req *xdswire.DeltaRequest) error {
+	if !s.noded {
+		req.NodeID, req.NodeCluster, req.Agent = s.b.NodeID, s.b.Namespace, "mesh-proxy"
+		s.noded = true
 	}
-	s.sent[typeURL] = names
 	return s.stream.Send(req)
 }
 
-// subscribe asks for the clusters, endpoints and routes of the services
-// in use, when that set has changed since it was last asked for. Routes
-// are asked for only where the service's listener names them, so that a
-// controller which serves none is never asked.
+// subscribe tells the controller which clusters, endpoints and routes of
+// the services in use it starts and stops wanting, where that changed
+// since it was last told. Routes are asked for only where the service's
+// listener names them, so that a controller which serves none is never
+// asked.
 func (s *adsStream) subscribe() error {
 	clusters, routes := s.b.clusterNames()
 	for _, sub := range []struct {
 		typ   string
 		names []string
 	}{{xdswire.ClusterType, clusters}, {xdswire.EndpointType, clusters}, {xdswire.RouteType, routes}} {
-		if len(sub.names) == 0 && len(s.sent[sub.typ]) == 0 || slices.Equal(sub.names, s.sent[sub.typ]) {
+		sent := s.sent[sub.typ]
+		if sent == nil {
+			sent = map[string]bool{}
+			s.sent[sub.typ] = sent
+		}
+		var add, drop []string
+		want := make(map[string]bool, len(sub.names))
+		for _, n := range sub.names {
+			want[n] = true
+			if !sent[n] {
+				add = append(add, n)
+			}
+		}
+		for n := range sent {
+			if !want[n] {
+				drop = append(drop, n)
+			}
+		}
+		if len(add) == 0 && len(drop) == 0 {
 			continue
 		}
-		if err := s.send(sub.typ, sub.names, nil); err != nil {
+		slices.Sort(drop)
+		// Versions held from before a reconnect are named with the first
+		// subscription to them on this stream.
+		if err := s.send(&xdswire.DeltaRequest{TypeURL: sub.typ, Subscribe: add, Unsubscribe: drop,
+			Initial: s.b.heldVersions(sub.typ, add)}); err != nil {
 			return err
 		}
+		for _, n := range add {
+			sent[n] = true
+		}
+		for _, n := range drop {
+			delete(sent, n)
+		}
+		s.b.forgetVersions(sub.typ, drop)
 	}
 	return nil
 }
 
 // receive reads responses on a goroutine of its own until the stream fails
 // or ctx ends.
-func (s *adsStream) receive(ctx context.Context) (<-chan *xdswire.Response, <-chan error) {
-	responses := make(chan *xdswire.Response)
+func (s *adsStream) receive(ctx context.Context) (<-chan *xdswire.DeltaResponse, <-chan error) {
+	responses := make(chan *xdswire.DeltaResponse)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -256,19 +304,43 @@ func (s *adsStream) receive(ctx context.Context) (<-chan *xdswire.Response, <-ch
 
 // handle applies a response and acknowledges it, or keeps the last state
 // and refuses it.
-func (s *adsStream) handle(resp *xdswire.Response) error {
-	st := s.states[resp.TypeURL]
-	if st == nil {
-		return nil
-	}
-	st.nonce = resp.Nonce
+func (s *adsStream) handle(resp *xdswire.DeltaResponse) error {
+	ack := &xdswire.DeltaRequest{TypeURL: resp.TypeURL, Nonce: resp.Nonce}
 	if err := s.b.apply(resp); err != nil {
 		s.b.Log.Error("xDS response rejected; keeping the last state", slog.String("type", resp.TypeURL),
-			slog.String("version", resp.Version), slog.Any("error", err))
-		return s.send(resp.TypeURL, s.sent[resp.TypeURL], err)
+			slog.String("version", resp.SystemVersion), slog.Any("error", err))
+		ack.ErrorCode, ack.ErrorMessage = nackCode, err.Error()
 	}
-	st.version = resp.Version
-	return s.send(resp.TypeURL, s.sent[resp.TypeURL], nil)
+	return s.send(ack)
+}
+
+// heldVersions are the versions held of names of a type (of every one
+// held, for nil names).
+func (b *Backend) heldVersions(typ string, names []string) map[string]string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	held := b.versions[typ]
+	if names == nil {
+		return maps.Clone(held)
+	}
+	var out map[string]string
+	for _, n := range names {
+		if v, ok := held[n]; ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[n] = v
+		}
+	}
+	return out
+}
+
+func (b *Backend) forgetVersions(typ string, names []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, n := range names {
+		delete(b.versions[typ], n)
+	}
 }
 
 // clusterNames are the clusters in use, and the route configurations of
@@ -293,118 +365,200 @@ func (b *Backend) clusterNames() (clusters, routes []string) {
 func (b *Backend) routeConfigLocked(cluster string) string { return b.routeConfigs[cluster] }
 
 // apply decodes a whole response first and changes nothing if any of it
-// is bad.
-func (b *Backend) apply(resp *xdswire.Response) error {
+// is bad; then it changes what the response names, and only that.
+func (b *Backend) apply(resp *xdswire.DeltaResponse) error {
+	decoded := make([]any, len(resp.Resources))
+	for i, res := range resp.Resources {
+		var v any
+		var name string
+		var err error
+		switch resp.TypeURL {
+		case xdswire.ListenerType:
+			var r xdswire.Route
+			r, err = xdswire.DecodeListener(res.Value)
+			v, name = r, r.Cluster
+		case xdswire.ClusterType:
+			var s discovery.Service
+			s, err = xdswire.DecodeCluster(res.Value)
+			v, name = &s, xdswire.Name(s.Key())
+		case xdswire.EndpointType:
+			var eps []discovery.Endpoint
+			name, eps, err = xdswire.DecodeEndpoints(res.Value)
+			v = eps
+		case xdswire.RouteType:
+			var routes []discovery.Route
+			name, routes, err = xdswire.DecodeRoutes(res.Value)
+			v = routes
+		case xdswire.InboundPolicyType:
+			var ip discovery.InboundPolicy
+			ip, err = xdswire.DecodeInboundPolicy(res.Value)
+			v, name = &ip, res.Name
+		default:
+			return fmt.Errorf("a response of %s, which was not asked for", resp.TypeURL)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", res.Name, err)
+		}
+		if name != res.Name {
+			return fmt.Errorf("resource %s holds %s", res.Name, name)
+		}
+		decoded[i] = v
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	versions := b.versions[resp.TypeURL]
+	if versions == nil {
+		versions = map[string]string{}
+		b.versions[resp.TypeURL] = versions
+	}
+	for _, name := range resp.Removed {
+		delete(versions, name)
+	}
+	for _, res := range resp.Resources {
+		versions[res.Name] = res.Version
+	}
 	switch resp.TypeURL {
 	case xdswire.ListenerType:
-		routes := make(map[discovery.Key]xdswire.Route, len(resp.Resources))
-		byVIP := map[netip.AddrPort]string{}
-		routeConfigs := map[string]string{}
-		for _, res := range resp.Resources {
-			r, err := xdswire.DecodeListener(res)
-			if err != nil {
-				return err
-			}
-			routes[r.Key] = r
-			for _, v := range r.VIPs {
-				byVIP[v] = r.Cluster
+		for _, name := range resp.Removed {
+			b.dropListenerLocked(name)
+		}
+		for _, v := range decoded {
+			r := v.(xdswire.Route)
+			b.dropListenerLocked(r.Cluster)
+			b.listeners[r.Cluster] = r
+			b.routes[r.Key] = r
+			for _, vip := range r.VIPs {
+				b.byVIP[vip] = r.Cluster
 			}
 			if r.RouteConfig != "" {
-				routeConfigs[r.Cluster] = r.RouteConfig
+				b.routeConfigs[r.Cluster] = r.RouteConfig
 			}
+			b.touchLocked(r.Cluster)
 		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		b.routes, b.byVIP, b.routeConfigs = routes, byVIP, routeConfigs
-		b.askLocked() // a listener may name routes now
+		b.askLocked() // a listener may name routes now, or no more
 		if !b.connected {
 			b.connected, b.lastErr, b.since = true, "", time.Now()
-			b.Log.Info("xDS connected", slog.String("controller", b.Addr), slog.Int("services", len(routes)))
+			b.Log.Info("xDS connected", slog.String("controller", b.Addr), slog.Int("services", len(b.routes)))
 		}
 		select {
 		case <-b.routesIn:
 		default:
 			close(b.routesIn)
 		}
-		b.deliverLocked()
 	case xdswire.ClusterType:
-		got := map[string]*discovery.Service{}
-		for _, res := range resp.Resources {
-			s, err := xdswire.DecodeCluster(res)
-			if err != nil {
-				return err
-			}
-			got[xdswire.Name(discovery.Key{Host: s.Name, Port: s.Port})] = &s
-		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for name, sub := range b.clusters {
-			if s, ok := got[name]; ok {
-				sub.svc = s
-			} else if sub.svc != nil {
-				// Clusters come whole: one missing was deleted.
+		for _, name := range resp.Removed {
+			if sub := b.clusters[name]; sub != nil && sub.svc != nil {
+				// The service is gone: it is no longer delivered until it
+				// comes back whole.
 				sub.svc, sub.endpoints, sub.haveEps = nil, nil, false
 				sub.delivered = make(chan struct{})
+				b.touchLocked(name)
 			}
 		}
-		b.deliverLocked()
-	case xdswire.InboundPolicyType:
-		if len(resp.Resources) == 0 {
-			return nil // none built for the pod yet: keep what is in force
-		}
-		ip, err := xdswire.DecodeInboundPolicy(resp.Resources[0])
-		if err != nil {
-			return err
-		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		b.policy = &ip
-		b.deliverLocked()
-	case xdswire.RouteType:
-		got := map[string][]discovery.Route{}
-		for _, res := range resp.Resources {
-			name, routes, err := xdswire.DecodeRoutes(res)
-			if err != nil {
-				return err
-			}
-			got[name] = routes
-		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for name, sub := range b.clusters {
-			if routes, ok := got[b.routeConfigLocked(name)]; ok {
-				sub.routes, sub.haveRoutes = routes, true
-			}
-		}
-		b.deliverLocked()
-	case xdswire.EndpointType:
-		got := map[string][]discovery.Endpoint{}
-		for _, res := range resp.Resources {
-			name, eps, err := xdswire.DecodeEndpoints(res)
-			if err != nil {
-				return err
-			}
-			got[name] = eps
-		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for name, eps := range got {
+		for _, v := range decoded {
+			s := v.(*discovery.Service)
+			name := xdswire.Name(s.Key())
 			if sub := b.clusters[name]; sub != nil {
-				sub.endpoints, sub.haveEps = eps, true
+				sub.svc = s
+				b.touchLocked(name)
 			}
 		}
-		b.deliverLocked()
+	case xdswire.EndpointType:
+		for _, name := range resp.Removed {
+			if sub := b.clusters[name]; sub != nil && sub.haveEps {
+				sub.endpoints, sub.haveEps = nil, false
+				b.touchLocked(name)
+			}
+		}
+		for i, v := range decoded {
+			name := resp.Resources[i].Name
+			if sub := b.clusters[name]; sub != nil {
+				sub.endpoints, sub.haveEps = v.([]discovery.Endpoint), true
+				b.touchLocked(name)
+			}
+		}
+	case xdswire.RouteType:
+		type routes struct {
+			routes []discovery.Route
+			ok     bool // false: removed
+		}
+		got := make(map[string]routes, len(decoded)+len(resp.Removed))
+		for i, v := range decoded {
+			got[resp.Resources[i].Name] = routes{v.([]discovery.Route), true}
+		}
+		for _, name := range resp.Removed {
+			got[name] = routes{}
+		}
+		for name, sub := range b.clusters {
+			if r, ok := got[b.routeConfigLocked(name)]; ok {
+				sub.routes, sub.haveRoutes = r.routes, r.ok
+				b.touchLocked(name)
+			}
+		}
+	case xdswire.InboundPolicyType:
+		if len(decoded) == 0 {
+			return nil // none built for the pod yet, or no more: keep what is in force
+		}
+		b.policy = decoded[0].(*discovery.InboundPolicy)
+		b.policyChanged = true
 	}
+	b.deliverLocked()
 	return nil
 }
 
+// dropListenerLocked forgets the listener of a cluster: its name, virtual
+// IPs and route configuration.
+func (b *Backend) dropListenerLocked(cluster string) {
+	old, ok := b.listeners[cluster]
+	if !ok {
+		return
+	}
+	delete(b.listeners, cluster)
+	if b.routes[old.Key].Cluster == cluster {
+		delete(b.routes, old.Key)
+	}
+	for _, vip := range old.VIPs {
+		if b.byVIP[vip] == cluster {
+			delete(b.byVIP, vip)
+		}
+	}
+	if rc := b.routeConfigs[cluster]; rc != "" {
+		delete(b.routeConfigs, cluster)
+		if sub := b.clusters[cluster]; sub != nil {
+			// Its routes went with the listener that named them.
+			sub.routes, sub.haveRoutes = nil, false
+		}
+	}
+	b.touchLocked(cluster)
+}
+
+// touchLocked marks a subscribed service as changed, to be built again
+// and named as changed in the next state.
+func (b *Backend) touchLocked(cluster string) {
+	if sub := b.clusters[cluster]; sub != nil {
+		sub.built = nil
+		b.changed[cluster] = true
+	}
+}
+
 // deliverLocked hands the proxy every subscribed service whose cluster and
-// endpoints are both known.
+// endpoints are both known, building again only those that changed, and
+// names them (and the ones that went) as the changed ones.
 func (b *Backend) deliverLocked() {
+	if len(b.changed) == 0 && !b.policyChanged && b.revision > 0 {
+		return // the first state goes out anyway: the directory is in
+	}
 	b.revision++
-	state := discovery.State{Source: "xds " + b.Addr, Revision: strconv.Itoa(b.revision), Updated: time.Now()}
+	state := discovery.State{Source: "xds " + b.Addr, Revision: strconv.Itoa(b.revision), Updated: time.Now(),
+		Services: make([]discovery.Service, 0, len(b.clusters)), Changed: make(map[discovery.Key]bool, len(b.changed))}
 	if b.policy != nil {
 		state.Policies = []discovery.InboundPolicy{*b.policy}
+	}
+	for name := range b.changed {
+		if k, err := xdswire.KeyOf(name); err == nil {
+			state.Changed[k] = true
+		}
 	}
 	var done []*subscription
 	for _, name := range slices.Sorted(maps.Keys(b.clusters)) {
@@ -412,18 +566,23 @@ func (b *Backend) deliverLocked() {
 		if sub.svc == nil || !sub.haveEps || !sub.haveRoutes && b.routeConfigLocked(name) != "" {
 			continue
 		}
-		s := *sub.svc
-		s.Endpoints = sub.endpoints
-		s.Routes = sub.routes
-		s.Aliases = slices.Sorted(maps.Keys(sub.aliases))
-		for _, v := range b.routes[s.Key()].VIPs {
-			if v.Port() == s.Port {
-				s.Addresses = append(s.Addresses, v.Addr())
+		if sub.built == nil {
+			s := *sub.svc
+			s.Endpoints = sub.endpoints
+			s.Routes = sub.routes
+			s.Aliases = slices.Sorted(maps.Keys(sub.aliases))
+			for _, v := range b.listeners[name].VIPs {
+				if v.Port() == s.Port {
+					s.Addresses = append(s.Addresses, v.Addr())
+				}
 			}
+			sub.built = &s
 		}
-		state.Services = append(state.Services, s)
+		state.Services = append(state.Services, *sub.built)
 		done = append(done, sub)
 	}
+	clear(b.changed)
+	b.policyChanged = false
 	if b.update != nil {
 		b.update(state)
 	}
@@ -563,10 +722,36 @@ func (b *Backend) subscribeLocked(cluster, alias string) <-chan struct{} {
 	}
 	if key, err := xdswire.KeyOf(cluster); err == nil && alias != "" && alias != key.Host && !sub.aliases[alias] {
 		sub.aliases[alias] = true
+		b.touchLocked(cluster)
 		if sub.svc != nil && sub.haveEps {
 			sub.delivered = make(chan struct{})
 			b.deliverLocked()
 		}
 	}
 	return sub.delivered
+}
+
+// Release implements discovery.Releaser: the proxy has not used these
+// services for a while. Their subscriptions end, and the next state no
+// longer holds them; a later Want subscribes again.
+func (b *Backend) Release(keys []discovery.Key) {
+	b.init()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, k := range keys {
+		name := xdswire.Name(k)
+		if _, ok := b.clusters[name]; !ok {
+			continue
+		}
+		b.changed[name] = true
+		delete(b.clusters, name)
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	b.Log.Debug("xDS: released services unused for a while", slog.Int("released", n), slog.Int("subscribed", len(b.clusters)))
+	b.askLocked()
+	b.deliverLocked()
 }

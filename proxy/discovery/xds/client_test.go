@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,10 @@ type controlPlane struct {
 	caches map[string]*cache.LinearCache
 	mu     sync.Mutex
 	nacks  []string
+	// sent counts, by type, the resources sent in responses; dropped the
+	// names unsubscribed from.
+	sent    map[string]int
+	dropped []string
 }
 
 func startControlPlane(t *testing.T, addr string, services ...discovery.Service) *controlPlane {
@@ -40,8 +45,9 @@ func startControlPlane(t *testing.T, addr string, services ...discovery.Service)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := &controlPlane{t: t, addr: ln.Addr().String(), srv: grpc.NewServer(), caches: map[string]*cache.LinearCache{}}
-	mux := &cache.MuxCache{Classify: func(r *cache.Request) string { return r.GetTypeUrl() }, Caches: map[string]cache.Cache{}}
+	cp := &controlPlane{t: t, addr: ln.Addr().String(), srv: grpc.NewServer(), caches: map[string]*cache.LinearCache{}, sent: map[string]int{}}
+	mux := &cache.MuxCache{Classify: func(r *cache.Request) string { return r.GetTypeUrl() },
+		ClassifyDelta: func(r *cache.DeltaRequest) string { return r.GetTypeUrl() }, Caches: map[string]cache.Cache{}}
 	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 	for _, typ := range xdsres.Types {
 		cp.caches[typ] = cache.NewLinearCache(typ, cache.WithVersionPrefix(prefix))
@@ -50,14 +56,24 @@ func startControlPlane(t *testing.T, addr string, services ...discovery.Service)
 	for i := range services {
 		cp.set(&services[i])
 	}
-	cb := server.CallbackFuncs{StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
-		if r.GetErrorDetail() != nil {
+	cb := server.CallbackFuncs{
+		StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
 			cp.mu.Lock()
-			cp.nacks = append(cp.nacks, r.GetErrorDetail().GetMessage())
+			defer cp.mu.Unlock()
+			if r.GetErrorDetail() != nil {
+				cp.nacks = append(cp.nacks, r.GetErrorDetail().GetMessage())
+			}
+			for _, n := range r.GetResourceNamesUnsubscribe() {
+				cp.dropped = append(cp.dropped, r.GetTypeUrl()+" "+n)
+			}
+			return nil
+		},
+		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+			cp.mu.Lock()
+			cp.sent[r.GetTypeUrl()] += len(r.GetResources())
 			cp.mu.Unlock()
-		}
-		return nil
-	}}
+		},
+	}
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(cp.srv, server.NewServer(t.Context(), mux, cb))
 	go cp.srv.Serve(ln)
 	t.Cleanup(cp.srv.Stop)
@@ -76,6 +92,13 @@ func (cp *controlPlane) set(s *discovery.Service) *xdsres.Resources {
 		}
 	}
 	return r
+}
+
+// sentOf is how many resources of a type responses have carried.
+func (cp *controlPlane) sentOf(typ string) int {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.sent[typ]
 }
 
 func (cp *controlPlane) remove(k discovery.Key) {
@@ -281,5 +304,91 @@ func TestCandidates(t *testing.T) {
 		if got := b.candidates(host); got[0] != want {
 			t.Errorf("%s: %v, want %s first", host, got, want)
 		}
+	}
+}
+
+// TestAChangeTravelsAlone: one service's new endpoints are one resource on
+// the wire, and the state delivered names that service alone as changed,
+// however many the proxy holds.
+func TestAChangeTravelsAlone(t *testing.T) {
+	var all []discovery.Service
+	for i := range 5 {
+		all = append(all, svc("s"+strconv.Itoa(i)+".shop.svc.cluster.local", 80, "", "127.0.0.1:"+strconv.Itoa(9000+i)))
+	}
+	cp := startControlPlane(t, "", all...)
+	b, st := startBackend(t, cp.addr)
+	for i := range all {
+		if err := b.Want(within(5*time.Second), discovery.Key{Host: "s" + strconv.Itoa(i), Port: 80}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := cp.sentOf(xdsres.EndpointType)
+	changed := all[3]
+	changed.Endpoints = append(changed.Endpoints, discovery.Endpoint{Address: netip.MustParseAddrPort("127.0.0.1:9999"), Weight: 1})
+	cp.set(&changed)
+	st.waitFor(t, "s3's second endpoint", func() bool {
+		s := st.service(changed.Name)
+		return s != nil && len(s.Endpoints) == 2
+	})
+	st.mu.Lock()
+	last := st.last
+	st.mu.Unlock()
+	if len(last.Services) != 5 || len(last.Changed) != 1 || !last.Changed[changed.Key()] {
+		t.Errorf("the state after one change holds %d services and names %v as changed, want 5 and only %s", len(last.Services), last.Changed, changed.Key())
+	}
+	// The Cluster (and the others) came again too: set writes every type.
+	if n := cp.sentOf(xdsres.EndpointType) - before; n != 1 {
+		t.Errorf("one service's change sent %d endpoint resources, want 1", n)
+	}
+}
+
+// TestReleaseEndsASubscription: a released service is no longer delivered
+// or sent, and asking for it again brings it back as it is now.
+func TestReleaseEndsASubscription(t *testing.T) {
+	web := svc("web.shop.svc.cluster.local", 80, "", "127.0.0.1:8081")
+	api := svc("api.shop.svc.cluster.local", 8080, "", "127.0.0.1:9091")
+	cp := startControlPlane(t, "", web, api)
+	b, st := startBackend(t, cp.addr)
+	for _, k := range []discovery.Key{web.Key(), api.Key()} {
+		if err := b.Want(within(5*time.Second), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Release([]discovery.Key{web.Key()})
+	if st.service(web.Name) != nil {
+		t.Fatal("web is still delivered after its release")
+	}
+	st.mu.Lock()
+	changed := st.last.Changed
+	st.mu.Unlock()
+	if !changed[web.Key()] || len(changed) != 1 {
+		t.Errorf("the state after the release names %v as changed, want web alone", changed)
+	}
+	if s := b.Status().(Status); len(s.Subscribed) != 1 || s.Subscribed[0] != xdsres.Name(api.Key()) {
+		t.Errorf("subscribed after the release: %v", s.Subscribed)
+	}
+	// The controller has been told: web's change is not sent, api's is.
+	st.waitFor(t, "the unsubscription", func() bool {
+		cp.mu.Lock()
+		defer cp.mu.Unlock()
+		return slices.Contains(cp.dropped, xdsres.EndpointType+" "+xdsres.Name(web.Key()))
+	})
+	before := cp.sentOf(xdsres.EndpointType)
+	web.Endpoints = append(web.Endpoints, discovery.Endpoint{Address: netip.MustParseAddrPort("127.0.0.1:8082"), Weight: 1})
+	cp.set(&web)
+	api.Endpoints = append(api.Endpoints, discovery.Endpoint{Address: netip.MustParseAddrPort("127.0.0.1:9092"), Weight: 1})
+	cp.set(&api)
+	st.waitFor(t, "api's second endpoint", func() bool {
+		s := st.service(api.Name)
+		return s != nil && len(s.Endpoints) == 2
+	})
+	if n := cp.sentOf(xdsres.EndpointType) - before; n != 1 {
+		t.Errorf("%d endpoint resources sent after web's release, want api's alone", n)
+	}
+	if err := b.Want(within(5*time.Second), discovery.Key{Host: "web", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+	if s := st.service(web.Name); s == nil || len(s.Endpoints) != 2 {
+		t.Errorf("web asked for again is %+v, want its two endpoints of now", s)
 	}
 }

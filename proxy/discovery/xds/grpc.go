@@ -23,13 +23,13 @@ import (
 // status in the trailers, and grpc-go with the Envoy types cost every
 // sidecar several megabytes (bench/README.md, Memory).
 
-const adsPath = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+const adsPath = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
 // maxMessage bounds one response: the directory of every service port of
 // a large cluster fits many times over.
 const maxMessage = 64 << 20
 
-// grpcStream is one StreamAggregatedResources call.
+// grpcStream is one DeltaAggregatedResources call.
 type grpcStream struct {
 	t      *http.Transport
 	body   *io.PipeWriter
@@ -97,7 +97,7 @@ func dialADS(ctx context.Context, addr string, tlsCfg *tls.Config, userAgent str
 }
 
 // Send writes one request message.
-func (s *grpcStream) Send(r *xdswire.Request) error {
+func (s *grpcStream) Send(r *xdswire.DeltaRequest) error {
 	msg := r.Marshal()
 	frame := make([]byte, 5, 5+len(msg))
 	binary.BigEndian.PutUint32(frame[1:], uint32(len(msg)))
@@ -106,7 +106,7 @@ func (s *grpcStream) Send(r *xdswire.Request) error {
 }
 
 // Recv reads one response message, or the call's end as an error.
-func (s *grpcStream) Recv() (*xdswire.Response, error) {
+func (s *grpcStream) Recv() (*xdswire.DeltaResponse, error) {
 	if s.res == nil {
 		r := <-s.resp
 		if r.err != nil {
@@ -137,7 +137,7 @@ func (s *grpcStream) Recv() (*xdswire.Response, error) {
 	if _, err := io.ReadFull(s.r, msg); err != nil {
 		return nil, fmt.Errorf("reading a message of %d bytes: %w", n, err)
 	}
-	return xdswire.ParseResponse(msg)
+	return xdswire.ParseDeltaResponse(msg)
 }
 
 // Close ends the call and its connection.
