@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -258,6 +259,11 @@ func adminMux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	// Profiles, for finding what the controller spends its time and
+	// memory on; kept to this host, as the proxy's are.
+	mux.Handle("GET /debug/pprof/", httpserve.LoopbackOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", httpserve.LoopbackOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", httpserve.LoopbackOnly(http.HandlerFunc(pprof.Trace)))
 	return mux
 }
 

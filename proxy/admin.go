@@ -2,10 +2,8 @@ package proxy
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"runtime"
 	"strconv"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshproj/mesh/discovery"
+	"github.com/meshproj/mesh/internal/httpserve"
 	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/proxy/balance"
 	"github.com/meshproj/mesh/proxy/connlimit"
@@ -54,25 +53,8 @@ func (p *Proxy) newAdmin() *http.Server {
 		ConnState: connlimit.FollowHTTP}
 }
 
-// loopbackOnly refuses clients that are not on this host.
-func loopbackOnly(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isLoopback(r.RemoteAddr) {
-			http.Error(w, "forbidden: only loopback clients may use this endpoint (use kubectl port-forward)", http.StatusForbidden)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-func isLoopback(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		return false
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.Unmap().IsLoopback()
-}
+// loopbackOnly keeps an endpoint to clients on this host.
+var loopbackOnly = httpserve.LoopbackOnly
 
 // serveStats answers /stats?seconds=N (default 10) from the rolling window.
 func (p *Proxy) serveStats(w http.ResponseWriter, r *http.Request) {

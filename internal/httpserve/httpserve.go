@@ -2,7 +2,9 @@
 // ends, then lets requests in flight finish within a grace period: the one
 // way the control plane's, the identity service's and the demo's servers
 // start and stop. (The proxy drains its own way: it must stop accepting on
-// every listener first and report not-ready while it drains.)
+// every listener first and report not-ready while it drains.) It also
+// keeps admin endpoints that tell too much (profiles, dumps, tap) to
+// clients on the same host.
 package httpserve
 
 import (
@@ -11,8 +13,31 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 )
+
+// LoopbackOnly refuses clients that are not on this host: only the TCP
+// peer counts, never a header. kubectl port-forward arrives from
+// loopback, the pod network does not.
+func LoopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopback(r.RemoteAddr) {
+			http.Error(w, "forbidden: only loopback clients may use this endpoint (use kubectl port-forward)", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
 
 // Grace is how long Run lets requests in flight finish once ctx ends.
 const Grace = 10 * time.Second
