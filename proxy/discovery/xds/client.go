@@ -416,7 +416,9 @@ func (b *Backend) apply(resp *xdswire.DeltaResponse) error {
 		delete(versions, name)
 	}
 	for _, res := range resp.Resources {
-		versions[res.Name] = res.Version
+		if b.wantedLocked(resp.TypeURL, res.Name) {
+			versions[res.Name] = res.Version
+		}
 	}
 	switch resp.TypeURL {
 	case xdswire.ListenerType:
@@ -505,6 +507,24 @@ func (b *Backend) apply(resp *xdswire.DeltaResponse) error {
 	}
 	b.deliverLocked()
 	return nil
+}
+
+// wantedLocked says a resource is one the proxy still asks for: a
+// response may cross the unsubscription of what it holds, and a version
+// kept of that would be named to the controller at every reconnect.
+func (b *Backend) wantedLocked(typ, name string) bool {
+	switch typ {
+	case xdswire.ClusterType, xdswire.EndpointType:
+		return b.clusters[name] != nil
+	case xdswire.RouteType:
+		for cluster := range b.clusters {
+			if b.routeConfigs[cluster] == name {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // dropListenerLocked forgets the listener of a cluster: its name, virtual
