@@ -13,6 +13,7 @@ import (
 	"crypto/ecdsa"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,6 +50,7 @@ var (
 	rate     = flag.Int("rate", 100, "endpoint changes a second during the churn")
 	churnFor = flag.Duration("churn", 10*time.Second, "how long the churn lasts")
 	ctrlBin  = flag.String("controller", "", "the mesh-controller binary to measure (default: build this tree's)")
+	profiles = flag.String("profiles", "", "a directory to write CPU profiles of the churn to: the controller's (from its admin port) and this process's (the proxies'), per size")
 )
 
 const (
@@ -294,7 +297,8 @@ func measure(b *testing.B, w *world, ctrl *controller, n int) {
 	}
 	sent := make([]time.Time, total)
 	target := make([]int, total)
-	churnCPU := ctrl.cpu(b)
+	stopProfiles := startProfiles(b, ctrl, n, *churnFor)
+	churnCPU, clientCPU := ctrl.cpu(b), selfCPU()
 	churnStart := time.Now()
 	tick := time.NewTicker(time.Second / time.Duration(*rate))
 	var writes sync.WaitGroup
@@ -314,6 +318,8 @@ func measure(b *testing.B, w *world, ctrl *controller, n int) {
 	churnTook := time.Since(churnStart)
 	time.Sleep(changeWithin / 2) // the last changes arrive
 	churnCPU = (ctrl.cpu(b) - churnCPU) / churnTook.Seconds()
+	clientCPU = selfCPU() - clientCPU
+	stopProfiles()
 	rssChurn := ctrl.rss(b, "VmRSS")
 
 	// Latency from the write to each subscriber, and to the last of them.
@@ -340,6 +346,11 @@ func measure(b *testing.B, w *world, ctrl *controller, n int) {
 		}
 		all = append(all, worst)
 	}
+	// The proxies' cost of a change: this process's CPU through the churn
+	// (the 1,000 clients receiving, decoding and applying, and the writes
+	// to the API server, which are the same for any proxy) over the
+	// changes the proxies took in.
+	perChange := clientCPU / float64(max(len(each), 1)) * 1e6
 
 	// A controller restart: how soon every proxy has its state again, and
 	// whether any was told a service had gone.
@@ -396,9 +407,10 @@ func measure(b *testing.B, w *world, ctrl *controller, n int) {
 	b.ReportMetric(peak, "peak-rss-MB")
 	b.ReportMetric(steadyCPU, "cpu-steady")
 	b.ReportMetric(churnCPU, "cpu-churn")
-	b.Logf("| %d | %d | %d | %.1f | %.0f | %.0f | %.0f | %.0f | %d | %.1f | %d | %.0f / %.0f / %.0f | %.2f | %.2f | %.1f |",
+	b.ReportMetric(perChange, "proxy-us/change")
+	b.Logf("| %d | %d | %d | %.1f | %.0f | %.0f | %.0f | %.0f | %d | %.1f | %d | %.0f / %.0f / %.0f | %.2f | %.2f | %.0f | %.1f |",
 		n, n*epsPerSlice, *proxies, subscribed.Seconds(), pct(each, 50), pct(each, 99), pct(all, 99), pct(each, 100), lost,
-		resync.Seconds(), vanished, rssSteady, rssChurn, peak, steadyCPU, churnCPU, cpuUsed)
+		resync.Seconds(), vanished, rssSteady, rssChurn, peak, steadyCPU, churnCPU, perChange, cpuUsed)
 	if writeErrs.Load() > 0 {
 		b.Logf("%d of %d endpoint writes failed", writeErrs.Load(), total)
 	}
@@ -566,6 +578,53 @@ func (c *controller) stop(b *testing.B) {
 		<-c.exited
 	}
 	c.cmd = nil
+}
+
+// startProfiles, with -profiles, profiles the controller and this process
+// for the churn; the function it returns waits for both and writes them.
+func startProfiles(b *testing.B, ctrl *controller, n int, d time.Duration) func() {
+	if *profiles == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(*profiles, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	self, err := os.Create(filepath.Join(*profiles, fmt.Sprintf("proxies-%d.pprof", n)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(self); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", ctrl.admin, int(d.Seconds())))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		out, err := os.Create(filepath.Join(*profiles, fmt.Sprintf("controller-%d.pprof", n)))
+		if err == nil {
+			_, err = io.Copy(out, resp.Body)
+			out.Close()
+		}
+		done <- err
+	}()
+	return func() {
+		pprof.StopCPUProfile()
+		self.Close()
+		if err := <-done; err != nil {
+			b.Logf("the controller's profile: %v", err)
+		}
+	}
+}
+
+// selfCPU is this process's CPU seconds so far (user and system).
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // cpu is the controller's CPU seconds so far (user and system).
