@@ -26,11 +26,15 @@ type Edge struct {
 	ServerID string `json:"serverIdentity,omitempty"`
 	MTLS     bool   `json:"mtls"`
 	Requests uint64 `json:"requests"`
+	// SuccessRate is the share of the requests that did not fail, as the
+	// side that counted them saw it (the client, where it has a proxy);
+	// nil without requests.
+	SuccessRate *float64 `json:"successRate"`
 	// Why says, for an edge that is not mTLS, what the proxies saw.
 	Why string `json:"why,omitempty"`
 
 	// What each side counted, summed over its instances.
-	sent, served uint64
+	sent, served, sentOK, servedOK uint64
 }
 
 // Unmeshed names a client the mesh cannot name: it has no proxy, so it
@@ -72,6 +76,8 @@ func Edges(ctx context.Context, m *inventory.Mesh, resource string, window int, 
 			old.MTLS = old.MTLS || e.MTLS
 			old.sent += e.sent
 			old.served += e.served
+			old.sentOK += e.sentOK
+			old.servedOK += e.servedOK
 			old.Requests = max(old.sent, old.served)
 			if old.MTLS {
 				old.Why = ""
@@ -102,6 +108,14 @@ func Edges(ctx context.Context, m *inventory.Mesh, resource string, window int, 
 	for _, e := range edges {
 		if e.Src == e.ClientID && seenByClient(edges, e) {
 			continue
+		}
+		ok := e.servedOK
+		if e.sent >= e.served {
+			ok = e.sentOK
+		}
+		if e.Requests > 0 {
+			rate := float64(ok) / float64(e.Requests)
+			e.SuccessRate = &rate
 		}
 		out = append(out, *e)
 	}
@@ -136,7 +150,7 @@ func first(a, b string) string {
 // inboundEdge is what the server's proxy saw: the client by the identity
 // it proved, if it proved one.
 func inboundEdge(all []inventory.Workload, byID map[string][]int, w inventory.Workload, s adminapi.WindowStat) Edge {
-	e := Edge{Dst: w.Ref(), DstNamespace: w.Namespace, Requests: s.Requests, served: s.Requests, Src: Unmeshed}
+	e := Edge{Dst: w.Ref(), DstNamespace: w.Namespace, Requests: s.Requests, served: s.Requests, servedOK: s.Successes, Src: Unmeshed}
 	if s.Peer == "" {
 		e.Why = "the client proved no identity: it has no proxy, or its proxy has no certificate"
 		return e
@@ -155,7 +169,7 @@ func inboundEdge(all []inventory.Workload, byID map[string][]int, w inventory.Wo
 // outboundEdge is what the client's proxy saw: the server by the authority
 // the app used, and the identity the server proved.
 func outboundEdge(all []inventory.Workload, w inventory.Workload, s adminapi.WindowStat) Edge {
-	e := Edge{Src: w.Ref(), SrcNamespace: w.Namespace, Dst: s.Authority, Requests: s.Requests, sent: s.Requests}
+	e := Edge{Src: w.Ref(), SrcNamespace: w.Namespace, Dst: s.Authority, Requests: s.Requests, sent: s.Requests, sentOK: s.Successes}
 	for _, d := range all {
 		if d.Serves(s.Authority) {
 			e.Dst, e.DstNamespace = d.Ref(), d.Namespace

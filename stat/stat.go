@@ -26,6 +26,7 @@ type Options struct {
 // Row is one line of `mesh stat`.
 type Row struct {
 	Name        string   `json:"name"`
+	Namespace   string   `json:"namespace,omitempty"`
 	From        string   `json:"from,omitempty"`
 	To          string   `json:"to,omitempty"`
 	MeshedReady int      `json:"meshedReady"`
@@ -108,7 +109,7 @@ func Collect(ctx context.Context, m *inventory.Mesh, o Options, fetch Fetcher) (
 	results := fetchAll(ctx, workloads, seconds, fetch)
 	var rows []Row
 	for i, w := range workloads {
-		row := Row{Name: w.Ref(), Instances: len(w.Instances), Identity: w.Identity}
+		row := Row{Name: w.Ref(), Namespace: w.Namespace, Instances: len(w.Instances), Identity: w.Identity}
 		var agg aggregate
 		for _, r := range results[i] {
 			if r.ready {
