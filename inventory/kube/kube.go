@@ -56,6 +56,15 @@ type Source struct {
 
 	mu       sync.Mutex
 	forwards []chan struct{}
+	// open are the port-forwards still up, by namespace/pod/port: a
+	// program that lists the mesh again and again (mesh dashboard) reuses
+	// them rather than opening more.
+	open map[string]openForward
+}
+
+type openForward struct {
+	addr  string
+	ended <-chan struct{} // closed when the forward ends (its pod went)
 }
 
 // Load reads the kubeconfig. It fails, saying why, when there is none or
@@ -322,6 +331,18 @@ func serviceAccount(p *corev1.Pod) string {
 // forward opens a port-forward from a free local port on 127.0.0.1 to the
 // pod's port, through the API server, and returns the local address.
 func (s *Source) forward(namespace, pod string, port int) (string, error) {
+	key := fmt.Sprintf("%s/%s/%d", namespace, pod, port)
+	s.mu.Lock()
+	if f, ok := s.open[key]; ok {
+		select {
+		case <-f.ended:
+			delete(s.open, key)
+		default:
+			s.mu.Unlock()
+			return f.addr, nil
+		}
+	}
+	s.mu.Unlock()
 	rt, upgrader, err := spdy.RoundTripperFor(s.cfg)
 	if err != nil {
 		return "", err
@@ -336,8 +357,8 @@ func (s *Source) forward(namespace, pod string, port int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	failed := make(chan error, 1)
-	go func() { failed <- fw.ForwardPorts() }()
+	failed, ended := make(chan error, 1), make(chan struct{})
+	go func() { failed <- fw.ForwardPorts(); close(ended) }()
 	select {
 	case <-ready:
 	case err := <-failed:
@@ -351,10 +372,15 @@ func (s *Source) forward(namespace, pod string, port int) (string, error) {
 		close(stop)
 		return "", fmt.Errorf("port-forward to pod %s/%s: %v", namespace, pod, err)
 	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0].Local)
 	s.mu.Lock()
 	s.forwards = append(s.forwards, stop)
+	if s.open == nil {
+		s.open = map[string]openForward{}
+	}
+	s.open[key] = openForward{addr: addr, ended: ended}
 	s.mu.Unlock()
-	return fmt.Sprintf("127.0.0.1:%d", ports[0].Local), nil
+	return addr, nil
 }
 
 // Close stops every port-forward.
@@ -364,7 +390,7 @@ func (s *Source) Close() {
 	for _, stop := range s.forwards {
 		close(stop)
 	}
-	s.forwards = nil
+	s.forwards, s.open = nil, nil
 }
 
 // ControlPlane is what runs the mesh's control plane on the cluster.
