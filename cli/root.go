@@ -88,7 +88,7 @@ named by --config (YAML keys are flag names).`,
 	}
 	setUp(root, s)
 	root.AddCommand(newVersionCommand(s), newProxyCommand(s), newIdentityCommand(s),
-		newDemoCommand(s), newStatCommand(s), newRoutesCommand(s), newEdgesCommand(s), newAuthzCommand(s), newTapCommand(s), newTopCommand(s), newCheckCommand(s),
+		newDemoCommand(s), newStatCommand(s), newRoutesCommand(s), newEdgesCommand(s), newAuthzCommand(s), newTapCommand(s), newTopCommand(s), newCheckCommand(s), newDashboardCommand(s),
 		newDiagnosticsCommand(s),
 		newInjectCommand(s), newUninjectCommand(s), newAwaitCommand(s), newInitCommand(s),
 		newInstallCommand(s), newUninstallCommand(s), newControllerMovedCommand(s))

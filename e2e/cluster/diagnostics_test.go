@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,7 +157,61 @@ func diagnosticsStep(t *testing.T) {
 	if out = mesh("diagnostics", "proxy-metrics", "deploy/server", "-n", ns); strings.Count(out, "# POD server-") != 2 || !strings.Contains(out, "request_total{") {
 		t.Errorf("mesh diagnostics proxy-metrics deploy/server: want both pods' metrics")
 	}
+	dashboardOnTheCluster(t, env, ns)
 	waitJob(t, ns, "stat-load", 2*time.Minute)
+}
+
+// dashboardOnTheCluster: mesh dashboard -n shop reads the cluster as mesh
+// stat does, through port-forwards: the server's two meshed pods under the
+// client's load, and the client's edge to it over mTLS.
+func dashboardOnTheCluster(t *testing.T, env []string, ns string) {
+	t.Helper()
+	cmd := exec.Command(mesh, "dashboard", "--show", "url", "-n", ns)
+	cmd.Env = append(os.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}()
+	base, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(base, "http://127.0.0.1:") {
+		t.Fatalf("mesh dashboard -n %s printed %q (%v)\n%s", ns, base, err, stderr.String())
+	}
+	base = strings.TrimSpace(base)
+	getJSON := func(path string, v any) {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || json.Unmarshal(b, v) != nil {
+			t.Fatalf("the dashboard's %s: %s\n%s", path, resp.Status, b)
+		}
+	}
+	var rows []stat.Row
+	getJSON("api/stat?resource=deploy/server", &rows)
+	if len(rows) != 1 || rows[0].Namespace != ns || rows[0].MeshedReady != 2 || rows[0].RPS < 10 {
+		t.Errorf("the dashboard's deploy/server: %+v", rows)
+	}
+	var edges []stat.Edge
+	getJSON("api/edges?resource=deploy/server", &edges)
+	found := false
+	for _, e := range edges {
+		found = found || e.Src == "job/stat-load" && e.Dst == "deploy/server" && e.MTLS && e.SuccessRate != nil && *e.SuccessRate == 1
+	}
+	if !found {
+		t.Errorf("the dashboard's edges of deploy/server lack job/stat-load's, mTLS and all answered: %+v", edges)
+	}
 }
 
 // A pod made before its namespace asked for the mesh has no proxy, and a
