@@ -364,16 +364,18 @@ func measure(b *testing.B, w *world, ctrl *controller, n int) {
 	ctrl.stop(b)
 	restart := time.Now()
 	ctrl.start(b)
+	// A proxy is back once its stream to the new controller is up and has
+	// had its first answer: with delta xDS the controller then sends what
+	// differs from what the proxy holds, which after a restart with
+	// nothing changed is nothing at all.
 	var resync time.Duration
 	for {
 		behind := 0
 		for _, s := range sims {
-			connected := s.backend.Status().(xds.Status).Connected // not under s.mu: the backend calls update under its own lock
-			s.mu.Lock()
-			if s.last.Before(restart) || !connected {
+			st := s.backend.Status().(xds.Status) // not under s.mu: the backend calls update under its own lock
+			if !st.Connected || st.Since.Before(restart) {
 				behind++
 			}
-			s.mu.Unlock()
 		}
 		if behind == 0 {
 			resync = time.Since(restart)
