@@ -55,16 +55,13 @@ type Backend struct {
 	listeners map[string]xdswire.Route
 	routes    map[discovery.Key]xdswire.Route
 	byVIP     map[netip.AddrPort]string
-	// routeConfigs names, by cluster, the route configuration its
-	// listener names (none: the controller serves no RDS for it).
-	routeConfigs map[string]string
-	routesIn     chan struct{} // closed by the first Listener response
-	clusters     map[string]*subscription
-	revision     int
-	resend       chan struct{}
-	connected    bool
-	lastErr      string
-	since        time.Time // of the current connection state
+	routesIn  chan struct{} // closed by the first Listener response
+	clusters  map[string]*subscription
+	revision  int
+	resend    chan struct{}
+	connected bool
+	lastErr   string
+	since     time.Time // of the current connection state
 	// policy is the pod's inbound policy, once one has arrived;
 	// policyChanged says it has not been delivered yet.
 	policy        *discovery.InboundPolicy
@@ -104,7 +101,6 @@ func (b *Backend) init() {
 		b.listeners = map[string]xdswire.Route{}
 		b.routes = map[discovery.Key]xdswire.Route{}
 		b.byVIP = map[netip.AddrPort]string{}
-		b.routeConfigs = map[string]string{}
 		b.versions = map[string]map[string]string{}
 		b.changed = map[string]bool{}
 		b.resend = make(chan struct{}, 1)
@@ -361,8 +357,8 @@ func (b *Backend) clusterNames() (clusters, routes []string) {
 }
 
 // routeConfigLocked is the route configuration the listener of a cluster
-// names, or "".
-func (b *Backend) routeConfigLocked(cluster string) string { return b.routeConfigs[cluster] }
+// names, or "" (the controller serves no RDS for it).
+func (b *Backend) routeConfigLocked(cluster string) string { return b.listeners[cluster].RouteConfig }
 
 // apply decodes a whole response first and changes nothing if any of it
 // is bad; then it changes what the response names, and only that.
@@ -423,18 +419,15 @@ func (b *Backend) apply(resp *xdswire.DeltaResponse) error {
 	switch resp.TypeURL {
 	case xdswire.ListenerType:
 		for _, name := range resp.Removed {
-			b.dropListenerLocked(name)
+			b.dropListenerLocked(name, "")
 		}
 		for _, v := range decoded {
 			r := v.(xdswire.Route)
-			b.dropListenerLocked(r.Cluster)
+			b.dropListenerLocked(r.Cluster, r.RouteConfig)
 			b.listeners[r.Cluster] = r
 			b.routes[r.Key] = r
 			for _, vip := range r.VIPs {
 				b.byVIP[vip] = r.Cluster
-			}
-			if r.RouteConfig != "" {
-				b.routeConfigs[r.Cluster] = r.RouteConfig
 			}
 			b.touchLocked(r.Cluster)
 		}
@@ -518,7 +511,7 @@ func (b *Backend) wantedLocked(typ, name string) bool {
 		return b.clusters[name] != nil
 	case xdswire.RouteType:
 		for cluster := range b.clusters {
-			if b.routeConfigs[cluster] == name {
+			if b.routeConfigLocked(cluster) == name {
 				return true
 			}
 		}
@@ -527,9 +520,11 @@ func (b *Backend) wantedLocked(typ, name string) bool {
 	return true
 }
 
-// dropListenerLocked forgets the listener of a cluster: its name, virtual
-// IPs and route configuration.
-func (b *Backend) dropListenerLocked(cluster string) {
+// dropListenerLocked forgets the listener of a cluster: its name and
+// virtual IPs, and the routes it named unless its successor names the
+// same route configuration (which the controller then does not send
+// again).
+func (b *Backend) dropListenerLocked(cluster, nextRouteConfig string) {
 	old, ok := b.listeners[cluster]
 	if !ok {
 		return
@@ -543,12 +538,9 @@ func (b *Backend) dropListenerLocked(cluster string) {
 			delete(b.byVIP, vip)
 		}
 	}
-	if rc := b.routeConfigs[cluster]; rc != "" {
-		delete(b.routeConfigs, cluster)
-		if sub := b.clusters[cluster]; sub != nil {
-			// Its routes went with the listener that named them.
-			sub.routes, sub.haveRoutes = nil, false
-		}
+	if sub := b.clusters[cluster]; sub != nil && old.RouteConfig != nextRouteConfig {
+		// Its routes went with the listener that named them.
+		sub.routes, sub.haveRoutes = nil, false
 	}
 	b.touchLocked(cluster)
 }

@@ -392,3 +392,25 @@ func TestReleaseEndsASubscription(t *testing.T) {
 		t.Errorf("web asked for again is %+v, want its two endpoints of now", s)
 	}
 }
+
+// TestAListenerChangeKeepsTheRoutes: a new virtual IP changes a service's
+// Listener and nothing else; the service stays delivered, with its routes
+// (which the controller does not send again) and the new address.
+func TestAListenerChangeKeepsTheRoutes(t *testing.T) {
+	web := svc("web.shop.svc.cluster.local", 80, "10.96.0.10", "127.0.0.1:8081")
+	cp := startControlPlane(t, "", web)
+	b, st := startBackend(t, cp.addr)
+	if err := b.Want(within(5*time.Second), web.Key()); err != nil {
+		t.Fatal(err)
+	}
+	routes := cp.sentOf(xdsres.RouteType)
+	web.Addresses = []netip.Addr{netip.MustParseAddr("10.96.0.20")}
+	cp.set(&web)
+	st.waitFor(t, "web's new virtual IP", func() bool {
+		s := st.service(web.Name)
+		return s != nil && len(s.Addresses) == 1 && s.Addresses[0] == web.Addresses[0]
+	})
+	if n := cp.sentOf(xdsres.RouteType) - routes; n != 0 {
+		t.Errorf("the unchanged routes were sent %d more times", n)
+	}
+}
