@@ -163,24 +163,8 @@ func addTapFilterFlags(cmd *cobra.Command) {
 
 // tapTargets are the workloads to tap and the filter the flags ask for.
 func tapTargets(m *inventory.Mesh, resource string, v *viper.Viper) ([]inventory.Workload, tap.Filter, error) {
-	ws, err := m.Select(resource)
-	if err != nil {
-		return nil, tap.Filter{}, err
-	}
-	f := tap.Filter{Method: v.GetString("method"), PathPrefix: v.GetString("path"), Authority: v.GetString("authority")}
-	if to := v.GetString("to"); to != "" {
-		dst, err := m.Select(to)
-		if err != nil {
-			return nil, tap.Filter{}, err
-		}
-		if dst[0].Service == "" && len(dst[0].Services) == 0 {
-			return nil, tap.Filter{}, fmt.Errorf("%s serves no traffic to tap: no Service selects it", dst[0].Ref())
-		}
-		to := dst[0]
-		f.Direction = "outbound"
-		f.Match = func(e *adminapi.TapEvent) bool { return to.Serves(e.Authority) }
-	}
-	return ws, f, nil
+	return tap.Targets(m, resource, v.GetString("to"),
+		tap.Filter{Method: v.GetString("method"), PathPrefix: v.GetString("path"), Authority: v.GetString("authority")})
 }
 
 func tapWarning(errOut io.Writer, command string) func(error) {

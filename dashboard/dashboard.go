@@ -28,7 +28,6 @@ import (
 
 	"github.com/meshproj/mesh/check"
 	"github.com/meshproj/mesh/inventory"
-	"github.com/meshproj/mesh/proxy/adminapi"
 	"github.com/meshproj/mesh/stat"
 	"github.com/meshproj/mesh/tap"
 )
@@ -187,21 +186,10 @@ func (s *Server) tap(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadGateway, err)
 		return
 	}
-	ws, err := m.Select(q.resource)
+	ws, f, err := tap.Targets(m, q.resource, q.get("to"), tap.Filter{Method: q.get("method"), PathPrefix: q.get("path"), Authority: q.get("authority")})
 	if err != nil {
 		apiError(w, http.StatusBadRequest, err)
 		return
-	}
-	f := tap.Filter{Method: q.get("method"), PathPrefix: q.get("path"), Authority: q.get("authority")}
-	if to := q.get("to"); to != "" {
-		dst, err := m.Select(to)
-		if err != nil {
-			apiError(w, http.StatusBadRequest, err)
-			return
-		}
-		target := dst[0]
-		f.Direction = "outbound"
-		f.Match = func(e *adminapi.TapEvent) bool { return target.Serves(e.Authority) }
 	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {

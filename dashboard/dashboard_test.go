@@ -114,11 +114,12 @@ func TestTheAPIIsTheCommandsJSON(t *testing.T) {
 func TestBadRequestsSayWhatIsWrong(t *testing.T) {
 	h := newServer(t, mesh)
 	for target, want := range map[string]string{
-		"/api/stat?window=2h":            "window \"2h\": want a duration from 1s to 60s",
-		"/api/stat?resource=deploy/nope": "nope",
-		"/api/routes":                    "routes are a client's",
-		"/api/tap":                       "tap needs a workload",
-		"/api/edges?resource=cm/x":       "unknown kind",
+		"/api/stat?window=2h":                        "window \"2h\": want a duration from 1s to 60s",
+		"/api/stat?resource=deploy/nope":             "nope",
+		"/api/routes":                                "routes are a client's",
+		"/api/tap":                                   "tap needs a workload",
+		"/api/edges?resource=cm/x":                   "unknown kind",
+		"/api/tap?resource=deploy/api&to=deploy/web": "deploy/web serves no traffic to tap",
 	} {
 		got := get(t, h, target)
 		var e struct{ Error string }

@@ -30,6 +30,28 @@ type Filter struct {
 	Match      func(*adminapi.TapEvent) bool
 }
 
+// Targets are the workloads a tap of resource reaches, and f completed:
+// with to (a workload), only their outbound requests to it.
+func Targets(m *inventory.Mesh, resource, to string, f Filter) ([]inventory.Workload, Filter, error) {
+	ws, err := m.Select(resource)
+	if err != nil {
+		return nil, Filter{}, err
+	}
+	if to != "" {
+		dst, err := m.Select(to)
+		if err != nil {
+			return nil, Filter{}, err
+		}
+		target := dst[0]
+		if target.Service == "" && len(target.Services) == 0 {
+			return nil, Filter{}, fmt.Errorf("%s serves no traffic to tap: no Service selects it", target.Ref())
+		}
+		f.Direction = "outbound"
+		f.Match = func(e *adminapi.TapEvent) bool { return target.Serves(e.Authority) }
+	}
+	return ws, f, nil
+}
+
 // Event is a proxy's tap event with where it came from.
 type Event struct {
 	adminapi.TapEvent
