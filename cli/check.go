@@ -45,19 +45,11 @@ its identity service, discovery file and proxies.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
 			defer cancel()
-			var checks []check.Check
-			if w.local != nil {
-				m, err := w.local.Mesh(ctx)
-				if err != nil {
-					return err
-				}
-				checks = check.Local(m, v.GetBool("proxy"))
-			} else {
-				c := &check.Cluster{Source: w.cluster, Namespace: v.GetString("mesh-namespace"),
-					ClientVersion: BuildVersion().Version, ProxyOnly: v.GetBool("proxy")}
-				defer c.Close()
-				checks = c.Checks()
+			checks, done, err := w.checks(ctx, v.GetString("mesh-namespace"), v.GetBool("proxy"))
+			if err != nil {
+				return err
 			}
+			defer done()
 			results := check.Run(ctx, checks)
 			if err := check.Render(s.Out, results, format, colorFor(s.Out)); err != nil {
 				return err

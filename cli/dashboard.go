@@ -54,28 +54,19 @@ internet access: the page is in the binary.`,
 			if err != nil {
 				return err
 			}
-			src := dashboard.Source{Mesh: func(ctx context.Context) (*inventory.Mesh, error) {
-				if w.local != nil {
-					return w.local.Mesh(ctx)
-				}
-				return w.cluster.Mesh(ctx)
-			}}
-			if w.local != nil {
-				src.Describe = "the local demo (" + w.local.Path + ")"
-				src.Checks = func(ctx context.Context) ([]check.Check, error) {
-					m, err := w.local.Mesh(ctx)
-					if err != nil {
-						return nil, err
-					}
-					return check.Local(m, false), nil
-				}
-			} else {
-				src.Describe = w.cluster.Describe()
-				c := &check.Cluster{Source: w.cluster, Namespace: v.GetString("mesh-namespace"), ClientVersion: BuildVersion().Version}
-				defer c.Close()
-				defer w.cluster.Close()
-				src.Checks = func(context.Context) ([]check.Check, error) { return c.Checks(), nil }
-			}
+			// The cluster's port-forwards are shared by every request (a
+			// tap stream uses them for as long as it runs), reused from
+			// one refresh to the next, and closed when the dashboard stops.
+			defer w.close()
+			src := dashboard.Source{Describe: w.describe(),
+				Mesh: func(ctx context.Context) (*inventory.Mesh, error) {
+					m, _, err := w.mesh(ctx)
+					return m, err
+				},
+				Checks: func(ctx context.Context) ([]check.Check, error) {
+					checks, _, err := w.checks(ctx, v.GetString("mesh-namespace"), false)
+					return checks, err
+				}}
 			srv := &dashboard.Server{Source: src}
 			url := "http://" + ln.Addr().String() + "/"
 			fmt.Fprintln(s.Out, url)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshproj/mesh/check"
 	"github.com/meshproj/mesh/inventory"
 	"github.com/meshproj/mesh/inventory/kube"
 )
@@ -90,6 +91,35 @@ func (w *where) mesh(ctx context.Context) (*inventory.Mesh, func(), error) {
 		return nil, nil, err
 	}
 	return m, w.cluster.Close, nil
+}
+
+// describe says which mesh, for humans.
+func (w *where) describe() string {
+	if w.local != nil {
+		return "the local demo (" + w.local.Path + ")"
+	}
+	return w.cluster.Describe()
+}
+
+// close stops the port-forwards the cluster's listings opened.
+func (w *where) close() {
+	if w.cluster != nil {
+		w.cluster.Close()
+	}
+}
+
+// checks are what mesh check runs against the mesh; done ends what they
+// opened (port-forwards).
+func (w *where) checks(ctx context.Context, meshNamespace string, proxyOnly bool) (checks []check.Check, done func(), err error) {
+	if w.local != nil {
+		m, err := w.local.Mesh(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		return check.Local(m, proxyOnly), func() {}, nil
+	}
+	c := &check.Cluster{Source: w.cluster, Namespace: meshNamespace, ClientVersion: BuildVersion().Version, ProxyOnly: proxyOnly}
+	return c.Checks(), c.Close, nil
 }
 
 // meshFrom finds the mesh (see whereIs) and lists its workloads.
